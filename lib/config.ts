@@ -1,0 +1,117 @@
+/**
+ * Configuration, read from the environment once at start-up. Every variable is documented in
+ * the README with its default; a malformed value stops the process with a clear message rather
+ * than running with a surprise.
+ */
+import { resolve } from 'node:path';
+
+export interface Config {
+  storage: 'fs' | 's3';
+  /** Embedded default: blob files and the DynamoDB Local database live here. */
+  dataDir: string;
+  region: string;
+  s3: {
+    bucket: string;
+    endpoint?: string;
+    forcePathStyle: boolean;
+    partSize: number;
+    concurrency: number;
+    checksums: 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
+    credentials?: { accessKeyId: string; secretAccessKey: string };
+  };
+  dynamo: {
+    table: string;
+    endpoint?: string;
+    /** Local server only: where the embedded DynamoDB Local listens when no endpoint is given. */
+    localPort: number;
+  };
+  uploads: {
+    ttlSeconds: number;
+    leaseSeconds: number;
+    maxChunkBytes: number;
+  };
+  blobs: {
+    deleteEnabled: boolean;
+    redirect: boolean;
+    redirectSeconds: number;
+  };
+  http: {
+    host: string;
+    port: number;
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): Config {
+  const str = (name: string, fallback: string) => {
+    const v = env[name];
+    return v === undefined || v === '' ? fallback : v;
+  };
+  const opt = (name: string) => (env[name] ? env[name] : undefined);
+  const int = (name: string, fallback: number, min = 0) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min}, got "${raw}"`);
+    return n;
+  };
+  const bool = (name: string, fallback: boolean) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+  };
+  const oneOf = <T extends string>(name: string, values: readonly T[], fallback: T): T => {
+    const raw = str(name, fallback);
+    if (!(values as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got "${raw}"`);
+    return raw as T;
+  };
+
+  const s3Endpoint = opt('S3_ENDPOINT');
+  const s3Key = opt('S3_ACCESS_KEY_ID');
+  const s3Secret = opt('S3_SECRET_ACCESS_KEY');
+  if (Boolean(s3Key) !== Boolean(s3Secret)) throw new ConfigError('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
+
+  return {
+    storage: oneOf('SKIFF_STORAGE', ['fs', 's3'] as const, 'fs'),
+    dataDir: resolve(str('SKIFF_DATA_DIR', '.skiff')),
+    region: str('AWS_REGION', str('AWS_DEFAULT_REGION', 'us-east-1')),
+    s3: {
+      bucket: str('S3_BUCKET', 'skiff'),
+      endpoint: s3Endpoint,
+      forcePathStyle: bool('S3_FORCE_PATH_STYLE', Boolean(s3Endpoint)),
+      partSize: int('S3_PART_SIZE', 8 * 1024 * 1024, 5 * 1024 * 1024),
+      concurrency: int('S3_UPLOAD_CONCURRENCY', 4, 1),
+      checksums: oneOf('S3_CHECKSUMS', ['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const, 'WHEN_REQUIRED'),
+      credentials: s3Key && s3Secret ? { accessKeyId: s3Key, secretAccessKey: s3Secret } : undefined,
+    },
+    dynamo: {
+      table: str('DYNAMODB_TABLE', 'skiff'),
+      endpoint: opt('DYNAMODB_ENDPOINT'),
+      localPort: int('SKIFF_DYNAMODB_LOCAL_PORT', 5002, 1),
+    },
+    uploads: {
+      ttlSeconds: int('SKIFF_UPLOAD_TTL_SECONDS', 7 * 24 * 3600, 60),
+      leaseSeconds: int('SKIFF_LEASE_SECONDS', 60, 1),
+      maxChunkBytes: int('SKIFF_MAX_CHUNK_BYTES', 0),
+    },
+    blobs: {
+      deleteEnabled: bool('SKIFF_DELETE_ENABLED', true),
+      redirect: bool('SKIFF_REDIRECT', false),
+      redirectSeconds: int('SKIFF_REDIRECT_SECONDS', 300, 1),
+    },
+    http: {
+      host: str('SKIFF_HOST', '127.0.0.1'),
+      port: int('SKIFF_PORT', 5000, 0),
+    },
+  };
+}

@@ -1,0 +1,86 @@
+/**
+ * The registry's HTTP contract in one place: routing, the version header, and the mapping of
+ * every failure to OCI error JSON. A RegistryError is the client's problem and carries its own
+ * status; anything else is ours, is logged, and becomes a 500 (or 503 when a backend throttles).
+ */
+import { RegistryError } from '../oci/errors.js';
+import type { Registry } from '../registry/index.js';
+import { onBlob } from './blobs.js';
+import { type Route, matchRoute } from './router.js';
+import type { RegistryRequest, RegistryResponse } from './types.js';
+import { notAllowed, onUpload, postUpload } from './uploads.js';
+
+/** What the app needs of a logger (Powertools' Logger in production). */
+export interface Log {
+  info(message: string, ...extra: Record<string, unknown>[]): void;
+  warn(message: string, ...extra: Record<string, unknown>[]): void;
+  error(message: string, ...extra: Record<string, unknown>[]): void;
+}
+
+export class RegistryApp {
+  constructor(
+    readonly registry: Registry,
+    private readonly log: Log,
+  ) {}
+
+  async handle(req: RegistryRequest): Promise<RegistryResponse> {
+    let res: RegistryResponse;
+    try {
+      const route = matchRoute(req.path);
+      if (!route) throw new RegistryError('UNSUPPORTED', 'unknown API endpoint', { status: 404, detail: { path: req.path } });
+      res = await this.dispatch(route, req);
+    } catch (err) {
+      res = this.failure(err, req);
+    }
+    res.headers['Docker-Distribution-API-Version'] = 'registry/2.0';
+    if (req.method === 'HEAD') delete res.body;
+    return res;
+  }
+
+  private async dispatch(route: Route, req: RegistryRequest): Promise<RegistryResponse> {
+    const reg = this.registry;
+    switch (route.name) {
+      case 'base':
+        if (req.method !== 'GET' && req.method !== 'HEAD') throw notAllowed('GET, HEAD');
+        return json(200, {});
+      case 'uploads':
+        if (req.method !== 'POST') throw notAllowed('POST');
+        return postUpload(reg, req, route.repo!);
+      case 'upload':
+        return onUpload(reg, req, route.repo!, route.ref!);
+      case 'blob':
+        return onBlob(reg, req, route.repo!, route.ref!);
+      default:
+        throw new RegistryError('UNSUPPORTED', 'endpoint not implemented', { status: 404, detail: { path: req.path } });
+    }
+  }
+
+  private failure(err: unknown, req: RegistryRequest): RegistryResponse {
+    const known = err instanceof RegistryError ? err : fromBackend(err);
+    if (!known || known.status >= 500) {
+      this.log.error('request failed', { method: req.method, path: req.path, error: describe(err) });
+    }
+    const e = known ?? new RegistryError('UNKNOWN', 'internal server error');
+    return { ...json(e.status, e.toJSON()), headers: { ...e.headers, 'Content-Type': 'application/json' } };
+  }
+}
+
+/** Throttling and unavailability of S3 or DynamoDB: tell the client to come back. */
+function fromBackend(err: unknown): RegistryError | undefined {
+  const name = (err as { name?: string } | undefined)?.name ?? '';
+  const status = (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+  if (/Throttl|SlowDown|ProvisionedThroughputExceeded|RequestLimitExceeded|TooManyRequests/.test(name) || status === 503) {
+    return new RegistryError('TOOMANYREQUESTS', 'storage backend is busy; retry later', { status: 429, headers: { 'Retry-After': '1' } });
+  }
+  return undefined;
+}
+
+function describe(err: unknown): Record<string, unknown> {
+  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack };
+  return { value: String(err) };
+}
+
+export function json(status: number, value: unknown): RegistryResponse {
+  const body = JSON.stringify(value);
+  return { status, headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }, body };
+}

@@ -1,0 +1,94 @@
+/**
+ * Upload endpoints: POST /v2/<name>/blobs/uploads/ and /v2/<name>/blobs/uploads/<id>.
+ */
+import { RegistryError } from '../oci/errors.js';
+import { parseDigest } from '../oci/digest.js';
+import type { Registry } from '../registry/index.js';
+import { uploadRange } from '../registry/uploads.js';
+import type { Status } from '../metadata/types.js';
+import { parseContentRange } from './ranges.js';
+import type { RegistryRequest, RegistryResponse } from './types.js';
+
+const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export const uploadLocation = (repo: string, id: string) => `/v2/${repo}/blobs/uploads/${id}`;
+export const blobLocation = (repo: string, digest: string) => `/v2/${repo}/blobs/${digest}`;
+
+/** POST: start an upload, upload a whole blob (?digest=), or mount one (?mount=&from=). */
+export async function postUpload(reg: Registry, req: RegistryRequest, repo: string): Promise<RegistryResponse> {
+  const mount = req.query.get('mount');
+  if (mount !== null) {
+    const digest = parseDigest(mount, 'mount');
+    const from = req.query.get('from');
+    // Without a source repository there is nothing we may mount from: a blob is only readable
+    // through a repository that links it. Fall back to a new upload, as the spec allows.
+    const link = from ? await reg.blobs.mount(repo, from, digest.value) : undefined;
+    if (link) return created(repo, link.digest);
+  } else {
+    const digest = req.query.get('digest');
+    if (digest !== null) {
+      const descriptor = await reg.uploads.monolithic(repo, parseDigest(digest), req.body);
+      return created(repo, descriptor.digest);
+    }
+  }
+  if ((req.body.length ?? 0) > 0) {
+    throw new RegistryError('BLOB_UPLOAD_INVALID', 'a POST with a body needs ?digest= (monolithic upload)');
+  }
+  return uploadStatus(202, await reg.uploads.start(repo));
+}
+
+/** GET, PATCH, PUT, DELETE on an upload's Location. */
+export async function onUpload(reg: Registry, req: RegistryRequest, repo: string, id: string): Promise<RegistryResponse> {
+  try {
+    if (!UPLOAD_ID.test(id)) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { detail: { uuid: id } });
+    switch (req.method) {
+      case 'GET':
+        return uploadStatus(204, await reg.uploads.status(repo, id));
+      case 'PATCH': {
+        const range = parseContentRange(req.headers['content-range']);
+        return uploadStatus(202, await reg.uploads.append(repo, id, req.body, range));
+      }
+      case 'PUT': {
+        const digest = parseDigest(req.query.get('digest'));
+        const range = parseContentRange(req.headers['content-range']);
+        const descriptor = await reg.uploads.finish(repo, id, digest, req.body, range);
+        return created(repo, descriptor.digest);
+      }
+      case 'DELETE':
+        await reg.uploads.cancel(repo, id);
+        return { status: 204, headers: {} };
+      default:
+        throw notAllowed('GET, PATCH, PUT, DELETE');
+    }
+  } catch (err) {
+    // A client that lost track of the offset needs the upload's Location with the Range.
+    if (err instanceof RegistryError && err.status === 416) {
+      err.headers['Location'] = uploadLocation(repo, id);
+      err.headers['Docker-Upload-UUID'] = id;
+    }
+    throw err;
+  }
+}
+
+function uploadStatus(status: number, upload: Status): RegistryResponse {
+  return {
+    status,
+    headers: {
+      Location: uploadLocation(upload.repo, upload.id),
+      Range: uploadRange(upload.offset),
+      'Docker-Upload-UUID': upload.id,
+      'Content-Length': '0',
+    },
+  };
+}
+
+function created(repo: string, digest: string): RegistryResponse {
+  return {
+    status: 201,
+    headers: { Location: blobLocation(repo, digest), 'Docker-Content-Digest': digest, 'Content-Length': '0' },
+  };
+}
+
+export function notAllowed(allow: string): RegistryError {
+  return new RegistryError('UNSUPPORTED', 'method not allowed on this endpoint', { status: 405, headers: { Allow: allow } });
+}

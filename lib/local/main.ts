@@ -1,0 +1,60 @@
+/**
+ * `npm start`: the registry on one machine. By default blobs go to the local filesystem and
+ * metadata to an embedded DynamoDB Local (started here, persistent under SKIFF_DATA_DIR);
+ * S3_ENDPOINT / SKIFF_STORAGE=s3 and DYNAMODB_ENDPOINT point the same command at real services.
+ */
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from '../config.js';
+import { RegistryApp } from '../http/app.js';
+import { ensureTable } from '../metadata/dynamo/table.js';
+import { createDynamo, createRegistry } from '../registry/index.js';
+import { S3ObjectStore } from '../storage/s3/objects.js';
+import { ensureBucket } from '../storage/s3/bucket.js';
+import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local.js';
+import { createLogger } from './log.js';
+import { createRegistryServer } from './server.js';
+
+const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
+
+async function main(): Promise<void> {
+  const log = createLogger();
+  let config = loadConfig();
+  let embedded: DynamoDbLocal | undefined;
+  if (!config.dynamo.endpoint) {
+    embedded = await startDynamoDbLocal({ port: config.dynamo.localPort, dbPath: join(config.dataDir, 'dynamodb') });
+    config = { ...config, dynamo: { ...config.dynamo, endpoint: embedded.endpoint } };
+  }
+  const stopEmbedded = () => embedded?.stop() ?? Promise.resolve();
+  try {
+    const db = createDynamo(config, embedded ? LOCAL_CREDENTIALS : undefined);
+    await ensureTable(db, config.dynamo.table);
+    const registry = createRegistry(config, { dynamo: db });
+    if (registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
+
+    const server = createRegistryServer(new RegistryApp(registry, log));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.http.port, config.http.host, resolve);
+    });
+    const where = config.storage === 'fs' ? `filesystem ${join(config.dataDir, 'storage')}` : `S3 bucket ${config.s3.bucket}${config.s3.endpoint ? ` at ${config.s3.endpoint}` : ''}`;
+    const meta = embedded ? `embedded DynamoDB Local (${join(config.dataDir, 'dynamodb')})` : `DynamoDB ${config.dynamo.endpoint ?? 'in ' + config.region}, table ${config.dynamo.table}`;
+    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${config.http.port}/ (open: no authentication)\n  blobs: ${where}\n  metadata: ${meta}\n`);
+
+    const shutdown = () => {
+      server.close();
+      server.closeAllConnections();
+      void stopEmbedded().then(() => process.exit(0));
+    };
+    process.once('SIGINT', shutdown);
+    process.once('SIGTERM', shutdown);
+  } catch (err) {
+    await stopEmbedded();
+    throw err;
+  }
+}
+
+main().catch((err: unknown) => {
+  const message = err instanceof ConfigError ? `configuration error: ${err.message}` : err instanceof Error ? err.message : String(err);
+  process.stderr.write(`skiff: ${message}\n`);
+  process.exit(1);
+});

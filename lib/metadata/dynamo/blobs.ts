@@ -1,0 +1,48 @@
+/**
+ * Blob descriptors and repository links in DynamoDB. Reads are strongly consistent: a client
+ * that just finished an upload and checks for it (every client does) must see it.
+ */
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import type { BlobIndex, Descriptor, Link } from '../types.js';
+import { key } from './table.js';
+import { toDescriptor } from './uploads.js';
+
+export class DynamoBlobIndex implements BlobIndex {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+  ) {}
+
+  async getLink(repo: string, digest: string): Promise<Link | undefined> {
+    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.link(repo, digest), ConsistentRead: true }));
+    return res.Item ? { ...toDescriptor(res.Item), repo } : undefined;
+  }
+
+  async putLink(repo: string, descriptor: Descriptor | Link): Promise<void> {
+    const { digest, size, key: objectKey, mediaType, createdAt } = descriptor;
+    await this.db.send(
+      new PutCommand({
+        TableName: this.table,
+        Item: { ...key.link(repo, digest), repo, digest, size, key: objectKey, mediaType, createdAt },
+      }),
+    );
+  }
+
+  async deleteLink(repo: string, digest: string): Promise<boolean> {
+    try {
+      await this.db.send(
+        new DeleteCommand({ TableName: this.table, Key: key.link(repo, digest), ConditionExpression: 'attribute_exists(pk)' }),
+      );
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      throw err;
+    }
+  }
+
+  async getDescriptor(digest: string): Promise<Descriptor | undefined> {
+    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.descriptor(digest), ConsistentRead: true }));
+    return res.Item ? toDescriptor(res.Item) : undefined;
+  }
+}

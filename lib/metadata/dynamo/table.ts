@@ -1,0 +1,83 @@
+/**
+ * The single DynamoDB table and its key design. The table's definition lives in
+ * infra/dynamodb-table.json, which serverless.yml deploys and ensureTable() creates locally,
+ * so the code and the deployed stack cannot drift apart.
+ *
+ *   item                pk                  sk                 attributes
+ *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt
+ *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt
+ *   upload session      UPLOAD#<id>         UPLOAD             repo offset write seq reserved writer leaseUntil
+ *                                                              startedAt updatedAt expiresAt ttl
+ *   upload part         UPLOAD#<id>         PART#<00001>       number etag size seq ttl
+ *
+ * HEAD of a blob reads one item (the link carries size and key). `ttl` (epoch seconds) lets
+ * DynamoDB delete abandoned uploads eventually; reads never rely on it and check `expiresAt`.
+ */
+import {
+  CreateTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  type DynamoDBClientConfig,
+  ResourceNotFoundException,
+  UpdateTimeToLiveCommand,
+} from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import definition from '../../../infra/dynamodb-table.json' with { type: 'json' };
+
+export const tableDefinition = definition;
+
+export const key = {
+  descriptor: (digest: string) => ({ pk: `BLOB#${digest}`, sk: 'BLOB' }),
+  link: (repo: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `BLOB#${digest}` }),
+  upload: (id: string) => ({ pk: `UPLOAD#${id}`, sk: 'UPLOAD' }),
+  part: (id: string, n: number) => ({ pk: `UPLOAD#${id}`, sk: partSk(n) }),
+};
+
+export function partSk(n: number): string {
+  return `PART#${String(n).padStart(5, '0')}`;
+}
+
+export interface DynamoSettings {
+  table: string;
+  region: string;
+  endpoint?: string;
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+}
+
+export function createDocumentClient(settings: DynamoSettings): DynamoDBDocumentClient {
+  const config: DynamoDBClientConfig = { region: settings.region, maxAttempts: 3 };
+  if (settings.endpoint) config.endpoint = settings.endpoint;
+  if (settings.credentials) config.credentials = settings.credentials;
+  return DynamoDBDocumentClient.from(new DynamoDBClient(config), {
+    marshallOptions: { removeUndefinedValues: true },
+  });
+}
+
+/** Creates the table if it does not exist (local servers, tests) and waits until it is active. */
+export async function ensureTable(client: DynamoDBDocumentClient, table: string): Promise<void> {
+  try {
+    const res = await client.send(new DescribeTableCommand({ TableName: table }));
+    if (res.Table?.TableStatus === 'ACTIVE') return;
+  } catch (err) {
+    if (!(err instanceof ResourceNotFoundException)) throw err;
+    await client.send(
+      new CreateTableCommand({
+        TableName: table,
+        AttributeDefinitions: definition.AttributeDefinitions as CreateTableCommand['input']['AttributeDefinitions'],
+        KeySchema: definition.KeySchema as CreateTableCommand['input']['KeySchema'],
+        BillingMode: 'PAY_PER_REQUEST',
+      }),
+    );
+  }
+  for (let i = 0; i < 600; i++) {
+    const res = await client.send(new DescribeTableCommand({ TableName: table }));
+    if (res.Table?.TableStatus === 'ACTIVE') break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await client.send(
+    new UpdateTimeToLiveCommand({ TableName: table, TimeToLiveSpecification: definition.TimeToLiveSpecification }),
+  ).catch((err: unknown) => {
+    // Already enabled is fine; anything else is worth knowing about.
+    if (!String((err as Error).message).includes('already enabled')) throw err;
+  });
+}

@@ -1,0 +1,357 @@
+/**
+ * Upload sessions in DynamoDB. Every transition is a conditional write on the session item:
+ *
+ *   acquire  offset matches (if asked) and no live lease  -> writer, leaseUntil, seq+1
+ *   commit   writer is us                                 -> offset, write; lease removed
+ *   finish   writer is us (transaction with descriptor and link) -> session deleted
+ *
+ * so two requests at one offset cannot both win, and a writer that lost its lease cannot
+ * publish anything. Part records carry the lease sequence and refuse to be overwritten by an
+ * older one (the fence for a writer that stalled past its lease).
+ */
+import { ConditionalCheckFailedException, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import {
+  DeleteCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  TransactWriteCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { randomUUID } from 'node:crypto';
+import type { Part, PartLedger, WriteState } from '../../storage/types.js';
+import {
+  type Descriptor,
+  type Lease,
+  LeaseLost,
+  OffsetConflict,
+  type Upload,
+  UploadGone,
+  type UploadStore,
+} from '../types.js';
+import { key, partSk } from './table.js';
+
+export interface UploadTimings {
+  /** How long an upload lives after its last write. */
+  ttlMs: number;
+  /** How long a write lease lasts without renewal. */
+  leaseMs: number;
+  now?: () => number;
+}
+
+const NAMES = {
+  '#repo': 'repo',
+  '#offset': 'offset',
+  '#write': 'write',
+  '#writer': 'writer',
+  '#leaseUntil': 'leaseUntil',
+  '#seq': 'seq',
+  '#reserved': 'reserved',
+  '#expiresAt': 'expiresAt',
+  '#updatedAt': 'updatedAt',
+  '#ttl': 'ttl',
+};
+
+export class DynamoUploadStore implements UploadStore {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+    private readonly timings: UploadTimings,
+  ) {
+    this.now = timings.now ?? Date.now;
+  }
+
+  async create(id: string, repo: string, write: WriteState): Promise<Upload> {
+    const now = this.now();
+    const upload: Upload = {
+      id,
+      repo,
+      offset: write.size,
+      write,
+      startedAt: now,
+      updatedAt: now,
+      expiresAt: now + this.timings.ttlMs,
+      seq: 0,
+      reserved: 0,
+    };
+    await this.db.send(
+      new PutCommand({
+        TableName: this.table,
+        Item: { ...key.upload(id), ...upload, ttl: ttlOf(upload.expiresAt) },
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+    return upload;
+  }
+
+  async get(id: string, repo: string): Promise<Upload | undefined> {
+    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.upload(id), ConsistentRead: true }));
+    return this.live(res.Item, repo);
+  }
+
+  private live(item: Record<string, unknown> | undefined, repo: string): Upload | undefined {
+    if (!item || item.repo !== repo || (item.expiresAt as number) <= this.now()) return undefined;
+    return toUpload(item);
+  }
+
+  async acquire(id: string, repo: string, offset?: number): Promise<Lease> {
+    const now = this.now();
+    const attempt = randomUUID();
+    const until = now + this.timings.leaseMs;
+    let condition = 'attribute_exists(pk) AND #repo = :repo AND #expiresAt > :now AND (attribute_not_exists(#writer) OR #leaseUntil < :now)';
+    const values: Record<string, unknown> = { ':repo': repo, ':now': now, ':w': attempt, ':until': until, ':one': 1 };
+    if (offset !== undefined) {
+      condition += ' AND #offset = :offset';
+      values[':offset'] = offset;
+    }
+    try {
+      const res = await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: key.upload(id),
+          UpdateExpression: 'SET #writer = :w, #leaseUntil = :until, #seq = #seq + :one',
+          ConditionExpression: condition,
+          ExpressionAttributeNames: pick(NAMES, '#repo', '#expiresAt', '#writer', '#leaseUntil', '#seq', ...(offset !== undefined ? ['#offset'] : [])),
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+      const upload = toUpload(res.Attributes!);
+      return { upload, attempt, seq: upload.seq, until };
+    } catch (err) {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+      const old = err.Item ? unmarshall(err.Item) : undefined;
+      const current = this.live(old, repo);
+      if (!current) throw new UploadGone(id);
+      const busy = old!.writer !== undefined && (old!.leaseUntil as number) >= now;
+      throw new OffsetConflict(id, current.offset, busy);
+    }
+  }
+
+  async renew(lease: Lease): Promise<void> {
+    const until = this.now() + this.timings.leaseMs;
+    await this.fenced(lease, {
+      UpdateExpression: 'SET #leaseUntil = :until',
+      ExpressionAttributeNames: pick(NAMES, '#writer', '#leaseUntil'),
+      ExpressionAttributeValues: { ':me': lease.attempt, ':until': until },
+    });
+    lease.until = until;
+  }
+
+  async commit(lease: Lease, write: WriteState): Promise<Upload> {
+    const now = this.now();
+    const expiresAt = now + this.timings.ttlMs;
+    const res = await this.fenced(lease, {
+      UpdateExpression: 'SET #offset = :offset, #write = :write, #updatedAt = :now, #expiresAt = :exp, #ttl = :ttl REMOVE #leaseUntil, #writer',
+      ExpressionAttributeNames: pick(NAMES, '#writer', '#offset', '#write', '#updatedAt', '#expiresAt', '#ttl', '#leaseUntil'),
+      ExpressionAttributeValues: { ':me': lease.attempt, ':offset': write.size, ':write': write, ':now': now, ':exp': expiresAt, ':ttl': ttlOf(expiresAt) },
+      ReturnValues: 'ALL_NEW',
+    });
+    return toUpload(res!);
+  }
+
+  async release(lease: Lease): Promise<void> {
+    await this.fenced(lease, {
+      UpdateExpression: 'REMOVE #leaseUntil, #writer',
+      ExpressionAttributeNames: pick(NAMES, '#writer', '#leaseUntil'),
+      ExpressionAttributeValues: { ':me': lease.attempt },
+    }).catch((err) => {
+      if (!(err instanceof LeaseLost)) throw err;
+    });
+  }
+
+  /** An update of the session that only the lease holder may make. */
+  private async fenced(
+    lease: Lease,
+    update: Pick<UpdateCommand['input'], 'UpdateExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues' | 'ReturnValues'>,
+    extraCondition = '',
+  ): Promise<Record<string, unknown> | undefined> {
+    try {
+      const res = await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: key.upload(lease.upload.id),
+          ConditionExpression: `#writer = :me${extraCondition}`,
+          ...update,
+        }),
+      );
+      return res.Attributes;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) throw new LeaseLost(lease.upload.id);
+      throw err;
+    }
+  }
+
+  ledger(lease: Lease): PartLedger {
+    const store = this;
+    const id = lease.upload.id;
+    return {
+      get reserved() {
+        return lease.upload.reserved;
+      },
+      async reserve(upTo: number) {
+        try {
+          await store.fenced(
+            lease,
+            {
+              UpdateExpression: 'SET #reserved = :n',
+              ExpressionAttributeNames: pick(NAMES, '#writer', '#reserved'),
+              ExpressionAttributeValues: { ':me': lease.attempt, ':n': upTo },
+            },
+            ' AND #reserved < :n',
+          );
+        } catch (err) {
+          // A concurrent reservation by this same attempt may already have gone higher.
+          if (!(err instanceof LeaseLost)) throw err;
+          const current = await store.db.send(new GetCommand({ TableName: store.table, Key: key.upload(id), ConsistentRead: true }));
+          if (current.Item?.writer !== lease.attempt) throw err;
+        }
+        lease.upload.reserved = Math.max(lease.upload.reserved, upTo);
+      },
+      async record(part: Part) {
+        try {
+          await store.db.send(
+            new PutCommand({
+              TableName: store.table,
+              Item: { ...key.part(id, part.number), ...part, seq: lease.seq, ttl: ttlOf(store.now() + store.timings.ttlMs) },
+              ConditionExpression: 'attribute_not_exists(pk) OR #seq <= :seq',
+              ExpressionAttributeNames: { '#seq': 'seq' },
+              ExpressionAttributeValues: { ':seq': lease.seq },
+            }),
+          );
+        } catch (err) {
+          if (err instanceof ConditionalCheckFailedException) throw new LeaseLost(id);
+          throw err;
+        }
+      },
+      async list(count: number) {
+        const parts: Part[] = [];
+        let start: Record<string, unknown> | undefined;
+        while (count > 0) {
+          const res = await store.db.send(
+            new QueryCommand({
+              TableName: store.table,
+              KeyConditionExpression: 'pk = :pk AND sk BETWEEN :from AND :to',
+              ExpressionAttributeValues: { ':pk': key.upload(id).pk, ':from': partSk(1), ':to': partSk(count) },
+              ConsistentRead: true,
+              ExclusiveStartKey: start,
+            }),
+          );
+          for (const item of res.Items ?? []) parts.push({ number: item.number, etag: item.etag, size: item.size });
+          start = res.LastEvaluatedKey;
+          if (!start) break;
+        }
+        if (parts.length !== count || parts.some((p, i) => p.number !== i + 1)) {
+          throw new Error(`upload ${id}: part records are incomplete (${parts.length} of ${count})`);
+        }
+        return parts;
+      },
+    };
+  }
+
+  async finish(lease: Lease, descriptor: Descriptor): Promise<{ descriptor: Descriptor; created: boolean }> {
+    const repo = lease.upload.repo;
+    const removeUpload = {
+      Delete: {
+        TableName: this.table,
+        Key: key.upload(lease.upload.id),
+        ConditionExpression: '#writer = :me',
+        ExpressionAttributeNames: { '#writer': 'writer' },
+        ExpressionAttributeValues: { ':me': lease.attempt },
+      },
+    };
+    try {
+      await this.db.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            { Put: { TableName: this.table, Item: { ...key.descriptor(descriptor.digest), ...descriptor }, ConditionExpression: 'attribute_not_exists(pk)' } },
+            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), repo, ...descriptor } } },
+            removeUpload,
+          ],
+        }),
+      );
+      return { descriptor, created: true };
+    } catch (err) {
+      if (!(err instanceof TransactionCanceledException)) throw err;
+      const reasons = err.CancellationReasons ?? [];
+      if (reasons[2]?.Code === 'ConditionalCheckFailed') throw new LeaseLost(lease.upload.id);
+      if (reasons[0]?.Code !== 'ConditionalCheckFailed') throw err;
+    }
+    // The digest is already stored: link the existing bytes and let the caller drop ours.
+    const existing = await this.db.send(new GetCommand({ TableName: this.table, Key: key.descriptor(descriptor.digest), ConsistentRead: true }));
+    const kept = toDescriptor(existing.Item ?? {});
+    try {
+      await this.db.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            { ConditionCheck: { TableName: this.table, Key: key.descriptor(descriptor.digest), ConditionExpression: 'attribute_exists(pk)' } },
+            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), ...kept, repo } } },
+            removeUpload,
+          ],
+        }),
+      );
+    } catch (err) {
+      if (err instanceof TransactionCanceledException && err.CancellationReasons?.[2]?.Code === 'ConditionalCheckFailed') {
+        throw new LeaseLost(lease.upload.id);
+      }
+      throw err;
+    }
+    return { descriptor: kept, created: false };
+  }
+
+  async remove(id: string, repo: string): Promise<Upload | undefined> {
+    try {
+      const res = await this.db.send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: key.upload(id),
+          ConditionExpression: '#repo = :repo AND #expiresAt > :now',
+          ExpressionAttributeNames: { '#repo': 'repo', '#expiresAt': 'expiresAt' },
+          ExpressionAttributeValues: { ':repo': repo, ':now': this.now() },
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      return res.Attributes ? toUpload(res.Attributes) : undefined;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return undefined;
+      throw err;
+    }
+  }
+}
+
+function toUpload(item: Record<string, unknown>): Upload {
+  return {
+    id: (item.pk as string).slice('UPLOAD#'.length),
+    repo: item.repo as string,
+    offset: item.offset as number,
+    write: item.write as WriteState,
+    startedAt: item.startedAt as number,
+    updatedAt: item.updatedAt as number,
+    expiresAt: item.expiresAt as number,
+    seq: (item.seq as number) ?? 0,
+    reserved: (item.reserved as number) ?? 0,
+  };
+}
+
+export function toDescriptor(item: Record<string, unknown>): Descriptor {
+  return {
+    digest: item.digest as string,
+    size: item.size as number,
+    key: item.key as string,
+    mediaType: item.mediaType as string,
+    createdAt: item.createdAt as number,
+  };
+}
+
+function ttlOf(ms: number): number {
+  return Math.ceil(ms / 1000);
+}
+
+function pick(names: Record<string, string>, ...wanted: string[]): Record<string, string> {
+  return Object.fromEntries(wanted.map((n) => [n, names[n]!]));
+}

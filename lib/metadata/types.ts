@@ -1,0 +1,123 @@
+/**
+ * Metadata: what the registry knows about blobs, repositories and uploads. DynamoDB is the
+ * store (lib/metadata/dynamo); these interfaces are what the registry services see.
+ */
+import type { PartLedger, WriteState } from '../storage/types.js';
+
+/** A committed blob: its digest, size and where its bytes are. Global, one per digest. */
+export interface Descriptor {
+  digest: string;
+  size: number;
+  /** Object key holding the bytes. */
+  key: string;
+  mediaType: string;
+  createdAt: number;
+}
+
+/** A repository's reference to a blob. A blob is readable in a repository only through one. */
+export interface Link {
+  repo: string;
+  digest: string;
+  size: number;
+  key: string;
+  mediaType: string;
+  createdAt: number;
+}
+
+/** An upload session: the server-side state behind every Location handed out for it. */
+export interface Upload {
+  id: string;
+  repo: string;
+  /** Bytes accepted; the next chunk must start here. */
+  offset: number;
+  write: WriteState;
+  startedAt: number;
+  updatedAt: number;
+  expiresAt: number;
+  /** Incremented by every lease: the fence that orders writers. */
+  seq: number;
+  /** Highest multipart part number any attempt declared it may write. */
+  reserved: number;
+}
+
+/** Status of a write in flight (as opposed to Info of a committed blob). */
+export interface Status {
+  id: string;
+  repo: string;
+  offset: number;
+  startedAt: number;
+  updatedAt: number;
+}
+
+/** Exclusive right to write an upload at its offset, until `until` unless renewed. */
+export interface Lease {
+  upload: Upload;
+  /** Unique id of this attempt. */
+  attempt: string;
+  seq: number;
+  until: number;
+}
+
+export interface UploadStore {
+  create(id: string, repo: string, write: WriteState): Promise<Upload>;
+  /** The upload if it exists, belongs to `repo` and has not expired. */
+  get(id: string, repo: string): Promise<Upload | undefined>;
+  /**
+   * Takes the upload's write lease. With `offset`, only if the upload stands exactly there.
+   * Throws UploadGone or OffsetConflict (offset elsewhere, or another writer holds the lease).
+   */
+  acquire(id: string, repo: string, offset?: number): Promise<Lease>;
+  /** Extends the lease; throws LeaseLost if another writer took it. */
+  renew(lease: Lease): Promise<void>;
+  /** Publishes a new write state (and offset) and ends the lease. Throws LeaseLost. */
+  commit(lease: Lease, write: WriteState): Promise<Upload>;
+  /** Ends the lease without changing anything. */
+  release(lease: Lease): Promise<void>;
+  ledger(lease: Lease): PartLedger;
+  /**
+   * The commit point of a finished upload, atomically: record the descriptor (unless one exists
+   * for the digest: dedupe), link it into the repository, delete the upload. Returns the
+   * descriptor now in force and whether ours created it.
+   */
+  finish(lease: Lease, descriptor: Descriptor): Promise<{ descriptor: Descriptor; created: boolean }>;
+  /** Deletes the upload (cancel); returns what it was, or undefined if unknown. */
+  remove(id: string, repo: string): Promise<Upload | undefined>;
+}
+
+export interface BlobIndex {
+  getLink(repo: string, digest: string): Promise<Link | undefined>;
+  putLink(repo: string, descriptor: Descriptor | Link): Promise<void>;
+  /** Returns false when the repository did not link the digest. */
+  deleteLink(repo: string, digest: string): Promise<boolean>;
+  getDescriptor(digest: string): Promise<Descriptor | undefined>;
+}
+
+export interface MetadataStore {
+  uploads: UploadStore;
+  blobs: BlobIndex;
+}
+
+export class UploadGone extends Error {
+  constructor(readonly id: string) {
+    super(`upload ${id} is unknown or expired`);
+    this.name = 'UploadGone';
+  }
+}
+
+export class OffsetConflict extends Error {
+  constructor(
+    readonly id: string,
+    readonly offset: number,
+    readonly busy: boolean,
+  ) {
+    super(busy ? `upload ${id} is being written by another request` : `upload ${id} is at offset ${offset}`);
+    this.name = 'OffsetConflict';
+  }
+}
+
+export class LeaseLost extends Error {
+  constructor(readonly id: string) {
+    super(`upload ${id}: another request took over the write`);
+    this.name = 'LeaseLost';
+  }
+}

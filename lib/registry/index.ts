@@ -1,0 +1,82 @@
+/**
+ * Wiring: configuration in, a Registry (the services every route calls) out.
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { Config } from '../config.js';
+import type { MetadataStore } from '../metadata/types.js';
+import { DynamoBlobIndex } from '../metadata/dynamo/blobs.js';
+import { createDocumentClient } from '../metadata/dynamo/table.js';
+import { DynamoUploadStore } from '../metadata/dynamo/uploads.js';
+import { FsIngester } from '../storage/fs/ingester.js';
+import { FsObjectStore } from '../storage/fs/objects.js';
+import { createS3Client } from '../storage/s3/client.js';
+import { S3Ingester } from '../storage/s3/ingester.js';
+import { S3ObjectStore } from '../storage/s3/objects.js';
+import type { StorageDriver } from '../storage/types.js';
+import { BlobService } from './blobs.js';
+import { UploadService } from './uploads.js';
+
+export interface Registry {
+  config: Config;
+  storage: StorageDriver;
+  meta: MetadataStore;
+  uploads: UploadService;
+  blobs: BlobService;
+}
+
+export interface Clients {
+  s3?: S3Client;
+  dynamo?: DynamoDBDocumentClient;
+}
+
+export function createStorage(config: Config, s3?: S3Client): StorageDriver {
+  if (config.storage === 'fs') {
+    const objects = new FsObjectStore(config.dataDir + '/storage');
+    return { kind: 'fs', objects, ingester: new FsIngester(objects) };
+  }
+  const client =
+    s3 ??
+    createS3Client({
+      bucket: config.s3.bucket,
+      region: config.region,
+      endpoint: config.s3.endpoint,
+      forcePathStyle: config.s3.forcePathStyle,
+      checksums: config.s3.checksums,
+      credentials: config.s3.credentials,
+    });
+  const objects = new S3ObjectStore(client, config.s3.bucket);
+  return { kind: 's3', objects, ingester: new S3Ingester(objects, { partSize: config.s3.partSize, concurrency: config.s3.concurrency }) };
+}
+
+export function createDynamo(config: Config, credentials?: { accessKeyId: string; secretAccessKey: string }): DynamoDBDocumentClient {
+  return createDocumentClient({ table: config.dynamo.table, region: config.region, endpoint: config.dynamo.endpoint, credentials });
+}
+
+export function createMetadata(config: Config, db: DynamoDBDocumentClient): MetadataStore {
+  return {
+    uploads: new DynamoUploadStore(db, config.dynamo.table, {
+      ttlMs: config.uploads.ttlSeconds * 1000,
+      leaseMs: config.uploads.leaseSeconds * 1000,
+    }),
+    blobs: new DynamoBlobIndex(db, config.dynamo.table),
+  };
+}
+
+export function createRegistry(config: Config, clients: Clients = {}): Registry {
+  const storage = createStorage(config, clients.s3);
+  const meta = createMetadata(config, clients.dynamo ?? createDynamo(config));
+  return {
+    config,
+    storage,
+    meta,
+    uploads: new UploadService(meta, storage, {
+      maxChunkBytes: config.uploads.maxChunkBytes,
+      leaseMs: config.uploads.leaseSeconds * 1000,
+    }),
+    blobs: new BlobService(meta, storage, {
+      deleteEnabled: config.blobs.deleteEnabled,
+      redirectSeconds: config.blobs.redirect ? config.blobs.redirectSeconds : 0,
+    }),
+  };
+}

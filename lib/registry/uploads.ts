@@ -1,0 +1,210 @@
+/**
+ * Blob uploads: start, append a chunk, finish, status, cancel.
+ *
+ * Each request that writes takes the upload's lease first (a conditional write on the upload's
+ * offset), streams its body through the hash into the ingester, saves the hash state for the
+ * new offset, and only then commits the new offset. A request that fails anywhere before the
+ * commit leaves the upload exactly as it was: nothing it sent is kept.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { RegistryError } from '../oci/errors.js';
+import type { Digest } from '../oci/digest.js';
+import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
+import { LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
+import type { AppendContext, StorageDriver } from '../storage/types.js';
+import type { ResumableSha256 } from '../hash/sha256-state.js';
+import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
+import { HashStates } from './hash-states.js';
+
+export interface UploadSettings {
+  /** Largest chunk accepted in one request; 0 for no limit. */
+  maxChunkBytes: number;
+  /** Lease duration; the lease is renewed every third of it while a body streams. */
+  leaseMs: number;
+}
+
+export class UploadService {
+  private readonly states: HashStates;
+
+  constructor(
+    private readonly meta: MetadataStore,
+    private readonly storage: StorageDriver,
+    private readonly settings: UploadSettings,
+  ) {
+    this.states = new HashStates(storage);
+  }
+
+  async start(repo: string): Promise<Status> {
+    const id = randomUUID();
+    return statusOf(await this.meta.uploads.create(id, repo, this.storage.ingester.create(id)));
+  }
+
+  async status(repo: string, id: string): Promise<Status> {
+    const upload = await this.meta.uploads.get(id, repo);
+    if (!upload) throw unknownUpload(id);
+    return statusOf(upload);
+  }
+
+  /** PATCH: appends a chunk at the upload's offset (or exactly at `range.start`). */
+  async append(repo: string, id: string, body: Body, range?: ByteSpan): Promise<Status> {
+    const expected = checkDeclared(body, range, this.settings.maxChunkBytes);
+    return this.withLease(repo, id, range?.start, async (lease, ctx) => {
+      const before = lease.upload;
+      const hash = await this.states.resume(id, before.write);
+      const stream = checked(body.stream, expected, this.settings.maxChunkBytes, (chunk) => hash.update(chunk));
+      const write = await this.storage.ingester.append(before.write, stream, ctx);
+      if (write.size === before.offset) {
+        await this.meta.uploads.release(lease);
+        return statusOf(before);
+      }
+      await this.states.save(id, hash);
+      let after: Upload;
+      try {
+        after = await this.meta.uploads.commit(lease, write);
+      } catch (err) {
+        await Promise.allSettled([this.storage.ingester.release(write, before.write), this.states.drop(id, write.size)]);
+        throw err;
+      }
+      // What the old offset needed and the new one does not: best effort, the lifecycle rule
+      // and the purge are the backstop.
+      await Promise.allSettled([this.storage.ingester.release(before.write, write), this.states.drop(id, before.offset)]);
+      return statusOf(after);
+    });
+  }
+
+  /** PUT ?digest=: appends an optional final chunk, verifies the digest and commits the blob. */
+  async finish(repo: string, id: string, digest: Digest, body?: Body, range?: ByteSpan): Promise<Descriptor> {
+    const expected = body ? checkDeclared(body, range, this.settings.maxChunkBytes) : undefined;
+    return this.withLease(repo, id, range?.start, async (lease, ctx) => {
+      const before = lease.upload;
+      const final = body && expected !== 0 ? body : undefined;
+      let hash: ResumableSha256 | undefined;
+      let stream: AsyncIterable<Uint8Array> | undefined;
+      if (digest.algorithm === 'sha256') {
+        hash = await this.states.resume(id, before.write);
+        // With no final chunk the digest is known now: refuse before assembling anything.
+        if (!final && !sameDigest(hash.peekDigest(), digest)) return this.reject(before, digest, undefined);
+      }
+      if (final) stream = checked(final.stream, expected, this.settings.maxChunkBytes, hash ? (c) => hash!.update(c) : undefined);
+
+      const committed = await this.storage.ingester.commit(before.write, stream, ctx);
+      const verified = hash ? sameDigest(hash.peekDigest(), digest) : await this.rehash(committed.key, digest);
+      if (!verified) return this.reject(before, digest, committed.key);
+
+      const result = await this.meta.uploads
+        .finish(lease, { digest: digest.value, size: committed.size, key: committed.key, mediaType: 'application/octet-stream', createdAt: Date.now() })
+        .catch(async (err) => {
+          await this.storage.objects.delete([committed.key]).catch(() => undefined);
+          throw err;
+        });
+      const cleanup: Promise<unknown>[] = [this.storage.ingester.release(before.write, undefined), this.states.drop(id, before.offset)];
+      // Same digest already stored: keep one copy of the bytes.
+      if (!result.created && result.descriptor.key !== committed.key) cleanup.push(this.storage.objects.delete([committed.key]));
+      await Promise.allSettled(cleanup);
+      return result.descriptor;
+    });
+  }
+
+  /** POST ?digest= with a body: a whole blob in one request. */
+  async monolithic(repo: string, digest: Digest, body: Body): Promise<Descriptor> {
+    const { id } = await this.start(repo);
+    return this.finish(repo, id, digest, body);
+  }
+
+  async cancel(repo: string, id: string): Promise<void> {
+    const upload = await this.meta.uploads.remove(id, repo);
+    if (!upload) throw unknownUpload(id);
+    await Promise.allSettled([this.storage.ingester.abort(upload.write), this.states.drop(id, upload.offset)]);
+  }
+
+  /**
+   * A digest mismatch ends the upload (as distribution does): the client sent bytes that are
+   * not what it claims, and nothing of them may become linkable.
+   */
+  private async reject(upload: Upload, digest: Digest, assembled: string | undefined): Promise<never> {
+    await this.meta.uploads.remove(upload.id, upload.repo);
+    await Promise.allSettled([
+      this.storage.ingester.abort(upload.write),
+      this.states.drop(upload.id, upload.offset),
+      assembled ? this.storage.objects.delete([assembled]) : Promise.resolve(),
+    ]);
+    throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', { detail: { digest: digest.value } });
+  }
+
+  /** Digests other than the canonical sha256 are verified by reading the assembled blob back. */
+  private async rehash(key: string, digest: Digest): Promise<boolean> {
+    const hash = createHash(digest.algorithm);
+    for await (const chunk of await this.storage.objects.open(key)) hash.update(chunk);
+    return hash.digest('hex') === digest.encoded;
+  }
+
+  /**
+   * Runs `work` holding the upload's write lease, renewing it while the body streams. A lost
+   * lease stops the work at its next checkpoint.
+   */
+  private async withLease<T>(repo: string, id: string, offset: number | undefined, work: (lease: Lease, ctx: AppendContext) => Promise<T>): Promise<T> {
+    const lease = await this.meta.uploads.acquire(id, repo, offset).catch((err) => {
+      throw this.translate(err, id);
+    });
+    let lost: unknown;
+    const margin = Math.min(1000, this.settings.leaseMs / 10);
+    const timer = setInterval(() => {
+      this.meta.uploads.renew(lease).catch((err) => (lost ??= err));
+    }, this.settings.leaseMs / 3);
+    timer.unref();
+    const ctx: AppendContext = {
+      uploadId: id,
+      attempt: lease.attempt,
+      ledger: this.meta.uploads.ledger(lease),
+      checkpoint: () => {
+        if (lost !== undefined) throw lost;
+        if (Date.now() > lease.until - margin) throw new LeaseLost(id);
+      },
+    };
+    try {
+      return await work(lease, ctx);
+    } catch (err) {
+      await this.meta.uploads.release(lease).catch(() => undefined);
+      throw await this.translateAsync(err, id, repo);
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  private translate(err: unknown, id: string): unknown {
+    if (err instanceof UploadGone) return unknownUpload(id);
+    if (err instanceof OffsetConflict) return rangeConflict(err.offset, err.message);
+    return err;
+  }
+
+  private async translateAsync(err: unknown, id: string, repo: string): Promise<unknown> {
+    if (!(err instanceof LeaseLost)) return this.translate(err, id);
+    const upload = await this.meta.uploads.get(id, repo).catch(() => undefined);
+    return upload ? rangeConflict(upload.offset, err.message) : unknownUpload(id);
+  }
+}
+
+export function statusOf(upload: Upload): Status {
+  return { id: upload.id, repo: upload.repo, offset: upload.offset, startedAt: upload.startedAt, updatedAt: upload.updatedAt };
+}
+
+/** The spec's Range for an upload: `0-<last byte>`, and `0-0` when empty. */
+export function uploadRange(offset: number): string {
+  return `0-${Math.max(offset - 1, 0)}`;
+}
+
+function sameDigest(hash: Uint8Array, digest: Digest): boolean {
+  return Buffer.from(hash).toString('hex') === digest.encoded;
+}
+
+function unknownUpload(id: string): RegistryError {
+  return new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { detail: { uuid: id } });
+}
+
+function rangeConflict(offset: number, reason: string): RegistryError {
+  return new RegistryError('BLOB_UPLOAD_INVALID', `chunk does not start at the upload's offset: ${reason}`, {
+    status: 416,
+    detail: { offset },
+    headers: { Range: uploadRange(offset) },
+  });
+}

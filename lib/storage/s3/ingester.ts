@@ -1,0 +1,212 @@
+/**
+ * Ingester on S3: each upload assembles its blob in one multipart upload at `blobs/<upload id>`,
+ * and that object becomes the blob. Finishing completes the multipart upload in place: no copy
+ * to a content-addressed key, no read-back.
+ *
+ * Layout of a write in flight (see WriteState):
+ *   [0, partBytes)     full parts 1..parts, each >= 5 MiB, recorded in the PartLedger
+ *   [partBytes, size)  the tail, < 5 MiB: a scratch object, and also provisional part parts+1
+ *
+ * Chunks smaller than the 5 MiB minimum (every chunk that fits through API Gateway) land in
+ * the tail; the next chunk is appended to it and, once there are 5 MiB, it is cut into a full
+ * part. Because the tail is always also uploaded as the provisional last part, a finish without
+ * more data is a single CompleteMultipartUpload, whatever the blob's size.
+ */
+import { CompleteMultipartUploadCommand, ListPartsCommand, UploadPartCommand, AbortMultipartUploadCommand } from '@aws-sdk/client-s3';
+import { RegistryError } from '../../oci/errors.js';
+import {
+  type AppendContext,
+  type Committed,
+  type Ingester,
+  NotReadable,
+  type Part,
+  type WriteState,
+  countRequest,
+  keys,
+} from '../types.js';
+import { bareEtag, s3ErrorName } from './client.js';
+import type { S3ObjectStore } from './objects.js';
+import { MIN_PART, type PartOptions, PartWriter } from './parts.js';
+
+export class S3Ingester implements Ingester {
+  constructor(
+    private readonly store: S3ObjectStore,
+    private readonly opts: PartOptions,
+  ) {
+    if (opts.partSize < MIN_PART) throw new Error(`S3 part size must be at least ${MIN_PART} bytes`);
+  }
+
+  create(uploadId: string): WriteState {
+    return { key: keys.blob(uploadId), size: 0, parts: 0, partBytes: 0 };
+  }
+
+  async append(state: WriteState, body: AsyncIterable<Uint8Array>, ctx: AppendContext): Promise<WriteState> {
+    const writer = new PartWriter(this.store, state, ctx, this.opts);
+    let tailKey: string | undefined;
+    try {
+      if (!(await writer.write(body, () => this.readTail(state)))) return state;
+      const rest = writer.remainder();
+      if (rest.length >= MIN_PART) {
+        await writer.enqueue(rest, true);
+      } else if (rest.length > 0) {
+        tailKey = keys.tail(ctx.uploadId, ctx.attempt);
+        await writer.enqueue(rest, false);
+        await this.store.put(tailKey, rest);
+      }
+      const parts = await writer.drain();
+      const full = parts.filter((p) => p.recorded);
+      const provisional = parts.find((p) => !p.recorded);
+      const next: WriteState = {
+        key: state.key,
+        size: state.size + writer.bytesIn,
+        multipartId: writer.multipartId,
+        parts: (state.parts ?? 0) + full.length,
+        partBytes: (state.partBytes ?? 0) + full.reduce((n, p) => n + p.size, 0),
+      };
+      if (provisional && tailKey) {
+        next.tailKey = tailKey;
+        next.tailEtag = provisional.etag;
+      }
+      return next;
+    } catch (err) {
+      if (tailKey) await this.store.delete([tailKey]).catch(() => undefined);
+      await writer.abandon();
+      throw err;
+    }
+  }
+
+  async commit(state: WriteState, body: AsyncIterable<Uint8Array> | undefined, ctx: AppendContext): Promise<Committed> {
+    const committedParts = state.parts ?? 0;
+    let parts: Part[];
+    let size = state.size;
+    const writer = new PartWriter(this.store, state, ctx, this.opts);
+    try {
+      const wrote = body ? await writer.write(body, () => this.readTail(state)) : false;
+      if (wrote) {
+        size += writer.bytesIn;
+        const rest = writer.remainder();
+        if (!writer.multipartId && !writer.started) {
+          // The whole blob fit in one part buffer and nothing was written before: one PUT.
+          await this.store.put(state.key, rest);
+          return { key: state.key, size };
+        }
+        if (rest.length > 0) await writer.enqueue(rest, false);
+        parts = [...(await ctx.ledger.list(committedParts)), ...(await writer.drain())];
+      } else if (state.size === 0) {
+        await this.store.put(state.key, new Uint8Array(0));
+        return { key: state.key, size: 0 };
+      } else {
+        parts = await ctx.ledger.list(committedParts);
+        if (state.tailKey) parts.push({ number: committedParts + 1, etag: state.tailEtag ?? '', size: state.size - (state.partBytes ?? 0) });
+      }
+      const multipartId = writer.multipartId!;
+      await this.settle(state, multipartId, parts, ctx, !wrote);
+      await this.complete(state.key, multipartId, parts);
+      return { key: state.key, size };
+    } catch (err) {
+      await writer.abandon();
+      throw err;
+    }
+  }
+
+  /**
+   * Before completing: a request that failed after writing parts leaves them in the multipart
+   * upload, and S3 (RGW strictly) refuses to complete while parts exist that the list omits. The
+   * ledger's reservation says whether anything beyond our parts may have been written.
+   */
+  private async settle(state: WriteState, multipartId: string, parts: Part[], ctx: AppendContext, provisionalLast: boolean): Promise<void> {
+    if (ctx.ledger.reserved <= parts.length) return;
+    const listed = await this.listParts(state.key, multipartId);
+    const strays = [...listed.keys()].filter((n) => n > parts.length);
+    if (strays.length) {
+      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload holds data from an interrupted request; restart the upload', {
+        detail: { strayParts: strays.length },
+      });
+    }
+    // An interrupted request may have overwritten the provisional last part: put the tail back.
+    const last = parts[parts.length - 1];
+    if (provisionalLast && last && state.tailKey && bareEtag(listed.get(last.number)) !== bareEtag(last.etag)) {
+      const tail = await this.readTail(state);
+      if (!tail || tail.length !== last.size) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload tail is missing; restart the upload');
+      countRequest(this.store.stats, 'UploadPart');
+      const res = await this.store.s3.send(
+        new UploadPartCommand({
+          Bucket: this.store.bucket,
+          Key: state.key,
+          UploadId: multipartId,
+          PartNumber: last.number,
+          Body: tail,
+          ContentLength: tail.length,
+        }),
+      );
+      last.etag = res.ETag ?? '';
+    }
+  }
+
+  private async listParts(key: string, multipartId: string): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    let marker: string | undefined;
+    do {
+      countRequest(this.store.stats, 'ListParts');
+      const res = await this.store.s3.send(
+        new ListPartsCommand({ Bucket: this.store.bucket, Key: key, UploadId: multipartId, PartNumberMarker: marker }),
+      );
+      for (const p of res.Parts ?? []) out.set(p.PartNumber!, p.ETag ?? '');
+      marker = res.IsTruncated ? res.NextPartNumberMarker : undefined;
+    } while (marker);
+    return out;
+  }
+
+  private async complete(key: string, multipartId: string, parts: Part[]): Promise<void> {
+    countRequest(this.store.stats, 'CompleteMultipartUpload');
+    try {
+      await this.store.s3.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.store.bucket,
+          Key: key,
+          UploadId: multipartId,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
+        }),
+      );
+    } catch (err) {
+      const name = s3ErrorName(err);
+      if (name === 'InvalidPart' || name === 'InvalidPartOrder' || name === 'EntityTooSmall' || name === 'NoSuchUpload') {
+        throw new RegistryError('BLOB_UPLOAD_INVALID', `stored parts do not match the upload record (${name}); restart the upload`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+  }
+
+  private async readTail(state: WriteState): Promise<Uint8Array | undefined> {
+    if (!state.tailKey) return undefined;
+    const tail = await this.store.get(state.tailKey);
+    if (!tail) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload tail is missing; restart the upload');
+    return tail;
+  }
+
+  async readWritten(state: WriteState, from: number, to: number): Promise<AsyncIterable<Uint8Array>> {
+    const partBytes = state.partBytes ?? 0;
+    if (to <= from) return (async function* () {})();
+    if (from < partBytes || !state.tailKey) {
+      throw new NotReadable(`bytes ${from}-${to - 1} are in multipart parts, which S3 cannot read before completion`);
+    }
+    return this.store.open(state.tailKey, { start: from - partBytes, end: to - 1 - partBytes });
+  }
+
+  async release(previous: WriteState, current: WriteState | undefined): Promise<void> {
+    if (previous.tailKey && previous.tailKey !== current?.tailKey) await this.store.delete([previous.tailKey]);
+  }
+
+  async abort(state: WriteState): Promise<void> {
+    const work: Promise<unknown>[] = [this.release(state, undefined)];
+    if (state.multipartId) {
+      countRequest(this.store.stats, 'AbortMultipartUpload');
+      work.push(
+        this.store.s3.send(new AbortMultipartUploadCommand({ Bucket: this.store.bucket, Key: state.key, UploadId: state.multipartId })),
+      );
+    }
+    await Promise.all(work);
+  }
+}

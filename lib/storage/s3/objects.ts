@@ -1,0 +1,99 @@
+/**
+ * ObjectStore on an S3 bucket.
+ */
+import {
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { Readable } from 'node:stream';
+import { type ByteRange, type ObjectStore, ObjectNotFound, countRequest, newStats } from '../types.js';
+import { isS3NotFound } from './client.js';
+
+export class S3ObjectStore implements ObjectStore {
+  readonly stats = newStats();
+
+  constructor(
+    readonly s3: S3Client,
+    readonly bucket: string,
+  ) {}
+
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    countRequest(this.stats, 'PutObject');
+    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentLength: bytes.length }));
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    countRequest(this.stats, 'GetObject');
+    try {
+      const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const bytes = await res.Body!.transformToByteArray();
+      this.stats.bytesRead += bytes.length;
+      return bytes;
+    } catch (err) {
+      if (isS3NotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async open(key: string, range?: ByteRange): Promise<AsyncIterable<Uint8Array>> {
+    countRequest(this.stats, 'GetObject');
+    try {
+      const res = await this.s3.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
+      );
+      return this.counted(res.Body as Readable);
+    } catch (err) {
+      if (isS3NotFound(err)) throw new ObjectNotFound(key);
+      throw err;
+    }
+  }
+
+  private async *counted(source: Readable): AsyncIterable<Uint8Array> {
+    try {
+      for await (const chunk of source) {
+        this.stats.bytesRead += (chunk as Uint8Array).length;
+        yield chunk as Uint8Array;
+      }
+    } finally {
+      // A consumer that stops early (client went away) must not leave the socket open.
+      source.destroy();
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      countRequest(this.stats, 'ListObjectsV2');
+      const res = await this.s3.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      for (const obj of res.Contents ?? []) if (obj.Key) out.push(obj.Key);
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token);
+    return out.sort();
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    if (keys.length === 1) {
+      countRequest(this.stats, 'DeleteObject');
+      await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: keys[0] }));
+      return;
+    }
+    for (let i = 0; i < keys.length; i += 1000) {
+      countRequest(this.stats, 'DeleteObjects');
+      const batch = keys.slice(i, i + 1000);
+      await this.s3.send(
+        new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+      );
+    }
+  }
+
+  async presign(key: string, expiresIn: number): Promise<string> {
+    countRequest(this.stats, 'presign');
+    return getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn });
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Storage interfaces. Two roles, after containerd's content store:
+ *
+ * - ObjectStore (the Provider side): named objects. It serves committed blobs (whole or by
+ *   range, or as a presigned URL) and keeps the small scratch objects of uploads in flight
+ *   (hash states, the S3 tail).
+ * - Ingester (the Ingester/Writer side): how the bytes of an upload accumulate across requests
+ *   and become a blob object. Its progress is a WriteState that the upload record persists
+ *   between requests; the ingester itself is stateless, so any Lambda instance can continue
+ *   any upload.
+ *
+ * Neither knows about repositories, digests or DynamoDB: the upload service (lib/registry)
+ * owns sessions, leases, hashing and the commit point.
+ */
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive. */
+  end: number;
+}
+
+export interface ObjectStore {
+  /** Stores a small object in one request (hash states, tails). */
+  put(key: string, bytes: Uint8Array): Promise<void>;
+  /** Reads a whole small object; undefined when it does not exist. */
+  get(key: string): Promise<Uint8Array | undefined>;
+  /** Streams an object or a byte range of it. Throws ObjectNotFound when absent. */
+  open(key: string, range?: ByteRange): Promise<AsyncIterable<Uint8Array>>;
+  /** Keys under a prefix (scratch areas only: never on a hot path). */
+  list(prefix: string): Promise<string[]>;
+  /** Deletes keys; missing keys are not an error. */
+  delete(keys: string[]): Promise<void>;
+  /** A short-lived URL that serves the object directly, when the backend can make one. */
+  presign?(key: string, expiresIn: number): Promise<string>;
+  /** Counters for what this store read, so tests and benchmarks can measure read-back. */
+  readonly stats: StorageStats;
+}
+
+export interface StorageStats {
+  /** Bytes of object data read back from the backend, by any path (get, open, driver internals). */
+  bytesRead: number;
+  /** Backend requests by operation name, for tests and benchmarks that count round trips. */
+  requests: Record<string, number>;
+}
+
+export function newStats(): StorageStats {
+  return { bytesRead: 0, requests: {} };
+}
+
+export function countRequest(stats: StorageStats, op: string): void {
+  stats.requests[op] = (stats.requests[op] ?? 0) + 1;
+}
+
+/** Where an upload's bytes stand. Persisted with the upload record; owned by the ingester. */
+export interface WriteState {
+  /** Object key at which the blob is being assembled; the blob's key once committed. */
+  key: string;
+  /** Bytes accepted so far (the upload's offset). */
+  size: number;
+  /** S3: the multipart upload assembling `key`, created when the first part is written. */
+  multipartId?: string;
+  /** S3: committed full parts 1..parts, each at least the 5 MiB part minimum. */
+  parts?: number;
+  /** S3: bytes held in those parts. The tail holds [partBytes, size). */
+  partBytes?: number;
+  /**
+   * S3: object holding the tail (< 5 MiB, not yet in a full part). The same bytes are also
+   * uploaded as provisional part `parts + 1`, so a finish with no further data completes the
+   * multipart upload without reading or copying anything.
+   */
+  tailKey?: string;
+  /** S3: ETag of the provisional part `parts + 1`. */
+  tailEtag?: string;
+}
+
+export interface Part {
+  number: number;
+  etag: string;
+  size: number;
+}
+
+/**
+ * The record of parts written to a multipart upload, kept by the upload service with a fence
+ * (the attempt's lease sequence), so a writer that lost its lease cannot rewrite history.
+ */
+export interface PartLedger {
+  /** Records a part this attempt uploaded. */
+  record(part: Part): Promise<void>;
+  /** The recorded parts 1..count in order; throws if one is missing. */
+  list(count: number): Promise<Part[]>;
+  /**
+   * Declares that this attempt may write part numbers up to `upTo` in the current multipart
+   * upload. A part written and never committed (the request failed) stays in S3's multipart
+   * upload; the reservation lets a later finish know it must look for such strays.
+   */
+  reserve(upTo: number): Promise<void>;
+  /** Highest part number any attempt reserved in the current multipart upload. */
+  readonly reserved: number;
+}
+
+export interface AppendContext {
+  uploadId: string;
+  ledger: PartLedger;
+  /** Unique per attempt; scratch objects of an attempt carry it so racing attempts never collide. */
+  attempt: string;
+  /** Called between data chunks; throws to stop the write (lost lease, client gone). */
+  checkpoint?: () => void;
+}
+
+export interface Committed {
+  key: string;
+  size: number;
+}
+
+export interface Ingester {
+  /** A fresh write for an upload; no I/O. */
+  create(uploadId: string): WriteState;
+  /**
+   * Appends a body at state.size and returns the new state. The input state stays valid if this
+   * throws: nothing it references is modified, so the upload can continue from it.
+   */
+  append(state: WriteState, body: AsyncIterable<Uint8Array>, ctx: AppendContext): Promise<WriteState>;
+  /**
+   * Makes the blob object at state.key from the written bytes plus an optional final body.
+   * Returns where the bytes are and how many there are. Never copies or re-reads data that
+   * earlier requests wrote.
+   */
+  commit(state: WriteState, body: AsyncIterable<Uint8Array> | undefined, ctx: AppendContext): Promise<Committed>;
+  /** Streams written bytes [from, to) of an uncommitted write, where the backend can. */
+  readWritten(state: WriteState, from: number, to: number): Promise<AsyncIterable<Uint8Array>>;
+  /** Deletes scratch objects that `previous` referenced and `current` no longer does. */
+  release(previous: WriteState, current: WriteState | undefined): Promise<void>;
+  /** Drops an uncommitted write entirely (cancel, failed finish). */
+  abort(state: WriteState): Promise<void>;
+}
+
+export interface StorageDriver {
+  readonly kind: 'fs' | 's3';
+  readonly objects: ObjectStore;
+  readonly ingester: Ingester;
+}
+
+export class ObjectNotFound extends Error {
+  constructor(readonly key: string) {
+    super(`object not found: ${key}`);
+    this.name = 'ObjectNotFound';
+  }
+}
+
+/** Raised when written bytes cannot be read back (S3 parts are unreadable until completed). */
+export class NotReadable extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotReadable';
+  }
+}
+
+/** Object keys shared by both drivers, so a bucket and a data directory look alike. */
+export const keys = {
+  blob: (uploadId: string) => `blobs/${uploadId}`,
+  uploadPrefix: (uploadId: string) => `uploads/${uploadId}/`,
+  hashState: (uploadId: string, algorithm: string, offset: number) => `uploads/${uploadId}/hashstates/${algorithm}/${offset}`,
+  hashStatePrefix: (uploadId: string, algorithm: string) => `uploads/${uploadId}/hashstates/${algorithm}/`,
+  tail: (uploadId: string, attempt: string) => `uploads/${uploadId}/tail/${attempt}`,
+};
