@@ -36,8 +36,6 @@ export interface Upload {
   expiresAt: number;
   /** Incremented by every lease: the fence that orders writers. */
   seq: number;
-  /** Highest multipart part number any attempt declared it may write. */
-  reserved: number;
 }
 
 /** Status of a write in flight (as opposed to Info of a committed blob). */

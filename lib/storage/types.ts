@@ -89,14 +89,6 @@ export interface PartLedger {
   record(part: Part): Promise<void>;
   /** The recorded parts 1..count in order; throws if one is missing. */
   list(count: number): Promise<Part[]>;
-  /**
-   * Declares that this attempt may write part numbers up to `upTo` in the current multipart
-   * upload. A part written and never committed (the request failed) stays in S3's multipart
-   * upload; the reservation lets a later finish know it must look for such strays.
-   */
-  reserve(upTo: number): Promise<void>;
-  /** Highest part number any attempt reserved in the current multipart upload. */
-  readonly reserved: number;
 }
 
 export interface AppendContext {

@@ -6,7 +6,7 @@
  *   item                pk                  sk                 attributes
  *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt
  *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt
- *   upload session      UPLOAD#<id>         UPLOAD             repo offset write seq reserved writer leaseUntil
+ *   upload session      UPLOAD#<id>         UPLOAD             repo offset write seq writer leaseUntil
  *                                                              startedAt updatedAt expiresAt ttl
  *   upload part         UPLOAD#<id>         PART#<00001>       number etag size seq ttl
  *

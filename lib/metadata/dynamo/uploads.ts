@@ -48,7 +48,6 @@ const NAMES = {
   '#writer': 'writer',
   '#leaseUntil': 'leaseUntil',
   '#seq': 'seq',
-  '#reserved': 'reserved',
   '#expiresAt': 'expiresAt',
   '#updatedAt': 'updatedAt',
   '#ttl': 'ttl',
@@ -76,7 +75,6 @@ export class DynamoUploadStore implements UploadStore {
       updatedAt: now,
       expiresAt: now + this.timings.ttlMs,
       seq: 0,
-      reserved: 0,
     };
     await this.db.send(
       new PutCommand({
@@ -169,14 +167,13 @@ export class DynamoUploadStore implements UploadStore {
   private async fenced(
     lease: Lease,
     update: Pick<UpdateCommand['input'], 'UpdateExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues' | 'ReturnValues'>,
-    extraCondition = '',
   ): Promise<Record<string, unknown> | undefined> {
     try {
       const res = await this.db.send(
         new UpdateCommand({
           TableName: this.table,
           Key: key.upload(lease.upload.id),
-          ConditionExpression: `#writer = :me${extraCondition}`,
+          ConditionExpression: '#writer = :me',
           ...update,
         }),
       );
@@ -191,28 +188,6 @@ export class DynamoUploadStore implements UploadStore {
     const store = this;
     const id = lease.upload.id;
     return {
-      get reserved() {
-        return lease.upload.reserved;
-      },
-      async reserve(upTo: number) {
-        try {
-          await store.fenced(
-            lease,
-            {
-              UpdateExpression: 'SET #reserved = :n',
-              ExpressionAttributeNames: pick(NAMES, '#writer', '#reserved'),
-              ExpressionAttributeValues: { ':me': lease.attempt, ':n': upTo },
-            },
-            ' AND #reserved < :n',
-          );
-        } catch (err) {
-          // A concurrent reservation by this same attempt may already have gone higher.
-          if (!(err instanceof LeaseLost)) throw err;
-          const current = await store.db.send(new GetCommand({ TableName: store.table, Key: key.upload(id), ConsistentRead: true }));
-          if (current.Item?.writer !== lease.attempt) throw err;
-        }
-        lease.upload.reserved = Math.max(lease.upload.reserved, upTo);
-      },
       async record(part: Part) {
         try {
           await store.db.send(
@@ -334,7 +309,6 @@ function toUpload(item: Record<string, unknown>): Upload {
     updatedAt: item.updatedAt as number,
     expiresAt: item.expiresAt as number,
     seq: (item.seq as number) ?? 0,
-    reserved: (item.reserved as number) ?? 0,
   };
 }
 

@@ -100,46 +100,45 @@ export class S3Ingester implements Ingester {
         if (state.tailKey) parts.push({ number: committedParts + 1, etag: state.tailEtag ?? '', size: state.size - (state.partBytes ?? 0) });
       }
       const multipartId = writer.multipartId!;
-      await this.settle(state, multipartId, parts, ctx, !wrote);
-      await this.complete(state.key, multipartId, parts);
+      try {
+        await this.complete(state.key, multipartId, parts);
+      } catch (err) {
+        if (!isPartMismatch(err)) throw err;
+        await this.repair(state, multipartId, parts, !wrote);
+        await this.complete(state.key, multipartId, parts);
+      }
       return { key: state.key, size };
     } catch (err) {
       await writer.abandon();
-      throw err;
+      throw mismatchError(err);
     }
   }
 
   /**
-   * Before completing: a request that failed after writing parts leaves them in the multipart
-   * upload, and S3 (RGW strictly) refuses to complete while parts exist that the list omits. The
-   * ledger's reservation says whether anything beyond our parts may have been written.
+   * CompleteMultipartUpload refused our part list. A request that failed after writing parts
+   * leaves them in the multipart upload: it may have overwritten the provisional last part
+   * (the committed tail is still in its object, so put it back), or written parts past the end
+   * (RGW refuses to complete while parts exist that the list omits; AWS discards them and
+   * never gets here). A full part whose ETag changed means a writer that lost its lease wrote
+   * over committed data: that cannot be repaired, and must not be completed.
    */
-  private async settle(state: WriteState, multipartId: string, parts: Part[], ctx: AppendContext, provisionalLast: boolean): Promise<void> {
-    if (ctx.ledger.reserved <= parts.length) return;
+  private async repair(state: WriteState, multipartId: string, parts: Part[], provisionalLast: boolean): Promise<void> {
     const listed = await this.listParts(state.key, multipartId);
-    const strays = [...listed.keys()].filter((n) => n > parts.length);
-    if (strays.length) {
-      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload holds data from an interrupted request; restart the upload', {
-        detail: { strayParts: strays.length },
-      });
+    const strays = [...listed.keys()].filter((n) => n > parts.length).length;
+    if (strays) {
+      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload holds data from an interrupted request; restart the upload', { detail: { strayParts: strays } });
     }
-    // An interrupted request may have overwritten the provisional last part: put the tail back.
-    const last = parts[parts.length - 1];
-    if (provisionalLast && last && state.tailKey && bareEtag(listed.get(last.number)) !== bareEtag(last.etag)) {
+    for (const part of parts) {
+      if (bareEtag(listed.get(part.number)) === bareEtag(part.etag)) continue;
+      const isTail = provisionalLast && part.number === parts.length && state.tailKey;
+      if (!isTail) throw new RegistryError('BLOB_UPLOAD_INVALID', `stored part ${part.number} does not match the upload record; restart the upload`);
       const tail = await this.readTail(state);
-      if (!tail || tail.length !== last.size) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload tail is missing; restart the upload');
+      if (!tail || tail.length !== part.size) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload tail is missing; restart the upload');
       countRequest(this.store.stats, 'UploadPart');
       const res = await this.store.s3.send(
-        new UploadPartCommand({
-          Bucket: this.store.bucket,
-          Key: state.key,
-          UploadId: multipartId,
-          PartNumber: last.number,
-          Body: tail,
-          ContentLength: tail.length,
-        }),
+        new UploadPartCommand({ Bucket: this.store.bucket, Key: state.key, UploadId: multipartId, PartNumber: part.number, Body: tail, ContentLength: tail.length }),
       );
-      last.etag = res.ETag ?? '';
+      part.etag = res.ETag ?? '';
     }
   }
 
@@ -159,24 +158,14 @@ export class S3Ingester implements Ingester {
 
   private async complete(key: string, multipartId: string, parts: Part[]): Promise<void> {
     countRequest(this.store.stats, 'CompleteMultipartUpload');
-    try {
-      await this.store.s3.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.store.bucket,
-          Key: key,
-          UploadId: multipartId,
-          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
-        }),
-      );
-    } catch (err) {
-      const name = s3ErrorName(err);
-      if (name === 'InvalidPart' || name === 'InvalidPartOrder' || name === 'EntityTooSmall' || name === 'NoSuchUpload') {
-        throw new RegistryError('BLOB_UPLOAD_INVALID', `stored parts do not match the upload record (${name}); restart the upload`, {
-          cause: err,
-        });
-      }
-      throw err;
-    }
+    await this.store.s3.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: this.store.bucket,
+        Key: key,
+        UploadId: multipartId,
+        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
+      }),
+    );
   }
 
   private async readTail(state: WriteState): Promise<Uint8Array | undefined> {
@@ -209,4 +198,17 @@ export class S3Ingester implements Ingester {
     }
     await Promise.all(work);
   }
+}
+
+function isPartMismatch(err: unknown): boolean {
+  return s3ErrorName(err) === 'InvalidPart';
+}
+
+/** S3's refusals to complete, as the client's upload problem rather than a server fault. */
+function mismatchError(err: unknown): unknown {
+  const name = s3ErrorName(err);
+  if (name === 'InvalidPart' || name === 'InvalidPartOrder' || name === 'EntityTooSmall' || name === 'NoSuchUpload') {
+    return new RegistryError('BLOB_UPLOAD_INVALID', `stored parts do not match the upload record (${name}); restart the upload`, { cause: err });
+  }
+  return err;
 }

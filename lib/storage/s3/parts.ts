@@ -115,9 +115,6 @@ export class PartWriter {
 
   private async upload(number: number, bytes: Uint8Array, recorded: boolean): Promise<Uploaded> {
     const uploadId = await this.ensureMultipart();
-    // Declare the part number before writing it, so a finish can tell whether a failed
-    // attempt may have left parts behind in this multipart upload.
-    if (number > this.ctx.ledger.reserved) await this.ctx.ledger.reserve(number);
     this.ctx.checkpoint?.();
     countRequest(this.store.stats, 'UploadPart');
     const res = await this.store.s3.send(

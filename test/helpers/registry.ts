@@ -1,0 +1,116 @@
+/**
+ * A registry for a test: the real app and server in this process, on the real backends, with a
+ * table and a bucket (or data directory) of its own, and counters on the clients so tests can
+ * measure what a request cost.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { type Config, loadConfig } from '../../lib/config.js';
+import { RegistryApp, type Log } from '../../lib/http/app.js';
+import { createRegistryServer } from '../../lib/local/server.js';
+import { createDocumentClient, ensureTable } from '../../lib/metadata/dynamo/table.js';
+import { createRegistry, type Registry } from '../../lib/registry/index.js';
+import { createS3Client } from '../../lib/storage/s3/client.js';
+import { ensureBucket } from '../../lib/storage/s3/bucket.js';
+import { backends, uniqueName } from './backends.js';
+
+export type DriverKind = 'fs' | 's3';
+export const DRIVERS: DriverKind[] = ['fs', 's3'];
+
+export interface TestRegistry {
+  url: string;
+  config: Config;
+  registry: Registry;
+  s3: S3Client;
+  db: DynamoDBDocumentClient;
+  /** DynamoDB commands sent, by name. */
+  dynamoCalls: Record<string, number>;
+  /** S3 commands sent, by name (the driver's own counters are in registry.storage.objects.stats). */
+  s3Calls: Record<string, number>;
+  /** Errors the app logged (server faults); a clean test leaves this empty. */
+  serverErrors: unknown[];
+  close(): Promise<void>;
+}
+
+export interface RegistryOptions {
+  /** Extra environment, as the real process would read it. */
+  env?: Record<string, string>;
+  /** Reuse the table / bucket / data directory of another test registry (a restart). */
+  sameStoreAs?: TestRegistry;
+}
+
+export async function startRegistry(storage: DriverKind, opts: RegistryOptions = {}): Promise<TestRegistry> {
+  const b = backends();
+  const prev = opts.sameStoreAs?.config;
+  const dataDir = prev?.dataDir ?? (await mkdtemp(join(tmpdir(), 'skiff-test-')));
+  const config = loadConfig({
+    SKIFF_STORAGE: storage,
+    SKIFF_DATA_DIR: dataDir,
+    S3_ENDPOINT: b.s3Endpoint,
+    S3_BUCKET: prev?.s3.bucket ?? uniqueName('skiff'),
+    S3_ACCESS_KEY_ID: b.s3Credentials.accessKeyId,
+    S3_SECRET_ACCESS_KEY: b.s3Credentials.secretAccessKey,
+    DYNAMODB_ENDPOINT: b.dynamoEndpoint,
+    DYNAMODB_TABLE: prev?.dynamo.table ?? uniqueName('skiff'),
+    ...opts.env,
+  });
+  const dynamoCalls: Record<string, number> = {};
+  const s3Calls: Record<string, number> = {};
+  const db = createDocumentClient({ table: config.dynamo.table, region: config.region, endpoint: config.dynamo.endpoint, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+  db.middlewareStack.add(
+    (next, ctx) => (args) => {
+      dynamoCalls[ctx.commandName!] = (dynamoCalls[ctx.commandName!] ?? 0) + 1;
+      return next(args);
+    },
+    { step: 'initialize', name: 'countCalls' },
+  );
+  const s3 = createS3Client({ bucket: config.s3.bucket, region: config.region, endpoint: config.s3.endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED', credentials: b.s3Credentials });
+  s3.middlewareStack.add(
+    (next, ctx) => (args) => {
+      s3Calls[ctx.commandName!] = (s3Calls[ctx.commandName!] ?? 0) + 1;
+      return next(args);
+    },
+    { step: 'initialize', name: 'countCalls' },
+  );
+  await ensureTable(db, config.dynamo.table);
+  if (storage === 's3') await ensureBucket(s3, config.s3.bucket);
+
+  const registry = createRegistry(config, { dynamo: db, s3 });
+  const serverErrors: unknown[] = [];
+  const log: Log = {
+    info: () => undefined,
+    warn: () => undefined,
+    error: (message, ...extra) => void serverErrors.push({ message, extra }),
+  };
+  const server = createRegistryServer(new RegistryApp(registry, log));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    config,
+    registry,
+    s3,
+    db,
+    dynamoCalls,
+    s3Calls,
+    serverErrors,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      if (!opts.sameStoreAs && storage === 'fs') await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Snapshot-and-diff of a counter map. */
+export function delta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
+  return out;
+}
