@@ -20,7 +20,10 @@ export interface Received {
 }
 
 export async function call(url: string, sent: Sent = {}): Promise<Received> {
-  const target = new URL(url);
+  // Split by hand: WHATWG URL parsing would resolve "/../" and "/./" before they reach the wire.
+  const m = /^http:\/\/([^/:]+):(\d+)(\/.*)?$/.exec(url);
+  if (!m) throw new Error(`not an http URL with a port: ${url}`);
+  const target = { hostname: m[1], port: m[2], path: m[3] ?? '/' };
   const headers: Record<string, string | number> = { ...(sent.headers ?? {}) };
   const body = sent.body;
   if ((typeof body === 'string' || body instanceof Uint8Array) && !hasHeader(headers, 'content-length')) {
@@ -28,7 +31,7 @@ export async function call(url: string, sent: Sent = {}): Promise<Received> {
   }
   return new Promise<Received>((resolve, reject) => {
     const req = httpRequest(
-      { host: target.hostname, port: target.port, path: target.pathname + target.search, method: sent.method ?? 'GET', headers },
+      { host: target.hostname, port: target.port, path: target.path, method: sent.method ?? 'GET', headers },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

@@ -24,9 +24,7 @@ export async function patch(location: string, chunk: Uint8Array, start?: number)
 }
 
 export function withDigest(location: string, digest: string): string {
-  const u = new URL(location);
-  u.searchParams.set('digest', digest);
-  return u.toString();
+  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 }
 
 /** Pushes `data` as PATCH chunks of the given sizes (cycled), then an empty finishing PUT. */
