@@ -3,6 +3,7 @@
  * metadata to an embedded DynamoDB Local (started here, persistent under SKIFF_DATA_DIR);
  * S3_ENDPOINT / SKIFF_STORAGE=s3 and DYNAMODB_ENDPOINT point the same command at real services.
  */
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
 import { RegistryApp } from '../http/app.js';
@@ -36,9 +37,10 @@ async function main(): Promise<void> {
       server.once('error', reject);
       server.listen(config.http.port, config.http.host, resolve);
     });
+    const { port } = server.address() as AddressInfo;
     const where = config.storage === 'fs' ? `filesystem ${join(config.dataDir, 'storage')}` : `S3 bucket ${config.s3.bucket}${config.s3.endpoint ? ` at ${config.s3.endpoint}` : ''}`;
     const meta = embedded ? `embedded DynamoDB Local (${join(config.dataDir, 'dynamodb')})` : `DynamoDB ${config.dynamo.endpoint ?? 'in ' + config.region}, table ${config.dynamo.table}`;
-    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${config.http.port}/ (open: no authentication)\n  blobs: ${where}\n  metadata: ${meta}\n`);
+    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${port}/ (open: no authentication)\n  blobs: ${where}\n  metadata: ${meta}\n`);
 
     const shutdown = () => {
       server.close();

@@ -3,11 +3,11 @@
  * table and a bucket (or data directory) of its own, and counters on the clients so tests can
  * measure what a request cost.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { RegistryApp, type Log } from '../../lib/http/app.js';
@@ -106,6 +106,15 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
       if (!opts.sameStoreAs && storage === 'fs') await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Objects holding blob bytes: S3 keys, or files, under blobs/. */
+export async function blobObjects(r: TestRegistry): Promise<string[]> {
+  if (r.config.storage === 's3') {
+    const res = await r.s3.send(new ListObjectsV2Command({ Bucket: r.config.s3.bucket, Prefix: 'blobs/' }));
+    return (res.Contents ?? []).map((o) => o.Key!);
+  }
+  return readdir(join(r.config.dataDir, 'storage', 'blobs')).catch(() => []);
 }
 
 /** Snapshot-and-diff of a counter map. */

@@ -5,13 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { MiB, bytes, sha256, sha512 } from '../helpers/data.js';
 import { call, resolve } from '../helpers/http.js';
 import { errorCode, getBlob, patch, pushChunked, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
-import { DRIVERS, type TestRegistry, delta, startRegistry } from '../helpers/registry.js';
+import { DRIVERS, type TestRegistry, blobObjects, delta, startRegistry } from '../helpers/registry.js';
 import { EMPTY_SHA256 } from '../../lib/oci/digest.js';
 
 for (const driver of DRIVERS) {
@@ -208,13 +205,13 @@ for (const driver of DRIVERS) {
 
     it('keeps one copy of the bytes when a digest is uploaded twice', async () => {
       const data = bytes(6 * MiB + 7, 15);
-      const before = await blobObjects();
+      const before = await blobObjects(r);
       const a = await pushChunked(r.url, 'dedupe/a', data, [4 * MiB]);
       const b = await pushInPut(r.url, 'dedupe/b', data);
       const c = await pushChunked(r.url, 'dedupe/a', data, [1 * MiB]);
       assert.equal(a.digest, b.digest);
       assert.equal(a.digest, c.digest);
-      const added = (await blobObjects()).filter((k) => !before.includes(k));
+      const added = (await blobObjects(r)).filter((k) => !before.includes(k));
       assert.equal(added.length, 1, `expected one stored copy, found ${added.join(', ')}`);
       await expectBlob('dedupe/a', a.digest, data);
       await expectBlob('dedupe/b', a.digest, data);
@@ -290,15 +287,6 @@ for (const driver of DRIVERS) {
       const miss = await call(`${r.url}/v2/head/cost/blobs/${sha256(bytes(1, 1))}`, { method: 'HEAD' });
       assert.equal(miss.status, 404);
     });
-
-    /** Objects holding blob bytes (S3 keys or files under blobs/). */
-    async function blobObjects(): Promise<string[]> {
-      if (driver === 's3') {
-        const res = await r.s3.send(new ListObjectsV2Command({ Bucket: r.config.s3.bucket, Prefix: 'blobs/' }));
-        return (res.Contents ?? []).map((o) => o.Key!);
-      }
-      return readdir(join(r.config.dataDir, 'storage', 'blobs')).catch(() => []);
-    }
   });
 }
 

@@ -12,7 +12,7 @@
  * part. Because the tail is always also uploaded as the provisional last part, a finish without
  * more data is a single CompleteMultipartUpload, whatever the blob's size.
  */
-import { CompleteMultipartUploadCommand, ListPartsCommand, UploadPartCommand, AbortMultipartUploadCommand } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand } from '@aws-sdk/client-s3';
 import { RegistryError } from '../../oci/errors.js';
 import {
   type AppendContext,
@@ -24,9 +24,10 @@ import {
   countRequest,
   keys,
 } from '../types.js';
-import { bareEtag, s3ErrorName } from './client.js';
+import { s3ErrorName } from './client.js';
 import type { S3ObjectStore } from './objects.js';
 import { MIN_PART, type PartOptions, PartWriter } from './parts.js';
+import { complete, repairAndComplete } from './repair.js';
 
 export class S3Ingester implements Ingester {
   constructor(
@@ -79,6 +80,7 @@ export class S3Ingester implements Ingester {
     const committedParts = state.parts ?? 0;
     let parts: Part[];
     let size = state.size;
+    let lastBytes: Uint8Array | undefined;
     const writer = new PartWriter(this.store, state, ctx, this.opts);
     try {
       const wrote = body ? await writer.write(body, () => this.readTail(state)) : false;
@@ -90,7 +92,10 @@ export class S3Ingester implements Ingester {
           await this.store.put(state.key, rest);
           return { key: state.key, size };
         }
-        if (rest.length > 0) await writer.enqueue(rest, false);
+        if (rest.length > 0) {
+          lastBytes = rest;
+          await writer.enqueue(rest, false);
+        }
         parts = [...(await ctx.ledger.list(committedParts)), ...(await writer.drain())];
       } else if (state.size === 0) {
         await this.store.put(state.key, new Uint8Array(0));
@@ -101,71 +106,21 @@ export class S3Ingester implements Ingester {
       }
       const multipartId = writer.multipartId!;
       try {
-        await this.complete(state.key, multipartId, parts);
+        await complete(this.store, state.key, multipartId, parts);
+        return { key: state.key, size };
       } catch (err) {
-        if (!isPartMismatch(err)) throw err;
-        await this.repair(state, multipartId, parts, !wrote);
-        await this.complete(state.key, multipartId, parts);
+        if (s3ErrorName(err) !== 'InvalidPart') throw err;
+        // The last part's bytes, should a failed request have overwritten it: the remainder of
+        // this request's body, or else the committed tail (the provisional part).
+        const last = lastBytes;
+        const tail = last ? async () => last : !wrote && state.tailKey ? () => this.readTail(state) : undefined;
+        const key = await repairAndComplete(this.store, { key: state.key, multipartId, parts, tail });
+        return { key, size };
       }
-      return { key: state.key, size };
     } catch (err) {
       await writer.abandon();
       throw mismatchError(err);
     }
-  }
-
-  /**
-   * CompleteMultipartUpload refused our part list. A request that failed after writing parts
-   * leaves them in the multipart upload: it may have overwritten the provisional last part
-   * (the committed tail is still in its object, so put it back), or written parts past the end
-   * (RGW refuses to complete while parts exist that the list omits; AWS discards them and
-   * never gets here). A full part whose ETag changed means a writer that lost its lease wrote
-   * over committed data: that cannot be repaired, and must not be completed.
-   */
-  private async repair(state: WriteState, multipartId: string, parts: Part[], provisionalLast: boolean): Promise<void> {
-    const listed = await this.listParts(state.key, multipartId);
-    const strays = [...listed.keys()].filter((n) => n > parts.length).length;
-    if (strays) {
-      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload holds data from an interrupted request; restart the upload', { detail: { strayParts: strays } });
-    }
-    for (const part of parts) {
-      if (bareEtag(listed.get(part.number)) === bareEtag(part.etag)) continue;
-      const isTail = provisionalLast && part.number === parts.length && state.tailKey;
-      if (!isTail) throw new RegistryError('BLOB_UPLOAD_INVALID', `stored part ${part.number} does not match the upload record; restart the upload`);
-      const tail = await this.readTail(state);
-      if (!tail || tail.length !== part.size) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload tail is missing; restart the upload');
-      countRequest(this.store.stats, 'UploadPart');
-      const res = await this.store.s3.send(
-        new UploadPartCommand({ Bucket: this.store.bucket, Key: state.key, UploadId: multipartId, PartNumber: part.number, Body: tail, ContentLength: tail.length }),
-      );
-      part.etag = res.ETag ?? '';
-    }
-  }
-
-  private async listParts(key: string, multipartId: string): Promise<Map<number, string>> {
-    const out = new Map<number, string>();
-    let marker: string | undefined;
-    do {
-      countRequest(this.store.stats, 'ListParts');
-      const res = await this.store.s3.send(
-        new ListPartsCommand({ Bucket: this.store.bucket, Key: key, UploadId: multipartId, PartNumberMarker: marker }),
-      );
-      for (const p of res.Parts ?? []) out.set(p.PartNumber!, p.ETag ?? '');
-      marker = res.IsTruncated ? res.NextPartNumberMarker : undefined;
-    } while (marker);
-    return out;
-  }
-
-  private async complete(key: string, multipartId: string, parts: Part[]): Promise<void> {
-    countRequest(this.store.stats, 'CompleteMultipartUpload');
-    await this.store.s3.send(
-      new CompleteMultipartUploadCommand({
-        Bucket: this.store.bucket,
-        Key: key,
-        UploadId: multipartId,
-        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
-      }),
-    );
   }
 
   private async readTail(state: WriteState): Promise<Uint8Array | undefined> {
@@ -198,10 +153,6 @@ export class S3Ingester implements Ingester {
     }
     await Promise.all(work);
   }
-}
-
-function isPartMismatch(err: unknown): boolean {
-  return s3ErrorName(err) === 'InvalidPart';
 }
 
 /** S3's refusals to complete, as the client's upload problem rather than a server fault. */

@@ -1,0 +1,88 @@
+/**
+ * The registry as its own process (the real `npm start` entry point), for tests that kill and
+ * restart it or measure its memory.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { backends, uniqueName } from './backends.js';
+import type { DriverKind } from './registry.js';
+
+const root = join(import.meta.dirname, '..', '..');
+
+export interface RegistryProcess {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  output(): string;
+  /** Peak resident memory of the process so far, in bytes (VmHWM). */
+  peakRss(): Promise<number>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Environment for a registry process with a table, bucket and data directory of its own. */
+export function processEnv(storage: DriverKind, extra: Record<string, string> = {}): Record<string, string> {
+  const b = backends();
+  return {
+    SKIFF_STORAGE: storage,
+    SKIFF_DATA_DIR: mkdtempSync(join(tmpdir(), 'skiff-proc-')),
+    SKIFF_HOST: '127.0.0.1',
+    SKIFF_PORT: '0',
+    S3_ENDPOINT: b.s3Endpoint,
+    S3_BUCKET: uniqueName('skiff'),
+    S3_ACCESS_KEY_ID: b.s3Credentials.accessKeyId,
+    S3_SECRET_ACCESS_KEY: b.s3Credentials.secretAccessKey,
+    DYNAMODB_ENDPOINT: b.dynamoEndpoint,
+    DYNAMODB_TABLE: uniqueName('skiff'),
+    AWS_ACCESS_KEY_ID: 'local',
+    AWS_SECRET_ACCESS_KEY: 'local',
+    SKIFF_LOG_LEVEL: 'WARN',
+    ...extra,
+  };
+}
+
+export async function spawnRegistry(env: Record<string, string>): Promise<RegistryProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/local/main.ts'], {
+    cwd: root,
+    env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`registry did not start:\n${out}`)), 30_000);
+    const check = () => {
+      const m = /listening on (http:\/\/[\d.]+:\d+)\//.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`registry exited with ${code}:\n${out}`));
+    });
+  });
+  return {
+    url,
+    pid: child.pid!,
+    child,
+    output: () => out,
+    async peakRss() {
+      const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
+      const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
+      return kb * 1024;
+    },
+    kill(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill(signal);
+      });
+    },
+  };
+}

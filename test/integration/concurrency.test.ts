@@ -1,0 +1,112 @@
+/**
+ * Concurrency on one upload: the conditional write on the offset decides, the loser gets 416
+ * and nothing it sent is kept; two finishes give one blob.
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { MiB, bytes, sha256 } from '../helpers/data.js';
+import { call } from '../helpers/http.js';
+import { errorCode, patch, startUpload, withDigest } from '../helpers/oci.js';
+import { DRIVERS, type TestRegistry, blobObjects, startRegistry } from '../helpers/registry.js';
+
+for (const driver of DRIVERS) {
+  describe(`concurrency (${driver})`, () => {
+    let r: TestRegistry;
+    before(async () => {
+      r = await startRegistry(driver);
+    });
+    after(async () => {
+      assert.deepEqual(r.serverErrors, []);
+      await r.close();
+    });
+
+    it('refuses a PATCH while another PATCH at the same offset is still streaming', async () => {
+      const location = await startUpload(r.url, 'race/slow');
+      const head = bytes(1000, 1);
+      assert.equal((await patch(location, head, 0)).status, 202);
+      const winner = bytes(6 * MiB, 2);
+      const loser = bytes(6 * MiB, 3);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      async function* slow() {
+        yield winner.subarray(0, 3 * MiB);
+        await gate;
+        yield winner.subarray(3 * MiB);
+      }
+      const first = call(location, { method: 'PATCH', body: slow(), headers: { 'Content-Range': `1000-${1000 + winner.length - 1}` } });
+      await sleep(300); // the first request holds the lease and is waiting on the gate
+      const second = await patch(location, loser, 1000);
+      assert.equal(second.status, 416);
+      assert.equal(errorCode(second), 'BLOB_UPLOAD_INVALID');
+      assert.equal(second.header('range'), '0-999');
+      release();
+      const done = await first;
+      assert.equal(done.status, 202, done.body.toString());
+      const whole = Buffer.concat([head, winner]);
+      const put = await call(withDigest(location, sha256(whole)), { method: 'PUT' });
+      assert.equal(put.status, 201, put.body.toString());
+      const got = await call(`${r.url}/v2/race/slow/blobs/${sha256(whole)}`);
+      assert.ok(got.body.equals(whole), 'the stored blob is exactly the winner');
+    });
+
+    it('lets exactly one of two simultaneous PATCHes at one offset win, every round', async () => {
+      const location = await startUpload(r.url, 'race/rounds');
+      const kept: Buffer[] = [];
+      let offset = 0;
+      for (let round = 0; round < 8; round++) {
+        const a = bytes(200_000 + round, round * 2 + 10);
+        const b = bytes(200_000 + round, round * 2 + 11);
+        const [ra, rb] = await Promise.all([patch(location, a, offset), patch(location, b, offset)]);
+        const statuses = [ra.status, rb.status].sort();
+        assert.deepEqual(statuses, [202, 416], `round ${round}: ${ra.status} ${rb.status}`);
+        kept.push(ra.status === 202 ? a : b);
+        offset += a.length;
+        assert.equal((await call(location)).header('range'), `0-${offset - 1}`);
+      }
+      const whole = Buffer.concat(kept);
+      const put = await call(withDigest(location, sha256(whole)), { method: 'PUT' });
+      assert.equal(put.status, 201, put.body.toString());
+      const got = await call(`${r.url}/v2/race/rounds/blobs/${sha256(whole)}`);
+      assert.ok(got.body.equals(whole), 'the blob holds exactly the winners, in order');
+    });
+
+    it('gives one blob for two simultaneous finishes of one upload', async () => {
+      for (let round = 0; round < 4; round++) {
+        const data = bytes(2 * MiB + round, 40 + round);
+        const location = await startUpload(r.url, 'race/finish');
+        assert.equal((await patch(location, data, 0)).status, 202);
+        const digest = sha256(data);
+        const results = await Promise.all([call(withDigest(location, digest), { method: 'PUT' }), call(withDigest(location, digest), { method: 'PUT' })]);
+        const created = results.filter((x) => x.status === 201);
+        assert.equal(created.length, 1, `round ${round}: ${results.map((x) => x.status).join(' ')}`);
+        const other = results.find((x) => x.status !== 201)!;
+        assert.ok([404, 416].includes(other.status), `loser answered ${other.status}`);
+        const got = await call(`${r.url}/v2/race/finish/blobs/${digest}`);
+        assert.equal(got.status, 200);
+        assert.ok(got.body.equals(data));
+      }
+    });
+
+    it('stores one copy when two uploads of the same bytes finish at once', async () => {
+      const data = bytes(3 * MiB, 50);
+      const digest = sha256(data);
+      const before = await blobObjects(r);
+      const locations = await Promise.all([startUpload(r.url, 'race/same'), startUpload(r.url, 'race/same2')]);
+      await Promise.all(locations.map((l) => patch(l, data, 0)));
+      const results = await Promise.all(locations.map((l) => call(withDigest(l, digest), { method: 'PUT' })));
+      assert.deepEqual(results.map((x) => x.status), [201, 201]);
+      const descriptor = await r.registry.meta.blobs.getDescriptor(digest);
+      const a = await r.registry.meta.blobs.getLink('race/same', digest);
+      const b = await r.registry.meta.blobs.getLink('race/same2', digest);
+      assert.ok(descriptor && a && b);
+      assert.equal(a.key, descriptor.key);
+      assert.equal(b.key, descriptor.key);
+      const added = (await blobObjects(r)).filter((k) => !before.includes(k));
+      assert.equal(added.length, 1, `expected one stored copy, found ${added.join(', ')}`);
+      for (const repo of ['race/same', 'race/same2']) {
+        assert.ok((await call(`${r.url}/v2/${repo}/blobs/${digest}`)).body.equals(data));
+      }
+    });
+  });
+}
