@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backends, uniqueName } from './backends.js';
@@ -17,8 +17,10 @@ export interface RegistryProcess {
   pid: number;
   child: ChildProcess;
   output(): string;
-  /** Peak resident memory of the process so far, in bytes (VmHWM). */
+  /** Peak resident memory of the process since start or the last resetPeak(), in bytes (VmHWM). */
   peakRss(): Promise<number>;
+  /** Resets the peak to the current resident memory (Linux: "5" > /proc/<pid>/clear_refs). */
+  resetPeak(): Promise<void>;
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -76,6 +78,9 @@ export async function spawnRegistry(env: Record<string, string>): Promise<Regist
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
       const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
       return kb * 1024;
+    },
+    async resetPeak() {
+      await writeFile(`/proc/${child.pid}/clear_refs`, '5');
     },
     kill(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
