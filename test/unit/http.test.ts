@@ -1,0 +1,74 @@
+/**
+ * The HTTP contract's parsers: routes, Content-Range on chunks, Range on reads.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { RegistryError } from '../../lib/oci/errors.js';
+import { parseContentRange, parseReadRange } from '../../lib/http/ranges.js';
+import { matchRoute } from '../../lib/http/router.js';
+
+const D = `sha256:${'a'.repeat(64)}`;
+
+describe('routes', () => {
+  it('take the repository name from before the endpoint suffix, slashes and all', () => {
+    assert.deepEqual(matchRoute('/v2/'), { name: 'base' });
+    assert.deepEqual(matchRoute('/v2'), { name: 'base' });
+    assert.deepEqual(matchRoute('/v2/_catalog'), { name: 'catalog' });
+    assert.deepEqual(matchRoute('/v2/a/b/c/blobs/uploads/'), { name: 'uploads', repo: 'a/b/c' });
+    assert.deepEqual(matchRoute('/v2/a/blobs/uploads'), { name: 'uploads', repo: 'a' });
+    assert.deepEqual(matchRoute('/v2/a/blobs/uploads/some-id'), { name: 'upload', repo: 'a', ref: 'some-id' });
+    assert.deepEqual(matchRoute(`/v2/a/blobs/${D}`), { name: 'blob', repo: 'a', ref: D });
+    assert.deepEqual(matchRoute(`/v2/a/blobs/${D.replace(':', '%3A')}`), { name: 'blob', repo: 'a', ref: D });
+    // A repository may itself be called "blobs" or "uploads".
+    assert.deepEqual(matchRoute(`/v2/blobs/blobs/${D}`), { name: 'blob', repo: 'blobs', ref: D });
+    assert.deepEqual(matchRoute('/v2/x/blobs/uploads/blobs/uploads/'), { name: 'uploads', repo: 'x/blobs/uploads' });
+    assert.deepEqual(matchRoute('/v2/a/manifests/latest'), { name: 'manifest', repo: 'a', ref: 'latest' });
+    assert.deepEqual(matchRoute('/v2/a/tags/list'), { name: 'tags', repo: 'a' });
+    assert.equal(matchRoute('/v2/a/other'), undefined);
+    assert.equal(matchRoute('/elsewhere'), undefined);
+  });
+
+  it('refuse names outside the grammar with NAME_INVALID', () => {
+    for (const path of ['/v2/A/blobs/uploads/', '/v2/a//b/blobs/uploads/', '/v2/a/../b/blobs/uploads/', '/v2/a%2Fb/blobs/uploads/']) {
+      assert.throws(() => matchRoute(path), (e: unknown) => e instanceof RegistryError && e.code === 'NAME_INVALID', path);
+    }
+    assert.throws(() => matchRoute('/v2/a/blobs/%E0%A4%A'), (e: unknown) => e instanceof RegistryError && e.code === 'NAME_INVALID');
+  });
+});
+
+describe('Content-Range of a chunk', () => {
+  it('accepts the spec form and the RFC form', () => {
+    assert.equal(parseContentRange(undefined), undefined);
+    assert.deepEqual(parseContentRange('0-99'), { start: 0, end: 99 });
+    assert.deepEqual(parseContentRange('bytes 100-199/*'), { start: 100, end: 199 });
+    assert.deepEqual(parseContentRange('bytes=5-5'), { start: 5, end: 5 });
+    assert.deepEqual(parseContentRange('bytes 0-9/10'), { start: 0, end: 9 });
+  });
+
+  it('refuses malformed ranges (400) and backwards ones (416)', () => {
+    for (const bad of ['x', '5', '-5', '5-', '1-2-3', '0x1-2', '1.5-2']) {
+      assert.throws(() => parseContentRange(bad), (e: unknown) => e instanceof RegistryError && e.status === 400, bad);
+    }
+    assert.throws(() => parseContentRange('9-3'), (e: unknown) => e instanceof RegistryError && e.status === 416);
+  });
+});
+
+describe('Range of a read', () => {
+  it('serves single byte ranges, clamps the end, and ignores what it does not serve', () => {
+    assert.equal(parseReadRange(undefined, 100), undefined);
+    assert.deepEqual(parseReadRange('bytes=0-9', 100), { start: 0, end: 9 });
+    assert.deepEqual(parseReadRange('bytes=90-200', 100), { start: 90, end: 99 });
+    assert.deepEqual(parseReadRange('bytes=95-', 100), { start: 95, end: 99 });
+    assert.deepEqual(parseReadRange('bytes=-10', 100), { start: 90, end: 99 });
+    assert.deepEqual(parseReadRange('bytes=-1000', 100), { start: 0, end: 99 });
+    assert.equal(parseReadRange('bytes=0-1,5-6', 100), undefined);
+    assert.equal(parseReadRange('items=0-1', 100), undefined);
+    assert.equal(parseReadRange('bytes=9-3', 100), undefined);
+  });
+
+  it('calls ranges past the end unsatisfiable', () => {
+    assert.equal(parseReadRange('bytes=100-', 100), 'unsatisfiable');
+    assert.equal(parseReadRange('bytes=-0', 100), 'unsatisfiable');
+    assert.equal(parseReadRange('bytes=0-', 0), 'unsatisfiable');
+  });
+});
