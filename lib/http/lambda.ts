@@ -1,0 +1,69 @@
+/**
+ * API Gateway HTTP API (payload format 2.0) <-> RegistryRequest / RegistryResponse.
+ *
+ * Binary bodies arrive base64-encoded and are decoded here; the whole body is in the event, so
+ * Lambda never streams. Responses must fit in Lambda's 6 MB payload: blob downloads go out as
+ * presigned redirects (SKIFF_REDIRECT=true in serverless.yml), and a streamed body that would
+ * not fit is refused with a clear error instead of being cut.
+ */
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { bufferBody } from '../registry/body.js';
+import { RegistryError } from '../oci/errors.js';
+import type { RegistryRequest, RegistryResponse } from './types.js';
+import { json } from './app.js';
+
+/** Lambda's limit on a response payload, less room for headers and base64 growth. */
+export const MAX_RESPONSE_BYTES = Math.floor((6 * 1024 * 1024 - 64 * 1024) * 3 / 4);
+
+export function fromEvent(event: APIGatewayProxyEventV2): RegistryRequest {
+  const headers: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(event.headers ?? {})) headers[name.toLowerCase()] = value;
+  const body = event.body ? Buffer.from(event.body, event.isBase64Encoded ? 'base64' : 'utf8') : Buffer.alloc(0);
+  const declared = headers['content-length'];
+  if (declared !== undefined && Number(declared) !== body.length) {
+    // API Gateway delivers the body whole; a disagreement means a truncated or altered request.
+    throw new RegistryError('BLOB_UPLOAD_INVALID', 'request body length does not match Content-Length', {
+      detail: { contentLength: Number(declared), received: body.length },
+    });
+  }
+  return {
+    method: event.requestContext.http.method,
+    path: event.rawPath,
+    query: new URLSearchParams(event.rawQueryString ?? ''),
+    headers,
+    body: bufferBody(body),
+  };
+}
+
+export async function toResult(res: RegistryResponse): Promise<APIGatewayProxyStructuredResultV2> {
+  let body: Buffer | undefined;
+  if (typeof res.body === 'string') body = Buffer.from(res.body);
+  else if (res.body instanceof Uint8Array) body = Buffer.from(res.body.buffer, res.body.byteOffset, res.body.byteLength);
+  else if (res.body) {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += chunk.length;
+      if (size > MAX_RESPONSE_BYTES) {
+        const err = new RegistryError('SIZE_INVALID', 'response too large for Lambda; enable SKIFF_REDIRECT or request a byte Range', {
+          status: 413,
+          detail: { maxResponseBytes: MAX_RESPONSE_BYTES },
+        });
+        const refusal = json(err.status, err.toJSON());
+        refusal.headers['Docker-Distribution-API-Version'] = res.headers['Docker-Distribution-API-Version'] ?? 'registry/2.0';
+        return toResult(refusal);
+      }
+      chunks.push(Buffer.from(chunk));
+    }
+    body = Buffer.concat(chunks);
+  }
+  const headers = { ...res.headers };
+  if (body) headers['Content-Length'] = String(body.length);
+  const text = body && /json|text/.test(headers['Content-Type'] ?? '');
+  return {
+    statusCode: res.status,
+    headers,
+    body: body ? (text ? body.toString('utf8') : body.toString('base64')) : undefined,
+    isBase64Encoded: Boolean(body && !text),
+  };
+}
