@@ -56,10 +56,13 @@ async function patchStream(location: string, size: number, seed: number): Promis
   return { location: resolve(location, res.header('location')), ms };
 }
 
+/** Every blob of the run is distinct: a repeated digest would take the dedupe path instead. */
+let nextSeed = 1;
+
 async function finishLatency(reg: RegistryProcess, size: number, rounds: number): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < rounds; i++) {
-    const seed = size + i * 7919;
+    const seed = nextSeed++;
     const digest = digestOf(size, seed);
     const { location } = await patchStream(await startUpload(reg, 'bench/finish'), size, seed);
     const t = performance.now();
@@ -104,7 +107,8 @@ async function main() {
     const viaPatch: number[] = [];
     const viaPut: number[] = [];
     for (let round = 0; round < 3; round++) {
-      const seed = 1000 + round;
+      const seed = nextSeed;
+      nextSeed += 2;
       let t = performance.now();
       const key = `bench/raw-${round}`;
       await new Upload({

@@ -2,7 +2,7 @@
  * Metadata: what the registry knows about blobs, repositories and uploads. DynamoDB is the
  * store (lib/metadata/dynamo); these interfaces are what the registry services see.
  */
-import type { PartLedger, WriteState } from '../storage/types.js';
+import type { Part, PartLedger, WriteState } from '../storage/types.js';
 
 /** A committed blob: its digest, size and where its bytes are. Global, one per digest. */
 export interface Descriptor {
@@ -54,6 +54,8 @@ export interface Lease {
   attempt: string;
   seq: number;
   until: number;
+  /** Parts this attempt wrote, stored with its commit. */
+  parts: Part[];
 }
 
 export interface UploadStore {

@@ -61,7 +61,7 @@ export async function* checked(
   source: AsyncIterable<Uint8Array>,
   expected: number | undefined,
   max: number,
-  observe?: (chunk: Uint8Array) => void,
+  observe?: (chunk: Uint8Array) => void | Promise<void>,
 ): AsyncIterable<Uint8Array> {
   let seen = 0;
   for await (const chunk of source) {
@@ -70,7 +70,7 @@ export async function* checked(
       throw new RegistryError('BLOB_UPLOAD_INVALID', 'body is longer than its declared length', { detail: { declared: expected } });
     }
     if (max > 0 && seen > max) throw tooLarge(max);
-    observe?.(chunk);
+    await observe?.(chunk);
     yield chunk;
   }
   if (expected !== undefined && seen !== expected) {

@@ -10,8 +10,8 @@ import { NotReadable, type StorageDriver, type WriteState, keys } from '../stora
 export class HashStates {
   constructor(private readonly storage: StorageDriver) {}
 
-  async save(uploadId: string, hash: ResumableSha256): Promise<void> {
-    await this.storage.objects.put(keys.hashState(uploadId, 'sha256', hash.bytesHashed), hash.marshal());
+  async save(uploadId: string, offset: number, state: Uint8Array): Promise<void> {
+    await this.storage.objects.put(keys.hashState(uploadId, 'sha256', offset), state);
   }
 
   async drop(uploadId: string, offset: number): Promise<void> {

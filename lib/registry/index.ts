@@ -11,6 +11,7 @@ import { DynamoUploadStore } from '../metadata/dynamo/uploads.js';
 import { FsIngester } from '../storage/fs/ingester.js';
 import { FsObjectStore } from '../storage/fs/objects.js';
 import { createS3Client } from '../storage/s3/client.js';
+import { BufferPool } from '../storage/s3/buffers.js';
 import { S3Ingester } from '../storage/s3/ingester.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
 import type { StorageDriver } from '../storage/types.js';
@@ -46,7 +47,9 @@ export function createStorage(config: Config, s3?: S3Client): StorageDriver {
       credentials: config.s3.credentials,
     });
   const objects = new S3ObjectStore(client, config.s3.bucket);
-  return { kind: 's3', objects, ingester: new S3Ingester(objects, { partSize: config.s3.partSize, concurrency: config.s3.concurrency }) };
+  const { partSize, concurrency } = config.s3;
+  const buffers = new BufferPool(partSize, concurrency + 1);
+  return { kind: 's3', objects, ingester: new S3Ingester(objects, { partSize, concurrency, buffers }) };
 }
 
 export function createDynamo(config: Config, credentials?: { accessKeyId: string; secretAccessKey: string }): DynamoDBDocumentClient {

@@ -11,8 +11,8 @@ import { RegistryError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
 import { LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
-import type { AppendContext, StorageDriver } from '../storage/types.js';
-import type { ResumableSha256 } from '../hash/sha256-state.js';
+import type { AppendContext, Committed, StorageDriver } from '../storage/types.js';
+import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
 import { HashStates } from './hash-states.js';
 
@@ -50,25 +50,29 @@ export class UploadService {
     const expected = checkDeclared(body, range, this.settings.maxChunkBytes);
     return this.withLease(repo, id, range?.start, async (lease, ctx) => {
       const before = lease.upload;
-      const hash = await this.states.resume(id, before.write);
-      const stream = checked(body.stream, expected, this.settings.maxChunkBytes, (chunk) => hash.update(chunk));
-      const write = await this.storage.ingester.append(before.write, stream, ctx);
-      if (write.size === before.offset) {
-        await this.meta.uploads.release(lease);
-        return statusOf(before);
-      }
-      await this.states.save(id, hash);
-      let after: Upload;
+      const hash = resumeSha256(await this.states.resume(id, before.write), expected);
       try {
-        after = await this.meta.uploads.commit(lease, write);
-      } catch (err) {
-        await Promise.allSettled([this.storage.ingester.release(write, before.write), this.states.drop(id, write.size)]);
-        throw err;
+        const stream = checked(body.stream, expected, this.settings.maxChunkBytes, (chunk) => hash.update(chunk));
+        const write = await this.storage.ingester.append(before.write, stream, ctx);
+        if (write.size === before.offset) {
+          await this.meta.uploads.release(lease);
+          return statusOf(before);
+        }
+        await this.states.save(id, write.size, await hash.marshal());
+        let after: Upload;
+        try {
+          after = await this.meta.uploads.commit(lease, write);
+        } catch (err) {
+          await Promise.allSettled([this.storage.ingester.release(write, before.write), this.states.drop(id, write.size)]);
+          throw err;
+        }
+        // What the old offset needed and the new one does not: best effort, the lifecycle rule
+        // and the purge are the backstop.
+        await Promise.allSettled([this.storage.ingester.release(before.write, write), this.states.drop(id, before.offset)]);
+        return statusOf(after);
+      } finally {
+        hash.close();
       }
-      // What the old offset needed and the new one does not: best effort, the lifecycle rule
-      // and the purge are the backstop.
-      await Promise.allSettled([this.storage.ingester.release(before.write, write), this.states.drop(id, before.offset)]);
-      return statusOf(after);
     });
   }
 
@@ -78,17 +82,24 @@ export class UploadService {
     return this.withLease(repo, id, range?.start, async (lease, ctx) => {
       const before = lease.upload;
       const final = body && expected !== 0 ? body : undefined;
-      let hash: ResumableSha256 | undefined;
+      let hash: StreamHash | ResumableHash | undefined;
       let stream: AsyncIterable<Uint8Array> | undefined;
       if (digest.algorithm === 'sha256') {
-        hash = await this.states.resume(id, before.write);
+        // A blob sent whole in this request needs no resumable state: nothing will continue it.
+        hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(id, before.write), final ? expected : 0);
         // With no final chunk the digest is known now: refuse before assembling anything.
-        if (!final && !sameDigest(hash.peekDigest(), digest)) return this.reject(before, digest, undefined);
+        if (!final && !sameDigest(await hash.digest(), digest)) return this.reject(before, digest, undefined);
       }
       if (final) stream = checked(final.stream, expected, this.settings.maxChunkBytes, hash ? (c) => hash!.update(c) : undefined);
 
-      const committed = await this.storage.ingester.commit(before.write, stream, ctx);
-      const verified = hash ? sameDigest(hash.peekDigest(), digest) : await this.rehash(committed.key, digest);
+      let committed: Committed;
+      let verified: boolean;
+      try {
+        committed = await this.storage.ingester.commit(before.write, stream, ctx);
+        verified = hash ? sameDigest(await hash.digest(), digest) : await this.rehash(committed.key, digest);
+      } finally {
+        if (hash && 'close' in hash) hash.close();
+      }
       if (!verified) return this.reject(before, digest, committed.key);
 
       const result = await this.meta.uploads

@@ -85,8 +85,8 @@ export interface Part {
  * (the attempt's lease sequence), so a writer that lost its lease cannot rewrite history.
  */
 export interface PartLedger {
-  /** Records a part this attempt uploaded. */
-  record(part: Part): Promise<void>;
+  /** Notes a full part this attempt uploaded; it is stored when the attempt commits. */
+  record(part: Part): void;
   /** The recorded parts 1..count in order; throws if one is missing. */
   list(count: number): Promise<Part[]>;
 }

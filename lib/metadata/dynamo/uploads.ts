@@ -39,6 +39,8 @@ export interface UploadTimings {
   /** How long a write lease lasts without renewal. */
   leaseMs: number;
   now?: () => number;
+  /** Part records per transaction (DynamoDB allows 100 items; one is the session). */
+  batch?: number;
 }
 
 const NAMES = {
@@ -120,7 +122,7 @@ export class DynamoUploadStore implements UploadStore {
         }),
       );
       const upload = toUpload(res.Attributes!);
-      return { upload, attempt, seq: upload.seq, until };
+      return { upload, attempt, seq: upload.seq, until, parts: [] };
     } catch (err) {
       if (!(err instanceof ConditionalCheckFailedException)) throw err;
       const old = err.Item ? unmarshall(err.Item) : undefined;
@@ -141,16 +143,58 @@ export class DynamoUploadStore implements UploadStore {
     lease.until = until;
   }
 
+  /**
+   * Publishes the new offset. The parts the attempt wrote are stored in the same transaction
+   * (in batches before it when there are more than a transaction holds), each refusing to
+   * replace a record written under a newer lease.
+   */
   async commit(lease: Lease, write: WriteState): Promise<Upload> {
     const now = this.now();
     const expiresAt = now + this.timings.ttlMs;
-    const res = await this.fenced(lease, {
+    const update = {
+      TableName: this.table,
+      Key: key.upload(lease.upload.id),
+      ConditionExpression: '#writer = :me',
       UpdateExpression: 'SET #offset = :offset, #write = :write, #updatedAt = :now, #expiresAt = :exp, #ttl = :ttl REMOVE #leaseUntil, #writer',
       ExpressionAttributeNames: pick(NAMES, '#writer', '#offset', '#write', '#updatedAt', '#expiresAt', '#ttl', '#leaseUntil'),
       ExpressionAttributeValues: { ':me': lease.attempt, ':offset': write.size, ':write': write, ':now': now, ':exp': expiresAt, ':ttl': ttlOf(expiresAt) },
-      ReturnValues: 'ALL_NEW',
-    });
-    return toUpload(res!);
+    };
+    const puts = lease.parts.map((part) => ({
+      Put: {
+        TableName: this.table,
+        Item: { ...key.part(lease.upload.id, part.number), ...part, seq: lease.seq, ttl: ttlOf(expiresAt) },
+        ConditionExpression: 'attribute_not_exists(pk) OR #seq <= :seq',
+        ExpressionAttributeNames: { '#seq': 'seq' },
+        ExpressionAttributeValues: { ':seq': lease.seq },
+      },
+    }));
+    const committed: Upload = { ...lease.upload, offset: write.size, write, updatedAt: now, expiresAt };
+    if (!puts.length) {
+      await this.fenced(lease, update);
+      return committed;
+    }
+    const holding = {
+      ConditionCheck: { TableName: this.table, Key: key.upload(lease.upload.id), ConditionExpression: '#writer = :me', ExpressionAttributeNames: { '#writer': 'writer' }, ExpressionAttributeValues: { ':me': lease.attempt } },
+    };
+    const size = this.timings.batch ?? 99;
+    for (let i = 0; i < puts.length; i += size) {
+      const batch = puts.slice(i, i + size);
+      const last = i + size >= puts.length;
+      await this.transact(lease, [last ? { Update: update } : holding, ...batch]);
+    }
+    lease.parts = [];
+    return committed;
+  }
+
+  private async transact(lease: Lease, items: NonNullable<TransactWriteCommand['input']['TransactItems']>): Promise<void> {
+    try {
+      await this.db.send(new TransactWriteCommand({ TransactItems: items }));
+    } catch (err) {
+      if (err instanceof TransactionCanceledException && err.CancellationReasons?.some((r) => r.Code === 'ConditionalCheckFailed')) {
+        throw new LeaseLost(lease.upload.id);
+      }
+      throw err;
+    }
   }
 
   async release(lease: Lease): Promise<void> {
@@ -188,21 +232,8 @@ export class DynamoUploadStore implements UploadStore {
     const store = this;
     const id = lease.upload.id;
     return {
-      async record(part: Part) {
-        try {
-          await store.db.send(
-            new PutCommand({
-              TableName: store.table,
-              Item: { ...key.part(id, part.number), ...part, seq: lease.seq, ttl: ttlOf(store.now() + store.timings.ttlMs) },
-              ConditionExpression: 'attribute_not_exists(pk) OR #seq <= :seq',
-              ExpressionAttributeNames: { '#seq': 'seq' },
-              ExpressionAttributeValues: { ':seq': lease.seq },
-            }),
-          );
-        } catch (err) {
-          if (err instanceof ConditionalCheckFailedException) throw new LeaseLost(id);
-          throw err;
-        }
+      record(part: Part) {
+        lease.parts.push(part);
       },
       async list(count: number) {
         const parts: Part[] = [];

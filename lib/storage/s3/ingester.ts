@@ -68,6 +68,7 @@ export class S3Ingester implements Ingester {
         next.tailKey = tailKey;
         next.tailEtag = provisional.etag;
       }
+      writer.dispose();
       return next;
     } catch (err) {
       if (tailKey) await this.store.delete([tailKey]).catch(() => undefined);
@@ -90,6 +91,7 @@ export class S3Ingester implements Ingester {
         if (!writer.multipartId && !writer.started) {
           // The whole blob fit in one part buffer and nothing was written before: one PUT.
           await this.store.put(state.key, rest);
+          writer.dispose();
           return { key: state.key, size };
         }
         if (rest.length > 0) {
@@ -105,18 +107,19 @@ export class S3Ingester implements Ingester {
         if (state.tailKey) parts.push({ number: committedParts + 1, etag: state.tailEtag ?? '', size: state.size - (state.partBytes ?? 0) });
       }
       const multipartId = writer.multipartId!;
+      let key = state.key;
       try {
         await complete(this.store, state.key, multipartId, parts);
-        return { key: state.key, size };
       } catch (err) {
         if (s3ErrorName(err) !== 'InvalidPart') throw err;
         // The last part's bytes, should a failed request have overwritten it: the remainder of
         // this request's body, or else the committed tail (the provisional part).
         const last = lastBytes;
         const tail = last ? async () => last : !wrote && state.tailKey ? () => this.readTail(state) : undefined;
-        const key = await repairAndComplete(this.store, { key: state.key, multipartId, parts, tail });
-        return { key, size };
+        key = await repairAndComplete(this.store, { key: state.key, multipartId, parts, tail });
       }
+      writer.dispose();
+      return { key, size };
     } catch (err) {
       await writer.abandon();
       throw mismatchError(err);

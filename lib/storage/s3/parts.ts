@@ -5,6 +5,7 @@
 import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { RegistryError } from '../../oci/errors.js';
 import { type AppendContext, type Part, type WriteState, countRequest } from '../types.js';
+import type { BufferPool } from './buffers.js';
 import type { S3ObjectStore } from './objects.js';
 
 /** S3's minimum size of every part but the last. */
@@ -15,6 +16,8 @@ export const MAX_PARTS = 10_000;
 export interface PartOptions {
   partSize: number;
   concurrency: number;
+  /** Where part buffers come from and go back to. */
+  buffers: BufferPool;
 }
 
 export interface Uploaded extends Part {
@@ -69,7 +72,7 @@ export class PartWriter {
   private async push(chunk: Uint8Array): Promise<void> {
     const size = this.opts.partSize;
     for (let off = 0; off < chunk.length; ) {
-      this.buffer ??= Buffer.allocUnsafe(size);
+      this.buffer ??= this.opts.buffers.take();
       const n = Math.min(size - this.fill, chunk.length - off);
       this.buffer.set(chunk.subarray(off, off + n), this.fill);
       this.fill += n;
@@ -78,7 +81,7 @@ export class PartWriter {
         const full = this.buffer;
         this.buffer = undefined;
         this.fill = 0;
-        await this.enqueue(full, true);
+        await this.enqueue(full, true, () => this.opts.buffers.give(full));
       }
     }
   }
@@ -93,8 +96,11 @@ export class PartWriter {
     return this.buffer ? this.buffer.subarray(0, this.fill) : new Uint8Array(0);
   }
 
-  /** Starts uploading the next part once a slot is free. `record` is false for the provisional or final part. */
-  async enqueue(bytes: Uint8Array, record: boolean): Promise<void> {
+  /**
+   * Starts uploading the next part once a slot is free. `record` is false for the provisional
+   * or final part. `done` runs when S3 no longer needs the bytes.
+   */
+  async enqueue(bytes: Uint8Array, record: boolean, done?: () => void): Promise<void> {
     this.throwIfFailed();
     while (this.inflight.size >= this.opts.concurrency) await Promise.race(this.inflight);
     this.throwIfFailed();
@@ -105,10 +111,12 @@ export class PartWriter {
         detail: { maxParts: MAX_PARTS, partSize: this.opts.partSize },
       });
     }
-    const task = this.upload(number, bytes, record).then(
-      (part) => void this.uploaded.push(part),
-      (err) => void (this.failure ??= err),
-    );
+    const task = this.upload(number, bytes, record)
+      .then(
+        (part) => void this.uploaded.push(part),
+        (err) => void (this.failure ??= err),
+      )
+      .finally(done);
     this.inflight.add(task);
     void task.finally(() => this.inflight.delete(task));
   }
@@ -128,7 +136,7 @@ export class PartWriter {
       }),
     );
     const part = { number, etag: res.ETag ?? '', size: bytes.length, recorded };
-    if (recorded) await this.ctx.ledger.record({ number, etag: part.etag, size: part.size });
+    if (recorded) this.ctx.ledger.record({ number, etag: part.etag, size: part.size });
     return part;
   }
 
@@ -157,9 +165,17 @@ export class PartWriter {
     return [...this.uploaded].sort((a, b) => a.number - b.number);
   }
 
+  /** Returns the buffer being filled to the pool; call when nothing references remainder() any more. */
+  dispose(): void {
+    if (this.buffer) this.opts.buffers.give(this.buffer);
+    this.buffer = undefined;
+    this.fill = 0;
+  }
+
   /** After a failure: let uploads in flight settle, and drop a multipart upload this attempt created. */
   async abandon(): Promise<void> {
     while (this.inflight.size) await Promise.race(this.inflight);
+    this.dispose();
     if (this.created && this.multipartId) {
       countRequest(this.store.stats, 'AbortMultipartUpload');
       await this.store.s3
