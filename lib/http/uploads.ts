@@ -34,7 +34,7 @@ export async function postUpload(reg: Registry, req: RegistryRequest, repo: stri
   if ((req.body.length ?? 0) > 0) {
     throw new RegistryError('BLOB_UPLOAD_INVALID', 'a POST with a body needs ?digest= (monolithic upload)');
   }
-  return uploadStatus(202, await reg.uploads.start(repo));
+  return uploadStatus(202, await reg.uploads.start(repo), reg.config.uploads.maxChunkBytes);
 }
 
 /** GET, PATCH, PUT, DELETE on an upload's Location. */
@@ -43,10 +43,10 @@ export async function onUpload(reg: Registry, req: RegistryRequest, repo: string
     if (!UPLOAD_ID.test(id)) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { detail: { uuid: id } });
     switch (req.method) {
       case 'GET':
-        return uploadStatus(204, await reg.uploads.status(repo, id));
+        return uploadStatus(204, await reg.uploads.status(repo, id), reg.config.uploads.maxChunkBytes);
       case 'PATCH': {
         const range = parseContentRange(req.headers['content-range']);
-        return uploadStatus(202, await reg.uploads.append(repo, id, req.body, range));
+        return uploadStatus(202, await reg.uploads.append(repo, id, req.body, range), reg.config.uploads.maxChunkBytes);
       }
       case 'PUT': {
         const digest = parseDigest(req.query.get('digest'));
@@ -70,16 +70,16 @@ export async function onUpload(reg: Registry, req: RegistryRequest, repo: string
   }
 }
 
-function uploadStatus(status: number, upload: Status): RegistryResponse {
-  return {
-    status,
-    headers: {
-      Location: uploadLocation(upload.repo, upload.id),
-      Range: uploadRange(upload.offset),
-      'Docker-Upload-UUID': upload.id,
-      'Content-Length': '0',
-    },
+function uploadStatus(status: number, upload: Status, maxChunk: number): RegistryResponse {
+  const headers: Record<string, string> = {
+    Location: uploadLocation(upload.repo, upload.id),
+    Range: uploadRange(upload.offset),
+    'Docker-Upload-UUID': upload.id,
+    'Content-Length': '0',
   };
+  // Tell chunking clients the largest chunk we take, before they send one too big.
+  if (maxChunk > 0) headers['OCI-Chunk-Max-Length'] = String(maxChunk);
+  return { status, headers };
 }
 
 function created(repo: string, digest: string): RegistryResponse {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
-import { call, type Received } from '../helpers/http.js';
+import { call, resolve, type Received } from '../helpers/http.js';
 import { errorCode, patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, startRegistry } from '../helpers/registry.js';
 
@@ -212,6 +212,13 @@ describe('chunk size limit (413)', () => {
   after(async () => {
     assert.deepEqual(r.serverErrors, []);
     await r.close();
+  });
+
+  it('advertises the limit on upload responses', async () => {
+    const post = await call(`${r.url}/v2/limit/blobs/uploads/`, { method: 'POST' });
+    assert.equal(post.header('oci-chunk-max-length'), '1024');
+    const status = await call(resolve(r.url, post.header('location')));
+    assert.equal(status.header('oci-chunk-max-length'), '1024');
   });
 
   it('refuses a declared chunk over the limit before storing anything, with the limit in detail and OCI-Chunk-Max-Length', async () => {

@@ -47,6 +47,7 @@ for (const driver of DRIVERS) {
       assert.match(id ?? '', /^[0-9a-f-]{36}$/);
       assert.equal(res.header('location'), `/v2/start/test/blobs/uploads/${id}`);
       assert.equal(res.header('range'), '0-0');
+      assert.equal(res.header('oci-chunk-max-length'), undefined, 'no limit configured, none advertised');
     });
 
     it('takes a whole blob in one POST ?digest= (monolithic)', async () => {
