@@ -3,7 +3,9 @@
  * table and a bucket (or data directory) of its own, and counters on the clients so tests can
  * measure what a request cost.
  */
+import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { after, before } from 'node:test';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -106,6 +108,27 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
       if (!opts.sameStoreAs && storage === 'fs') await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Starts a registry for the enclosing describe() and stops it afterwards, checking that no
+ * request of the suite ended in a server fault. The returned object is filled in before the
+ * first test runs.
+ */
+export function useRegistry(storage: DriverKind, opts: RegistryOptions = {}): TestRegistry {
+  const holder = {} as TestRegistry;
+  before(async () => {
+    Object.assign(holder, await startRegistry(storage, opts));
+  });
+  after(async () => {
+    if (!holder.close) return;
+    try {
+      assert.deepEqual(holder.serverErrors, [], 'no request may end in a server fault');
+    } finally {
+      await holder.close();
+    }
+  });
+  return holder;
 }
 
 /** Objects holding blob bytes: S3 keys, or files, under blobs/. */

@@ -4,23 +4,16 @@
  * isolation and deletion.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { MiB, bytes, sha256, sha512 } from '../helpers/data.js';
 import { call, resolve } from '../helpers/http.js';
 import { errorCode, getBlob, patch, pushChunked, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
-import { DRIVERS, type TestRegistry, blobObjects, delta, startRegistry } from '../helpers/registry.js';
+import { DRIVERS, blobObjects, delta, useRegistry } from '../helpers/registry.js';
 import { EMPTY_SHA256 } from '../../lib/oci/digest.js';
 
 for (const driver of DRIVERS) {
   describe(`blob API (${driver})`, () => {
-    let r: TestRegistry;
-    before(async () => {
-      r = await startRegistry(driver);
-    });
-    after(async () => {
-      assert.deepEqual(r.serverErrors, [], 'no request may end in a server fault');
-      await r.close();
-    });
+    const r = useRegistry(driver);
 
     async function expectBlob(repo: string, digest: string, data: Buffer) {
       const head = await call(`${r.url}/v2/${repo}/blobs/${digest}`, { method: 'HEAD' });
@@ -292,11 +285,7 @@ for (const driver of DRIVERS) {
 }
 
 describe('blob deletion disabled by configuration', () => {
-  let r: TestRegistry;
-  before(async () => {
-    r = await startRegistry('fs', { env: { SKIFF_DELETE_ENABLED: 'false' } });
-  });
-  after(() => r.close());
+  const r = useRegistry('fs', { env: { SKIFF_DELETE_ENABLED: 'false' } });
 
   it('answers 405 UNSUPPORTED and keeps the blob', async () => {
     const data = bytes(100, 21);
@@ -309,11 +298,7 @@ describe('blob deletion disabled by configuration', () => {
 });
 
 describe('presigned redirects (s3)', () => {
-  let r: TestRegistry;
-  before(async () => {
-    r = await startRegistry('s3', { env: { SKIFF_REDIRECT: 'true', SKIFF_REDIRECT_SECONDS: '60' } });
-  });
-  after(() => r.close());
+  const r = useRegistry('s3', { env: { SKIFF_REDIRECT: 'true', SKIFF_REDIRECT_SECONDS: '60' } });
 
   it('redirects GET with 307 to a presigned URL that serves the bytes; HEAD never redirects', async () => {
     const data = bytes(70_000, 22);

@@ -4,22 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
 import { errorCode, patch, startUpload, withDigest } from '../helpers/oci.js';
-import { DRIVERS, type TestRegistry, blobObjects, startRegistry } from '../helpers/registry.js';
+import { DRIVERS, blobObjects, useRegistry } from '../helpers/registry.js';
 
 for (const driver of DRIVERS) {
   describe(`concurrency (${driver})`, () => {
-    let r: TestRegistry;
-    before(async () => {
-      r = await startRegistry(driver);
-    });
-    after(async () => {
-      assert.deepEqual(r.serverErrors, []);
-      await r.close();
-    });
+    const r = useRegistry(driver);
 
     it('refuses a PATCH while another PATCH at the same offset is still streaming', async () => {
       const location = await startUpload(r.url, 'race/slow');

@@ -4,24 +4,17 @@
  * counting the S3 commands the SDK sends.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
 import { errorCode, patch, startUpload, withDigest } from '../helpers/oci.js';
-import { DRIVERS, type TestRegistry, delta, startRegistry } from '../helpers/registry.js';
+import { DRIVERS, delta, useRegistry } from '../helpers/registry.js';
 import { SHA256_STATE_SIZE } from '../../lib/hash/sha256-state.js';
 import { keys } from '../../lib/storage/types.js';
 
 for (const driver of DRIVERS) {
   describe(`finish cost (${driver})`, () => {
-    let r: TestRegistry;
-    before(async () => {
-      r = await startRegistry(driver);
-    });
-    after(async () => {
-      assert.deepEqual(r.serverErrors, []);
-      await r.close();
-    });
+    const r = useRegistry(driver);
 
     const uploadId = (location: string) => location.split('/').pop()!.split('?')[0]!;
 

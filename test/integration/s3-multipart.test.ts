@@ -4,22 +4,15 @@
  * failed half-way through writing parts.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
 import { call, type Received } from '../helpers/http.js';
 import { errorCode, patch, startUpload, withDigest } from '../helpers/oci.js';
-import { type TestRegistry, delta, startRegistry } from '../helpers/registry.js';
+import { delta, useRegistry } from '../helpers/registry.js';
 
 describe('S3 multipart uploads', () => {
-  let r: TestRegistry;
-  before(async () => {
-    r = await startRegistry('s3');
-  });
-  after(async () => {
-    assert.deepEqual(r.serverErrors, []);
-    await r.close();
-  });
+  const r = useRegistry('s3');
 
   /** A PATCH whose streamed body stops short of its Content-Range: 400, nothing committed. */
   async function failedPatch(location: string, start: number, declared: number, data: Buffer): Promise<Received> {
