@@ -119,7 +119,13 @@ export class UploadService {
   /** POST ?digest= with a body: a whole blob in one request. */
   async monolithic(repo: string, digest: Digest, body: Body): Promise<Descriptor> {
     const { id } = await this.start(repo);
-    return this.finish(repo, id, digest, body);
+    try {
+      return await this.finish(repo, id, digest, body);
+    } catch (err) {
+      // Nobody holds a Location for this upload: leave nothing of it behind.
+      await this.cancel(repo, id).catch(() => undefined);
+      throw err;
+    }
   }
 
   async cancel(repo: string, id: string): Promise<void> {
