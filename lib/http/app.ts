@@ -6,6 +6,8 @@
 import { RegistryError } from '../oci/errors.js';
 import type { Registry } from '../registry/index.js';
 import { onBlob } from './blobs.js';
+import { onCatalog, onReferrers, onTags } from './listings.js';
+import { onManifest } from './manifests.js';
 import { type Route, matchRoute } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
 import { notAllowed, onUpload, postUpload } from './uploads.js';
@@ -50,8 +52,14 @@ export class RegistryApp {
         return onUpload(reg, req, route.repo!, route.ref!);
       case 'blob':
         return onBlob(reg, req, route.repo!, route.ref!);
-      default:
-        throw new RegistryError('UNSUPPORTED', 'endpoint not implemented', { status: 404, detail: { path: req.path } });
+      case 'manifest':
+        return onManifest(reg, req, route.repo!, route.ref!);
+      case 'tags':
+        return onTags(reg, req, route.repo!);
+      case 'referrers':
+        return onReferrers(reg, req, route.repo!, route.ref!);
+      case 'catalog':
+        return onCatalog(reg, req);
     }
   }
 

@@ -86,15 +86,77 @@ export interface UploadStore {
 
 export interface BlobIndex {
   getLink(repo: string, digest: string): Promise<Link | undefined>;
+  /** The repository's links among `digests` (missing ones are absent from the map). */
+  getLinks(repo: string, digests: string[]): Promise<Map<string, Link>>;
   putLink(repo: string, descriptor: Descriptor | Link): Promise<void>;
   /** Returns false when the repository did not link the digest. */
   deleteLink(repo: string, digest: string): Promise<boolean>;
   getDescriptor(digest: string): Promise<Descriptor | undefined>;
 }
 
+/** A manifest stored in a repository. */
+export interface ManifestRecord {
+  repo: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** The bytes, when small enough to keep in the record; otherwise `key` names the object. */
+  body?: Uint8Array;
+  key?: string;
+  /** Digest of the manifest this one refers to (OCI 1.1 `subject`). */
+  subject?: string;
+  /** What the referrers API reports for this manifest. */
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  createdAt: number;
+}
+
+export interface TagRecord {
+  repo: string;
+  tag: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  updatedAt: number;
+}
+
+/** A descriptor in a referrers listing. */
+export interface Referrer {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Whether more items follow the last one. */
+  more: boolean;
+}
+
+export interface ManifestIndex {
+  getManifest(repo: string, digest: string): Promise<ManifestRecord | undefined>;
+  /** Which of `digests` the repository holds as manifests. */
+  haveManifests(repo: string, digests: string[]): Promise<Set<string>>;
+  getTag(repo: string, tag: string): Promise<TagRecord | undefined>;
+  /** Stores the manifest, points `tag` at it, indexes its subject and lists the repository: atomically. */
+  putManifest(record: ManifestRecord, tag?: string): Promise<void>;
+  /** Deletes the manifest and every tag pointing at it; false if the repository does not hold it. */
+  deleteManifest(repo: string, digest: string): Promise<boolean>;
+  deleteTag(repo: string, tag: string): Promise<boolean>;
+  /** Tags in case-insensitive lexical order, after `last`, at most `n` (all when undefined). */
+  listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>>;
+  referrers(repo: string, subject: string): Promise<Referrer[]>;
+  /** Repositories holding at least one manifest, in lexical order. */
+  listRepositories(n: number | undefined, last: string | undefined): Promise<Page<string>>;
+  hasRepository(repo: string): Promise<boolean>;
+}
+
 export interface MetadataStore {
   uploads: UploadStore;
   blobs: BlobIndex;
+  manifests: ManifestIndex;
 }
 
 export class UploadGone extends Error {

@@ -6,6 +6,7 @@ import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Config } from '../config.js';
 import type { MetadataStore } from '../metadata/types.js';
 import { DynamoBlobIndex } from '../metadata/dynamo/blobs.js';
+import { DynamoManifestIndex } from '../metadata/dynamo/manifests.js';
 import { createDocumentClient } from '../metadata/dynamo/table.js';
 import { DynamoUploadStore } from '../metadata/dynamo/uploads.js';
 import { FsIngester } from '../storage/fs/ingester.js';
@@ -16,6 +17,7 @@ import { S3Ingester } from '../storage/s3/ingester.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
 import type { StorageDriver } from '../storage/types.js';
 import { BlobService } from './blobs.js';
+import { ManifestService } from './manifests.js';
 import { UploadService } from './uploads.js';
 
 export interface Registry {
@@ -24,6 +26,7 @@ export interface Registry {
   meta: MetadataStore;
   uploads: UploadService;
   blobs: BlobService;
+  manifests: ManifestService;
 }
 
 export interface Clients {
@@ -63,6 +66,7 @@ export function createMetadata(config: Config, db: DynamoDBDocumentClient): Meta
       leaseMs: config.uploads.leaseSeconds * 1000,
     }),
     blobs: new DynamoBlobIndex(db, config.dynamo.table),
+    manifests: new DynamoManifestIndex(db, config.dynamo.table),
   };
 }
 
@@ -81,5 +85,6 @@ export function createRegistry(config: Config, clients: Clients = {}): Registry 
       deleteEnabled: config.blobs.deleteEnabled,
       redirectSeconds: config.blobs.redirect ? config.blobs.redirectSeconds : 0,
     }),
+    manifests: new ManifestService(meta, storage, { deleteEnabled: config.blobs.deleteEnabled }),
   };
 }

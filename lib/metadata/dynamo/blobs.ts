@@ -5,7 +5,7 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
-import { key } from './table.js';
+import { batchGet, key } from './table.js';
 import { toDescriptor } from './uploads.js';
 
 export class DynamoBlobIndex implements BlobIndex {
@@ -17,6 +17,11 @@ export class DynamoBlobIndex implements BlobIndex {
   async getLink(repo: string, digest: string): Promise<Link | undefined> {
     const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.link(repo, digest), ConsistentRead: true }));
     return res.Item ? { ...toDescriptor(res.Item), repo } : undefined;
+  }
+
+  async getLinks(repo: string, digests: string[]): Promise<Map<string, Link>> {
+    const items = await batchGet(this.db, this.table, [...new Set(digests)].map((d) => key.link(repo, d)));
+    return new Map(items.map((item) => [item.digest as string, { ...toDescriptor(item), repo }]));
   }
 
   async putLink(repo: string, descriptor: Descriptor | Link): Promise<void> {

@@ -9,8 +9,14 @@
  *   upload session      UPLOAD#<id>         UPLOAD             repo offset write seq writer leaseUntil
  *                                                              startedAt updatedAt expiresAt ttl
  *   upload part         UPLOAD#<id>         PART#<00001>       number etag size seq ttl
+ *   manifest            REPO#<name>         MANIFEST#<digest>  digest mediaType size body|key subject artifactType annotations
+ *   tag                 REPO#<name>         TAG#<lower>#<tag>  tag digest mediaType size updatedAt
+ *   referrer            REPO#<name>         REFERRER#<subject>#<digest>  mediaType digest size artifactType annotations
+ *   repository          CATALOG             REPO#<name>        name createdAt
  *
- * HEAD of a blob reads one item (the link carries size and key). `ttl` (epoch seconds) lets
+ * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
+ * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
+ * is inline unless it is large). `ttl` (epoch seconds) lets
  * DynamoDB delete abandoned uploads eventually; reads never rely on it and check `expiresAt`.
  */
 import {
@@ -21,7 +27,7 @@ import {
   ResourceNotFoundException,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, type BatchGetCommandOutput, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import definition from '../../../infra/dynamodb-table.json' with { type: 'json' };
 
 export const tableDefinition = definition;
@@ -31,7 +37,19 @@ export const key = {
   link: (repo: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `BLOB#${digest}` }),
   upload: (id: string) => ({ pk: `UPLOAD#${id}`, sk: 'UPLOAD' }),
   part: (id: string, n: number) => ({ pk: `UPLOAD#${id}`, sk: partSk(n) }),
+  manifest: (repo: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `MANIFEST#${digest}` }),
+  tag: (repo: string, tag: string) => ({ pk: `REPO#${repo}`, sk: tagSk(tag) }),
+  referrer: (repo: string, subject: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `REFERRER#${subject}#${digest}` }),
+  repository: (repo: string) => ({ pk: 'CATALOG', sk: `REPO#${repo}` }),
 };
+
+/**
+ * Tags sort case-insensitively (the spec's "lexical order"), ties broken by the exact tag.
+ * "#" sorts before every character a tag may contain, so a tag sorts before its extensions.
+ */
+export function tagSk(tag: string): string {
+  return `TAG#${tag.toLowerCase()}#${tag}`;
+}
 
 export function partSk(n: number): string {
   return `PART#${String(n).padStart(5, '0')}`;
@@ -80,4 +98,19 @@ export async function ensureTable(client: DynamoDBDocumentClient, table: string)
     // Already enabled is fine; anything else is worth knowing about.
     if (!String((err as Error).message).includes('already enabled')) throw err;
   });
+}
+
+/** Consistent BatchGetItem of any number of keys, retrying what DynamoDB leaves unprocessed. */
+export async function batchGet(db: DynamoDBDocumentClient, table: string, keys: Record<string, string>[]): Promise<Record<string, unknown>[]> {
+  const out: Record<string, unknown>[] = [];
+  for (let i = 0; i < keys.length; i += 100) {
+    let pending: Record<string, unknown>[] | undefined = keys.slice(i, i + 100);
+    for (let attempt = 0; pending?.length; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
+      const res: BatchGetCommandOutput = await db.send(new BatchGetCommand({ RequestItems: { [table]: { Keys: pending, ConsistentRead: true } } }));
+      out.push(...(res.Responses?.[table] ?? []));
+      pending = res.UnprocessedKeys?.[table]?.Keys;
+    }
+  }
+  return out;
 }

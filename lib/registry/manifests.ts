@@ -1,0 +1,187 @@
+/**
+ * Manifests and what hangs off them: tags, the referrers of a subject, the repository catalog.
+ *
+ * A manifest is accepted only if the repository holds everything it references (blobs for an
+ * image, manifests for an index), and is stored byte for byte. Small manifests live inline in
+ * their DynamoDB record, so reading one by tag costs two reads and no storage request; larger
+ * ones go to a content-addressed object.
+ */
+import { createHash } from 'node:crypto';
+import { RegistryError } from '../oci/errors.js';
+import { type Digest, parseDigest } from '../oci/digest.js';
+import { type Manifest, parseManifest } from '../oci/manifest.js';
+import { isValidTag } from '../oci/names.js';
+import type { ManifestRecord, MetadataStore, Page, Referrer } from '../metadata/types.js';
+import type { StorageDriver } from '../storage/types.js';
+import type { Body } from './body.js';
+
+/** Manifests larger than this are refused (413), as distribution and most registries do. */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** Manifests up to this size are kept inline in their DynamoDB record (items are capped at 400 KB). */
+export const INLINE_MANIFEST_BYTES = 64 * 1024;
+
+export type Reference = { tag: string; digest?: undefined } | { digest: Digest; tag?: undefined };
+
+export interface ManifestSettings {
+  deleteEnabled: boolean;
+}
+
+export interface StoredManifest {
+  digest: string;
+  mediaType: string;
+  size: number;
+}
+
+export class ManifestService {
+  constructor(
+    private readonly meta: MetadataStore,
+    private readonly storage: StorageDriver,
+    private readonly settings: ManifestSettings,
+  ) {}
+
+  async put(repo: string, reference: Reference, contentType: string | undefined, body: Body): Promise<StoredManifest & { subject?: string }> {
+    const bytes = await readManifest(body);
+    const algorithm = reference.digest?.algorithm ?? 'sha256';
+    const digest = `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
+    if (reference.digest && reference.digest.value !== digest) {
+      throw new RegistryError('DIGEST_INVALID', 'manifest digest does not match the reference', { detail: { reference: reference.digest.value, digest } });
+    }
+    const manifest = parseManifest(bytes, contentType);
+    await this.checkReferences(repo, manifest);
+
+    const record: ManifestRecord = {
+      repo,
+      digest,
+      mediaType: manifest.mediaType,
+      size: bytes.length,
+      subject: manifest.subject?.digest,
+      artifactType: manifest.artifactType,
+      annotations: manifest.annotations,
+      createdAt: Date.now(),
+    };
+    if (bytes.length <= INLINE_MANIFEST_BYTES) record.body = bytes;
+    else {
+      record.key = manifestKey(digest);
+      await this.storage.objects.put(record.key, bytes);
+    }
+    await this.meta.manifests.putManifest(record, reference.tag);
+    return { digest, mediaType: record.mediaType, size: record.size, subject: record.subject };
+  }
+
+  /** What a reference points at, without the bytes: one read. */
+  async stat(repo: string, reference: Reference): Promise<StoredManifest> {
+    if (reference.tag !== undefined) {
+      const tag = await this.meta.manifests.getTag(repo, reference.tag);
+      if (!tag) throw unknownManifest(reference);
+      return tag;
+    }
+    const record = await this.meta.manifests.getManifest(repo, reference.digest.value);
+    if (!record) throw unknownManifest(reference);
+    return record;
+  }
+
+  async get(repo: string, reference: Reference): Promise<StoredManifest & { bytes: Uint8Array }> {
+    const digest = reference.tag !== undefined ? (await this.stat(repo, reference)).digest : reference.digest.value;
+    const record = await this.meta.manifests.getManifest(repo, digest);
+    // A tag whose manifest was deleted in between: as unknown as the tag itself.
+    if (!record) throw unknownManifest(reference);
+    const bytes = record.body ?? (record.key ? await this.storage.objects.get(record.key) : undefined);
+    if (!bytes) throw new Error(`manifest ${record.digest} in ${repo} has no stored bytes`);
+    return { digest: record.digest, mediaType: record.mediaType, size: record.size, bytes };
+  }
+
+  async delete(repo: string, reference: Reference): Promise<void> {
+    if (!this.settings.deleteEnabled) throw new RegistryError('UNSUPPORTED', 'deletion is disabled on this registry');
+    const deleted =
+      reference.tag !== undefined
+        ? await this.meta.manifests.deleteTag(repo, reference.tag)
+        : await this.meta.manifests.deleteManifest(repo, reference.digest.value);
+    if (!deleted) throw unknownManifest(reference);
+  }
+
+  async tags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>> {
+    if (last !== undefined && !isValidTag(last)) throw badQuery('last must be a tag');
+    if (n === 0) {
+      if (!(await this.meta.manifests.hasRepository(repo))) throw unknownRepository(repo);
+      return { items: [], more: false };
+    }
+    const page = await this.meta.manifests.listTags(repo, n, last);
+    if (!page.items.length && !(await this.meta.manifests.hasRepository(repo))) throw unknownRepository(repo);
+    return page;
+  }
+
+  /** Manifests whose subject is `digest`, optionally of one artifact type. Never unknown: empty. */
+  async referrers(repo: string, digest: Digest, artifactType: string | undefined): Promise<Referrer[]> {
+    const all = await this.meta.manifests.referrers(repo, digest.value);
+    return artifactType === undefined ? all : all.filter((r) => r.artifactType === artifactType);
+  }
+
+  async repositories(n: number | undefined, last: string | undefined): Promise<Page<string>> {
+    return n === 0 ? { items: [], more: false } : this.meta.manifests.listRepositories(n, last);
+  }
+
+  /** Everything a manifest references must be in the repository, at the size it claims. */
+  private async checkReferences(repo: string, manifest: Manifest): Promise<void> {
+    const [links, manifests] = await Promise.all([
+      manifest.blobs.length ? this.meta.blobs.getLinks(repo, manifest.blobs.map((b) => b.digest)) : new Map(),
+      manifest.manifests.length ? this.meta.manifests.haveManifests(repo, manifest.manifests.map((m) => m.digest)) : new Set<string>(),
+    ]);
+    for (const blob of manifest.blobs) {
+      const link = links.get(blob.digest);
+      if (!link) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'manifest references a blob the repository does not have', { detail: { digest: blob.digest } });
+      if (link.size !== blob.size) {
+        throw new RegistryError('MANIFEST_INVALID', 'manifest gives a blob a size other than its own', { detail: { digest: blob.digest, size: blob.size, actual: link.size } });
+      }
+    }
+    for (const child of manifest.manifests) {
+      if (!manifests.has(child.digest)) {
+        throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'index references a manifest the repository does not have', { detail: { digest: child.digest } });
+      }
+    }
+  }
+}
+
+/** A tag or a digest; anything else is a 400. */
+export function parseReference(ref: string): Reference {
+  if (ref.includes(':')) return { digest: parseDigest(ref, 'reference') };
+  if (!isValidTag(ref)) {
+    throw new RegistryError('MANIFEST_INVALID', 'reference is neither a digest nor a valid tag', {
+      detail: { reference: ref, tag: '[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}' },
+    });
+  }
+  return { tag: ref };
+}
+
+/** Content-addressed: identical manifests pushed to many repositories share one object. */
+function manifestKey(digest: string): string {
+  return `manifests/${digest.replace(':', '/')}`;
+}
+
+/** Reads a manifest body, refusing (413) as soon as it passes the limit. */
+async function readManifest(body: Body): Promise<Uint8Array> {
+  if (body.length !== undefined && body.length > MAX_MANIFEST_BYTES) throw tooLarge();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of body.stream) {
+    size += chunk.length;
+    if (size > MAX_MANIFEST_BYTES) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function tooLarge(): RegistryError {
+  return new RegistryError('SIZE_INVALID', `manifest larger than ${MAX_MANIFEST_BYTES} bytes`, { status: 413, detail: { maxBytes: MAX_MANIFEST_BYTES } });
+}
+
+function unknownManifest(reference: Reference): RegistryError {
+  return new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { detail: reference.tag !== undefined ? { tag: reference.tag } : { digest: reference.digest.value } });
+}
+
+function unknownRepository(repo: string): RegistryError {
+  return new RegistryError('NAME_UNKNOWN', 'repository name not known to registry', { detail: { name: repo } });
+}
+
+export function badQuery(message: string): RegistryError {
+  return new RegistryError('UNSUPPORTED', message, { status: 400 });
+}
