@@ -29,6 +29,7 @@ export interface Config {
     ttlSeconds: number;
     leaseSeconds: number;
     maxChunkBytes: number;
+    hashThread: boolean;
   };
   blobs: {
     deleteEnabled: boolean;
@@ -103,6 +104,7 @@ export function loadConfig(env: Env = process.env): Config {
       ttlSeconds: int('SKIFF_UPLOAD_TTL_SECONDS', 7 * 24 * 3600, 60),
       leaseSeconds: int('SKIFF_LEASE_SECONDS', 60, 1),
       maxChunkBytes: int('SKIFF_MAX_CHUNK_BYTES', 0),
+      hashThread: bool('SKIFF_HASH_THREAD', true),
     },
     blobs: {
       deleteEnabled: bool('SKIFF_DELETE_ENABLED', true),

@@ -32,7 +32,7 @@ async function main(): Promise<number> {
     log('no test files match');
     return 1;
   }
-  const needsBackends = files.some((f) => !f.startsWith(join('test', 'unit')));
+  const needsBackends = files.some((f) => f.startsWith(join('test', 'integration')));
   let backends: Started | undefined;
   const cleanup = async () => {
     await backends?.stop();

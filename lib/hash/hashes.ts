@@ -46,9 +46,12 @@ export function inlineSha256(hash: ResumableSha256): ResumableHash {
   };
 }
 
-/** Continues `from` for a body of `length` bytes (undefined: unknown, streamed). */
-export function resumeSha256(from: ResumableSha256, length: number | undefined): ResumableHash {
-  if (length !== undefined && length <= THREAD_THRESHOLD) return inlineSha256(from);
+/**
+ * Continues `from` for a body of `length` bytes (undefined: unknown, streamed), on the worker
+ * thread when `thread` allows and the body is large.
+ */
+export function resumeSha256(from: ResumableSha256, length: number | undefined, thread: boolean): ResumableHash {
+  if (!thread || (length !== undefined && length <= THREAD_THRESHOLD)) return inlineSha256(from);
   return threadedSha256(from.marshal()) ?? inlineSha256(from);
 }
 

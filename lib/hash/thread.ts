@@ -8,7 +8,8 @@
  * once, and a sender past that waits. If the thread cannot start or dies, callers fall back to
  * hashing inline.
  */
-import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import type { Worker } from 'node:worker_threads';
 import type { ResumableHash } from './hashes.js';
 
 const BLOCK = 1024 * 1024;
@@ -44,6 +45,8 @@ function letGo(): void {
  * bootstrap registers tsx in the worker before importing it.
  */
 function startWorker(): Worker {
+  // Loaded on first use: a Lambda function never starts the thread and need not load the module.
+  const { Worker } = createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
   if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./sha256-thread.js', import.meta.url));
   const tsx = import.meta.resolve('tsx/esm/api');
   const entry = new URL('./sha256-thread.ts', import.meta.url).href;

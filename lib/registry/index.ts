@@ -80,6 +80,7 @@ export function createRegistry(config: Config, clients: Clients = {}): Registry 
     uploads: new UploadService(meta, storage, {
       maxChunkBytes: config.uploads.maxChunkBytes,
       leaseMs: config.uploads.leaseSeconds * 1000,
+      hashThread: config.uploads.hashThread,
     }),
     blobs: new BlobService(meta, storage, {
       deleteEnabled: config.blobs.deleteEnabled,

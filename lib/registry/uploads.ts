@@ -21,6 +21,8 @@ export interface UploadSettings {
   maxChunkBytes: number;
   /** Lease duration; the lease is renewed every third of it while a body streams. */
   leaseMs: number;
+  /** Whether large streamed bodies may hash on a worker thread. */
+  hashThread: boolean;
 }
 
 export class UploadService {
@@ -50,7 +52,7 @@ export class UploadService {
     const expected = checkDeclared(body, range, this.settings.maxChunkBytes);
     return this.withLease(repo, id, range?.start, async (lease, ctx) => {
       const before = lease.upload;
-      const hash = resumeSha256(await this.states.resume(id, before.write), expected);
+      const hash = resumeSha256(await this.states.resume(id, before.write), expected, this.settings.hashThread);
       try {
         const stream = checked(body.stream, expected, this.settings.maxChunkBytes, (chunk) => hash.update(chunk));
         const write = await this.storage.ingester.append(before.write, stream, ctx);
@@ -86,7 +88,7 @@ export class UploadService {
       let stream: AsyncIterable<Uint8Array> | undefined;
       if (digest.algorithm === 'sha256') {
         // A blob sent whole in this request needs no resumable state: nothing will continue it.
-        hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(id, before.write), final ? expected : 0);
+        hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(id, before.write), final ? expected : 0, this.settings.hashThread);
         // With no final chunk the digest is known now: refuse before assembling anything.
         if (!final && !sameDigest(await hash.digest(), digest)) return this.reject(before, digest, undefined);
       }

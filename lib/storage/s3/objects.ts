@@ -9,7 +9,6 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Readable } from 'node:stream';
 import { type ByteRange, type ObjectStore, ObjectNotFound, countRequest, newStats } from '../types.js';
 import { isS3NotFound } from './client.js';
@@ -94,6 +93,8 @@ export class S3ObjectStore implements ObjectStore {
 
   async presign(key: string, expiresIn: number): Promise<string> {
     countRequest(this.stats, 'presign');
+    // Loaded on first use: only blob downloads with redirects on need the presigner.
+    const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
     return getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn });
   }
 }

@@ -1,0 +1,169 @@
+/**
+ * The deployable stack, packaged offline (osls, no AWS credentials, no login) and checked in
+ * its generated CloudFormation: routes, IAM scoping, bucket and table settings, bundle budget,
+ * and a bundle that a fresh Node process can load and answer an event with.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+
+const run = promisify(execFile);
+const root = join(import.meta.dirname, '..', '..');
+/** The per-function bundle budget: JavaScript loaded by the function, source maps excluded. */
+const BUNDLE_BUDGET = 1024 * 1024;
+
+type Resource = { Type: string; Properties: any; DependsOn?: unknown };
+
+const FUNCTIONS: Record<string, { routes: string[] }> = {
+  Read: { routes: ['GET /{proxy+}', 'HEAD /{proxy+}'] },
+  Upload: { routes: ['POST /v2/{proxy+}'] },
+  Chunk: { routes: ['PATCH /v2/{proxy+}'] },
+  Finish: { routes: ['PUT /v2/{proxy+}'] },
+  Delete: { routes: ['DELETE /v2/{proxy+}'] },
+};
+
+describe('deployable stack (osls package, offline)', () => {
+  let out: string;
+  let resources: Record<string, Resource>;
+  let template: any;
+
+  before(async () => {
+    out = await mkdtemp(join(tmpdir(), 'skiff-package-'));
+    // No credentials anywhere: packaging must not need an AWS account.
+    const env: Record<string, string> = { PATH: process.env.PATH!, HOME: out, AWS_CONFIG_FILE: '/nonexistent', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent', SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off' };
+    await run(join(root, 'node_modules/.bin/osls'), ['package', '--stage', 'ci', '--region', 'eu-west-1', '--package', out], { cwd: root, env, timeout: 240_000 });
+    template = JSON.parse(await readFile(join(out, 'cloudformation-template-update-stack.json'), 'utf8'));
+    resources = template.Resources;
+  });
+  after(() => rm(out, { recursive: true, force: true }));
+
+  const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
+
+  it('routes every method family to its own function, with the greedy path the handler dispatches on', () => {
+    const routes = ofType('AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
+    const target = (routeKey: string) => {
+      const route = routes.find((p) => p.RouteKey === routeKey);
+      assert.ok(route, `route ${routeKey} exists`);
+      const integration = route.Target['Fn::Join'][1][1].Ref as string;
+      const props = resources[integration]!.Properties;
+      assert.equal(props.IntegrationType, 'AWS_PROXY');
+      assert.equal(props.PayloadFormatVersion, '2.0');
+      return props.IntegrationUri['Fn::GetAtt'][0] as string;
+    };
+    for (const [name, { routes: keys }] of Object.entries(FUNCTIONS)) {
+      for (const key of keys) assert.equal(target(key), `${name}LambdaFunction`, key);
+    }
+    assert.equal(routes.length, Object.values(FUNCTIONS).flatMap((f) => f.routes).length, 'no other routes');
+  });
+
+  it('runs Node 22 on arm64 within API Gateway timeouts, configured for Lambda limits', () => {
+    for (const name of Object.keys(FUNCTIONS)) {
+      const fn = resources[`${name}LambdaFunction`]!.Properties;
+      assert.equal(fn.Runtime, 'nodejs22.x');
+      assert.deepEqual(fn.Architectures, ['arm64']);
+      assert.ok(fn.Timeout <= 29, `${name} timeout`);
+      assert.ok(fn.MemorySize >= 256, `${name} memory`);
+      const env = fn.Environment.Variables;
+      assert.equal(env.SKIFF_STORAGE, 's3');
+      assert.deepEqual(env.S3_BUCKET, { Ref: 'BlobBucket' });
+      assert.deepEqual(env.DYNAMODB_TABLE, { Ref: 'MetadataTable' });
+      assert.equal(env.SKIFF_MAX_CHUNK_BYTES, '4400000');
+      assert.equal(env.SKIFF_REDIRECT, 'true');
+      assert.equal(env.SKIFF_HASH_THREAD, 'false');
+      assert.equal(env.SKIFF_UPLOAD_TTL_SECONDS, '604800');
+      assert.equal(fn.FunctionName, `skiff-ci-${name.toLowerCase()}`, 'stage-aware names');
+    }
+    const stage = ofType('AWS::ApiGatewayV2::Stage')[0]![1].Properties;
+    assert.ok(stage.DefaultRouteSettings.ThrottlingRateLimit > 0);
+    assert.ok(stage.DefaultRouteSettings.ThrottlingBurstLimit > 0);
+  });
+
+  it('grants each function least privilege: no wildcard action or resource, scoped to the bucket, the table and its log group', () => {
+    for (const name of Object.keys(FUNCTIONS)) {
+      const fn = resources[`${name}LambdaFunction`]!.Properties;
+      assert.deepEqual(fn.Role, { 'Fn::GetAtt': [`${name}Role`, 'Arn'] });
+      const role = resources[`${name}Role`]!.Properties;
+      assert.equal(role.ManagedPolicyArns, undefined, 'no managed policies (they grant logs:* on *)');
+      assert.deepEqual(role.AssumeRolePolicyDocument.Statement[0].Principal, { Service: ['lambda.amazonaws.com'] });
+      const statements = role.Policies.flatMap((p: any) => p.PolicyDocument.Statement);
+      for (const st of statements) {
+        const actions = [st.Action].flat();
+        assert.ok(actions.every((a: string) => !a.includes('*')), `${name}: ${actions}`);
+        const resourcesOf = [st.Resource].flat();
+        for (const res of resourcesOf) {
+          const text = JSON.stringify(res);
+          assert.notEqual(res, '*', `${name}: wildcard resource`);
+          const scoped =
+            /BlobBucket\.Arn|"BlobBucket","Arn"/.test(text) ||
+            /"MetadataTable","Arn"/.test(text) ||
+            text.includes(`log-group:/aws/lambda/skiff-ci-${name.toLowerCase()}:*`);
+          assert.ok(scoped, `${name}: ${text} is not the bucket, the table or its own log group`);
+        }
+        if (actions.some((a: string) => a.startsWith('logs:'))) assert.deepEqual(actions.sort(), ['logs:CreateLogStream', 'logs:PutLogEvents']);
+      }
+      const allowed = statements.flatMap((s: any) => [s.Action].flat());
+      // Reads never write; only the finish and upload paths complete multipart uploads.
+      if (name === 'Read') assert.deepEqual(allowed.filter((a: string) => /^(s3|dynamodb):.*(Put|Delete|Update|Abort)/.test(a)), []);
+      if (name === 'Delete') assert.ok(!allowed.includes('s3:PutObject'));
+    }
+    // The framework's shared execution role is not used.
+    assert.equal(resources.IamRoleLambdaExecution, undefined);
+  });
+
+  it('protects and tidies the bucket: no public access, encryption, lifecycle for abandoned uploads', () => {
+    const bucket = resources.BlobBucket!;
+    assert.equal((bucket as any).DeletionPolicy, 'Retain');
+    const p = bucket.Properties;
+    assert.deepEqual(p.PublicAccessBlockConfiguration, { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
+    assert.equal(p.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm, 'AES256');
+    const rules = p.LifecycleConfiguration.Rules;
+    assert.ok(rules.some((r: any) => r.Status === 'Enabled' && r.AbortIncompleteMultipartUpload?.DaysAfterInitiation > 0));
+    assert.ok(rules.some((r: any) => r.Status === 'Enabled' && r.Prefix === 'uploads/' && r.ExpirationInDays > 0));
+  });
+
+  it('defines the table once: the key schema of infra/dynamodb-table.json, with TTL and point-in-time recovery', async () => {
+    const table = resources.MetadataTable!;
+    assert.equal((table as any).DeletionPolicy, 'Retain');
+    const p = table.Properties;
+    const definition = JSON.parse(await readFile(join(root, 'infra/dynamodb-table.json'), 'utf8'));
+    assert.deepEqual(p.KeySchema, definition.KeySchema);
+    assert.deepEqual(p.AttributeDefinitions, definition.AttributeDefinitions);
+    assert.equal(p.BillingMode, 'PAY_PER_REQUEST');
+    assert.deepEqual(p.TimeToLiveSpecification, { AttributeName: 'ttl', Enabled: true });
+    assert.deepEqual(p.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+    assert.equal(p.TableName, 'skiff-ci');
+    assert.ok(template.Outputs.RegistryUrl, 'the stack outputs the registry URL');
+  });
+
+  it('keeps every function bundle within the budget, and a fresh Node process can load it and answer an event', async (t) => {
+    const unpacked = await mkdtemp(join(tmpdir(), 'skiff-bundle-'));
+    try {
+      for (const name of Object.keys(FUNCTIONS)) {
+        const zip = join(out, `${name.toLowerCase()}.zip`);
+        const dir = join(unpacked, name);
+        await run('unzip', ['-q', zip, '-d', dir]);
+        const { stdout } = await run('unzip', ['-l', zip]);
+        const js = stdout
+          .split('\n')
+          .filter((l) => /\.mjs$/.test(l.trim()))
+          .reduce((n, l) => n + Number(l.trim().split(/\s+/)[0]), 0);
+        t.diagnostic(`${name}: ${(js / 1024).toFixed(0)} KiB of JavaScript, zip ${((await stat(zip)).size / 1024).toFixed(0)} KiB`);
+        assert.ok(js <= BUNDLE_BUDGET, `${name} bundle is ${js} bytes`);
+      }
+      const script = `const { handler } = await import(${JSON.stringify(join(unpacked, 'Read', 'functions', 'http.mjs'))});
+        const res = await handler({ version: '2.0', rawPath: '/v2/', rawQueryString: '', headers: {}, requestContext: { http: { method: 'GET', path: '/v2/' } }, isBase64Encoded: false }, { awsRequestId: 'test' });
+        process.stdout.write(JSON.stringify(res));`;
+      const env = { PATH: process.env.PATH!, SKIFF_STORAGE: 's3', S3_BUCKET: 'b', DYNAMODB_TABLE: 't', AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', SKIFF_HASH_THREAD: 'false' };
+      const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { env });
+      const res = JSON.parse(stdout);
+      assert.equal(res.statusCode, 200);
+      assert.equal(res.headers['Docker-Distribution-API-Version'], 'registry/2.0');
+    } finally {
+      await rm(unpacked, { recursive: true, force: true });
+    }
+  });
+});
