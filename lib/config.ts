@@ -39,6 +39,8 @@ export interface Config {
   http: {
     host: string;
     port: number;
+    /** Local server only: serve through the Lambda handler with API Gateway's limits. */
+    lambdaMode: boolean;
   };
 }
 
@@ -114,6 +116,7 @@ export function loadConfig(env: Env = process.env): Config {
     http: {
       host: str('SKIFF_HOST', '127.0.0.1'),
       port: int('SKIFF_PORT', 5000, 0),
+      lambdaMode: bool('SKIFF_LAMBDA_MODE', false),
     },
   };
 }

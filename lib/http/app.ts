@@ -27,13 +27,15 @@ export class RegistryApp {
 
   async handle(req: RegistryRequest): Promise<RegistryResponse> {
     let res: RegistryResponse;
+    let route: Route | undefined;
     try {
-      const route = matchRoute(req.path);
+      route = matchRoute(req.path);
       if (!route) throw new RegistryError('UNSUPPORTED', 'unknown API endpoint', { status: 404, detail: { path: req.path } });
       res = await this.dispatch(route, req);
     } catch (err) {
       res = this.failure(err, req);
     }
+    res.route = route?.name;
     res.headers['Docker-Distribution-API-Version'] = 'registry/2.0';
     if (req.method === 'HEAD') delete res.body;
     return res;
@@ -63,13 +65,14 @@ export class RegistryApp {
     }
   }
 
-  private failure(err: unknown, req: RegistryRequest): RegistryResponse {
+  failure(err: unknown, req: Pick<RegistryRequest, 'method' | 'path'>): RegistryResponse {
     const known = err instanceof RegistryError ? err : fromBackend(err);
     if (!known || known.status >= 500) {
       this.log.error('request failed', { method: req.method, path: req.path, error: describe(err) });
     }
     const e = known ?? new RegistryError('UNKNOWN', 'internal server error');
-    return { ...json(e.status, e.toJSON()), headers: { ...e.headers, 'Content-Type': 'application/json' } };
+    const res = json(e.status, e.toJSON());
+    return { ...res, headers: { ...e.headers, ...res.headers, 'Docker-Distribution-API-Version': 'registry/2.0' } };
   }
 }
 

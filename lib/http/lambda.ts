@@ -6,11 +6,32 @@
  * presigned redirects (SKIFF_REDIRECT=true in serverless.yml), and a streamed body that would
  * not fit is refused with a clear error instead of being cut.
  */
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { bufferBody } from '../registry/body.js';
 import { RegistryError } from '../oci/errors.js';
+import type { Telemetry } from '../telemetry.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { json } from './app.js';
+import { type RegistryApp, json } from './app.js';
+
+/** One invocation: event in, result out, one log line and one metrics document. */
+export async function handleEvent(app: RegistryApp, telemetry: Telemetry, event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {
+  telemetry.logger.addContext(context);
+  const started = performance.now();
+  const method = event.requestContext.http.method;
+  let res: RegistryResponse;
+  let bytesIn: number | undefined;
+  try {
+    const req = fromEvent(event);
+    bytesIn = req.body.length;
+    res = await app.handle(req);
+  } catch (err) {
+    // fromEvent refuses malformed events before the app sees them.
+    res = app.failure(err, { method, path: event.rawPath });
+  }
+  const result = await toResult(res);
+  telemetry.observe({ method, path: event.rawPath, status: result.statusCode!, route: res.route, durationMs: performance.now() - started, bytesIn });
+  return result;
+}
 
 /** Lambda's limit on a response payload, less room for headers and base64 growth. */
 export const MAX_RESPONSE_BYTES = Math.floor((6 * 1024 * 1024 - 64 * 1024) * 3 / 4);

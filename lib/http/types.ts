@@ -21,4 +21,6 @@ export interface RegistryResponse {
   status: number;
   headers: Record<string, string>;
   body?: ResponseBody;
+  /** Which route answered (for logs and metrics; never sent). */
+  route?: string;
 }

@@ -12,13 +12,14 @@ import { createDynamo, createRegistry } from '../registry/index.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
 import { ensureBucket } from '../storage/s3/bucket.js';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local.js';
-import { createLogger } from './log.js';
+import { Telemetry } from '../telemetry.js';
+import { createLambdaModeServer } from './lambda-mode.js';
 import { createRegistryServer } from './server.js';
 
 const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
 
 async function main(): Promise<void> {
-  const log = createLogger();
+  const log = new Telemetry().logger;
   let config = loadConfig();
   let embedded: DynamoDbLocal | undefined;
   if (!config.dynamo.endpoint) {
@@ -32,7 +33,7 @@ async function main(): Promise<void> {
     const registry = createRegistry(config, { dynamo: db });
     if (registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
 
-    const server = createRegistryServer(new RegistryApp(registry, log));
+    const server = config.http.lambdaMode ? await lambdaModeServer(embedded) : createRegistryServer(new RegistryApp(registry, log));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.http.port, config.http.host, resolve);
@@ -40,7 +41,8 @@ async function main(): Promise<void> {
     const { port } = server.address() as AddressInfo;
     const where = config.storage === 'fs' ? `filesystem ${join(config.dataDir, 'storage')}` : `S3 bucket ${config.s3.bucket}${config.s3.endpoint ? ` at ${config.s3.endpoint}` : ''}`;
     const meta = embedded ? `embedded DynamoDB Local (${join(config.dataDir, 'dynamodb')})` : `DynamoDB ${config.dynamo.endpoint ?? 'in ' + config.region}, table ${config.dynamo.table}`;
-    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${port}/ (open: no authentication)\n  blobs: ${where}\n  metadata: ${meta}\n`);
+    const mode = config.http.lambdaMode ? '\n  mode: Lambda (API Gateway v2 events, 6,291,456-byte payloads, no streaming)' : '';
+    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${port}/ (open: no authentication)\n  blobs: ${where}\n  metadata: ${meta}${mode}\n`);
 
     const shutdown = () => {
       server.close();
@@ -53,6 +55,26 @@ async function main(): Promise<void> {
     await stopEmbedded();
     throw err;
   }
+}
+
+/**
+ * The Lambda handler behind a server that reproduces API Gateway and Lambda's limits. The
+ * handler reads its configuration from the environment at import, as in Lambda, so the settings
+ * the deployed stack sets (serverless.yml) are applied first unless given explicitly.
+ */
+async function lambdaModeServer(embedded: DynamoDbLocal | undefined) {
+  const env = process.env;
+  env.SKIFF_MAX_CHUNK_BYTES ??= '4400000';
+  env.SKIFF_HASH_THREAD ??= 'false';
+  env.POWERTOOLS_METRICS_DISABLED ??= 'true';
+  if ((env.SKIFF_STORAGE ?? 'fs') === 's3') env.SKIFF_REDIRECT ??= 'true';
+  if (embedded) {
+    env.DYNAMODB_ENDPOINT = embedded.endpoint;
+    env.AWS_ACCESS_KEY_ID ??= LOCAL_CREDENTIALS.accessKeyId;
+    env.AWS_SECRET_ACCESS_KEY ??= LOCAL_CREDENTIALS.secretAccessKey;
+  }
+  const { handler } = await import('../../functions/http.js');
+  return createLambdaModeServer(handler);
 }
 
 main().catch((err: unknown) => {
