@@ -9,6 +9,8 @@
  *      part size and concurrency)                                      target >= 0.7 of raw
  *   3. resumable SHA-256 (@noble/hashes, state saved per part) MiB/s next to node:crypto
  *   4. HEAD latency p50 / p99 over 1,000 requests
+ *   5. each Lambda function's bundle size (target <= 1 MB) and cold initialisation: a fresh Node
+ *      process loading the bundle and answering one event (target <= 150 ms)
  *
  * The registry runs as its own process (the real `npm start` entry point) on the S3 path, against
  * Ceph RGW and DynamoDB Local started for the run (or S3_ENDPOINT / DYNAMODB_ENDPOINT).
@@ -25,6 +27,7 @@ import { MiB, asyncStream, bytes, stream } from '../test/helpers/data.js';
 import { call, resolve } from '../test/helpers/http.js';
 import { withDigest } from '../test/helpers/oci.js';
 import { processEnv, spawnRegistry, type RegistryProcess } from '../test/helpers/process.js';
+import { type BundleFigures, measureBundles } from './bundles.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -74,6 +77,8 @@ async function finishLatency(reg: RegistryProcess, size: number, rounds: number)
 }
 
 async function main() {
+  log('packaging the stack and timing cold starts');
+  const bundles: BundleFigures[] = await measureBundles();
   const backends = await startBackends(log);
   Object.assign(process.env, backends.env);
   let reg: RegistryProcess | undefined;
@@ -174,6 +179,14 @@ async function main() {
       [`node:crypto sha256, ${hashSize / MiB} MiB`, `${nativeRate.toFixed(0)} MiB/s`, 'baseline'],
       ['resumable sha256 (@noble/hashes)', `${nobleRate.toFixed(0)} MiB/s`, `${(nobleRate / nativeRate).toFixed(2)} of node:crypto`],
       ['HEAD p50 / p99 (1,000 requests)', `${percentile(heads, 50).toFixed(2)} / ${percentile(heads, 99).toFixed(2)} ms`, ''],
+      ...bundles.map(
+        (b) =>
+          [
+            `Lambda ${b.name}: bundle / cold init`,
+            `${(b.jsBytes / 1024).toFixed(0)} KiB / ${b.initMs.toFixed(0)} ms`,
+            `targets <= 1024 KiB, <= 150 ms (zip ${(b.zipBytes / 1024).toFixed(0)} KiB with source maps)`,
+          ] as [string, string, string],
+      ),
     ];
     const w0 = Math.max(...rows.map((r) => r[0].length));
     const w1 = Math.max(...rows.map((r) => r[1].length));

@@ -155,13 +155,26 @@ describe('deployable stack (osls package, offline)', () => {
         assert.ok(js <= BUNDLE_BUDGET, `${name} bundle is ${js} bytes`);
       }
       const script = `const { handler } = await import(${JSON.stringify(join(unpacked, 'Read', 'functions', 'http.mjs'))});
-        const res = await handler({ version: '2.0', rawPath: '/v2/', rawQueryString: '', headers: {}, requestContext: { http: { method: 'GET', path: '/v2/' } }, isBase64Encoded: false }, { awsRequestId: 'test' });
-        process.stdout.write(JSON.stringify(res));`;
-      const env = { PATH: process.env.PATH!, SKIFF_STORAGE: 's3', S3_BUCKET: 'b', DYNAMODB_TABLE: 't', AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', SKIFF_HASH_THREAD: 'false' };
-      const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { env });
-      const res = JSON.parse(stdout);
+        const res = await handler({ version: '2.0', rawPath: '/v2/', rawQueryString: '', headers: {}, requestContext: { http: { method: 'GET', path: '/v2/' } }, isBase64Encoded: false }, { awsRequestId: 'req-1', functionName: 'skiff-ci-read' });
+        process.stderr.write('RESULT ' + JSON.stringify(res) + '\\n');`;
+      const env = { PATH: process.env.PATH!, SKIFF_STORAGE: 's3', S3_BUCKET: 'b', DYNAMODB_TABLE: 't', AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', SKIFF_HASH_THREAD: 'false', NODE_NO_WARNINGS: '1' };
+      const { stdout, stderr } = await run(process.execPath, ['--input-type=module', '-e', script], { env });
+      const res = JSON.parse(/RESULT (.*)/.exec(stderr)![1]!);
       assert.equal(res.statusCode, 200);
       assert.equal(res.headers['Docker-Distribution-API-Version'], 'registry/2.0');
+      // Everything the handler prints is structured: a JSON log line with the request id, and
+      // an EMF document CloudWatch turns into metrics. Nothing else.
+      const lines = stdout.trim().split('\n').map((l) => JSON.parse(l));
+      const log = lines.find((l) => l.message === 'request');
+      assert.ok(log, stdout);
+      assert.equal(log.function_request_id, 'req-1');
+      assert.equal(log.status, 200);
+      assert.equal(log.route, 'base');
+      const emf = lines.find((l) => l._aws);
+      assert.ok(emf, 'an EMF metrics document');
+      assert.equal(emf._aws.CloudWatchMetrics[0].Namespace, 'Skiff');
+      assert.equal(emf.Requests, 1);
+      assert.equal(lines.length, 2, stdout);
     } finally {
       await rm(unpacked, { recursive: true, force: true });
     }
