@@ -36,6 +36,19 @@ export interface Config {
     redirect: boolean;
     redirectSeconds: number;
   };
+  auth: {
+    /** `open`: anyone may do anything. `required`: every request is authorized per repository. */
+    mode: 'open' | 'required';
+    tokenKeys?: string;
+    tokenKeysParameter?: string;
+    tokenSeconds: number;
+    service: string;
+    realm?: string;
+    failureLimit: number;
+    failureWindowSeconds: number;
+    /** How long a verified password and the grants read with it are reused. */
+    cacheSeconds: number;
+  };
   http: {
     host: string;
     port: number;
@@ -84,6 +97,10 @@ export function loadConfig(env: Env = process.env): Config {
   const s3Secret = opt('S3_SECRET_ACCESS_KEY');
   if (Boolean(s3Key) !== Boolean(s3Secret)) throw new ConfigError('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
 
+  const authMode = oneOf('SKIFF_AUTH', ['open', 'required'] as const, 'open');
+  if (authMode === 'required' && !opt('SKIFF_TOKEN_KEYS') && !opt('SKIFF_TOKEN_KEYS_PARAMETER')) {
+    throw new ConfigError('SKIFF_AUTH=required needs SKIFF_TOKEN_KEYS (kid=base64url-secret,...) or SKIFF_TOKEN_KEYS_PARAMETER (an SSM parameter holding them)');
+  }
   return {
     storage: oneOf('SKIFF_STORAGE', ['fs', 's3'] as const, 'fs'),
     dataDir: resolve(str('SKIFF_DATA_DIR', '.skiff')),
@@ -112,6 +129,17 @@ export function loadConfig(env: Env = process.env): Config {
       deleteEnabled: bool('SKIFF_DELETE_ENABLED', true),
       redirect: bool('SKIFF_REDIRECT', false),
       redirectSeconds: int('SKIFF_REDIRECT_SECONDS', 300, 1),
+    },
+    auth: {
+      mode: oneOf('SKIFF_AUTH', ['open', 'required'] as const, 'open'),
+      tokenKeys: opt('SKIFF_TOKEN_KEYS'),
+      tokenKeysParameter: opt('SKIFF_TOKEN_KEYS_PARAMETER'),
+      tokenSeconds: int('SKIFF_TOKEN_SECONDS', 300, 10),
+      service: str('SKIFF_AUTH_SERVICE', 'skiff'),
+      realm: opt('SKIFF_AUTH_REALM'),
+      failureLimit: int('SKIFF_AUTH_FAILURE_LIMIT', 10, 1),
+      failureWindowSeconds: int('SKIFF_AUTH_FAILURE_WINDOW_SECONDS', 900, 1),
+      cacheSeconds: int('SKIFF_AUTH_CACHE_SECONDS', 10),
     },
     http: {
       host: str('SKIFF_HOST', '127.0.0.1'),

@@ -5,6 +5,7 @@
  */
 import { RegistryError } from '../oci/errors.js';
 import type { Registry } from '../registry/index.js';
+import { authorize, onToken } from './auth.js';
 import { onBlob } from './blobs.js';
 import { onCatalog, onReferrers, onTags } from './listings.js';
 import { onManifest } from './manifests.js';
@@ -43,13 +44,15 @@ export class RegistryApp {
 
   private async dispatch(route: Route, req: RegistryRequest): Promise<RegistryResponse> {
     const reg = this.registry;
+    if (route.name === 'token') return onToken(reg, req);
+    const ctx = await authorize(reg, route, req);
     switch (route.name) {
       case 'base':
         if (req.method !== 'GET' && req.method !== 'HEAD') throw notAllowed('GET, HEAD');
         return json(200, {});
       case 'uploads':
         if (req.method !== 'POST') throw notAllowed('POST');
-        return postUpload(reg, req, route.repo!);
+        return postUpload(reg, req, route.repo!, ctx);
       case 'upload':
         return onUpload(reg, req, route.repo!, route.ref!);
       case 'blob':
@@ -61,7 +64,7 @@ export class RegistryApp {
       case 'referrers':
         return onReferrers(reg, req, route.repo!, route.ref!);
       case 'catalog':
-        return onCatalog(reg, req);
+        return onCatalog(reg, req, ctx);
     }
   }
 

@@ -9,6 +9,7 @@ import type { Page } from '../metadata/types.js';
 import type { Registry } from '../registry/index.js';
 import { badQuery } from '../registry/manifests.js';
 import { json } from './app.js';
+import type { RequestContext } from './auth.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
 import { notAllowed } from './uploads.js';
 
@@ -19,10 +20,11 @@ export async function onTags(reg: Registry, req: RegistryRequest, repo: string):
   return paged(json(200, { name: repo, tags: page.items }), `/v2/${repo}/tags/list`, n, page);
 }
 
-export async function onCatalog(reg: Registry, req: RegistryRequest): Promise<RegistryResponse> {
+export async function onCatalog(reg: Registry, req: RegistryRequest, ctx: RequestContext): Promise<RegistryResponse> {
   readOnly(req);
   const n = pageSize(req);
-  const page = await reg.manifests.repositories(n, req.query.get('last') ?? undefined);
+  // Only what the caller may pull is listed, so a page is filled from as many as it takes.
+  const page = await reg.manifests.repositories(n, req.query.get('last') ?? undefined, (repo) => ctx.canPull(repo));
   return paged(json(200, { repositories: page.items }), '/v2/_catalog', n, page);
 }
 

@@ -6,7 +6,7 @@
 import { RegistryError } from '../oci/errors.js';
 import { assertName } from '../oci/names.js';
 
-export type RouteName = 'base' | 'catalog' | 'uploads' | 'upload' | 'blob' | 'manifest' | 'tags' | 'referrers';
+export type RouteName = 'base' | 'catalog' | 'uploads' | 'upload' | 'blob' | 'manifest' | 'tags' | 'referrers' | 'token';
 
 export interface Route {
   name: RouteName;
@@ -28,6 +28,7 @@ const PATTERNS: [RouteName, RegExp][] = [
 export function matchRoute(path: string): Route | undefined {
   if (path === '/v2' || path === '/v2/') return { name: 'base' };
   if (path === '/v2/_catalog') return { name: 'catalog' };
+  if (path === '/auth/token') return { name: 'token' };
   for (const [name, pattern] of PATTERNS) {
     const m = pattern.exec(path);
     if (!m) continue;

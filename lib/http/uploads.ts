@@ -2,6 +2,8 @@
  * Upload endpoints: POST /v2/<name>/blobs/uploads/ and /v2/<name>/blobs/uploads/<id>.
  */
 import { RegistryError } from '../oci/errors.js';
+import { assertName } from '../oci/names.js';
+import type { RequestContext } from './auth.js';
 import { parseDigest } from '../oci/digest.js';
 import type { Registry } from '../registry/index.js';
 import { uploadRange } from '../registry/uploads.js';
@@ -15,14 +17,15 @@ export const uploadLocation = (repo: string, id: string) => `/v2/${repo}/blobs/u
 export const blobLocation = (repo: string, digest: string) => `/v2/${repo}/blobs/${digest}`;
 
 /** POST: start an upload, upload a whole blob (?digest=), or mount one (?mount=&from=). */
-export async function postUpload(reg: Registry, req: RegistryRequest, repo: string): Promise<RegistryResponse> {
+export async function postUpload(reg: Registry, req: RegistryRequest, repo: string, ctx: RequestContext): Promise<RegistryResponse> {
   const mount = req.query.get('mount');
   if (mount !== null) {
     const digest = parseDigest(mount, 'mount');
     const from = req.query.get('from');
-    // Without a source repository there is nothing we may mount from: a blob is only readable
-    // through a repository that links it. Fall back to a new upload, as the spec allows.
-    const link = from ? await reg.blobs.mount(repo, from, digest.value) : undefined;
+    // Without a source repository the caller may read there is nothing to mount from: a blob
+    // is only readable through a repository that links it. Fall back to a new upload, as the
+    // spec allows, which reveals nothing about the source.
+    const link = from && (assertName(from), ctx.canPull(from)) ? await reg.blobs.mount(repo, from, digest.value) : undefined;
     if (link) return created(repo, link.digest);
   } else {
     const digest = req.query.get('digest');

@@ -42,7 +42,8 @@ async function main(): Promise<void> {
     const where = config.storage === 'fs' ? `filesystem ${join(config.dataDir, 'storage')}` : `S3 bucket ${config.s3.bucket}${config.s3.endpoint ? ` at ${config.s3.endpoint}` : ''}`;
     const meta = embedded ? `embedded DynamoDB Local (${join(config.dataDir, 'dynamodb')})` : `DynamoDB ${config.dynamo.endpoint ?? 'in ' + config.region}, table ${config.dynamo.table}`;
     const mode = config.http.lambdaMode ? '\n  mode: Lambda (API Gateway v2 events, 6,291,456-byte payloads, no streaming)' : '';
-    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${port}/ (open: no authentication)\n  blobs: ${where}\n  metadata: ${meta}${mode}\n`);
+    const access = config.auth.mode === 'open' ? 'open: no authentication' : 'authentication required';
+    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${port}/ (${access})\n  blobs: ${where}\n  metadata: ${meta}${mode}\n`);
 
     const shutdown = () => {
       server.close();

@@ -2,6 +2,7 @@
  * Metadata: what the registry knows about blobs, repositories and uploads. DynamoDB is the
  * store (lib/metadata/dynamo); these interfaces are what the registry services see.
  */
+import type { Grant } from '../auth/access.js';
 import type { Part, PartLedger, WriteState } from '../storage/types.js';
 
 /** A committed blob: its digest, size and where its bytes are. Global, one per digest. */
@@ -153,10 +154,34 @@ export interface ManifestIndex {
   hasRepository(repo: string): Promise<boolean>;
 }
 
+export interface User {
+  name: string;
+  passwordHash: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Users, their grants, and counts of failed logins. */
+export interface UserStore {
+  getUser(name: string): Promise<User | undefined>;
+  putUser(user: User): Promise<void>;
+  /** Deletes the user and every grant; false if there was no such user. */
+  deleteUser(name: string): Promise<boolean>;
+  listUsers(): Promise<string[]>;
+  grants(name: string): Promise<Grant[]>;
+  putGrant(name: string, grant: Grant): Promise<void>;
+  deleteGrant(name: string, pattern: string): Promise<boolean>;
+  /** Counts a failed login; returns the failures in the current window (started by the first). */
+  recordFailure(name: string, windowMs: number): Promise<number>;
+  failures(name: string): Promise<number>;
+  clearFailures(name: string): Promise<void>;
+}
+
 export interface MetadataStore {
   uploads: UploadStore;
   blobs: BlobIndex;
   manifests: ManifestIndex;
+  users: UserStore;
 }
 
 export class UploadGone extends Error {

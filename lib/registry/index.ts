@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import type { MetadataStore } from '../metadata/types.js';
 import { DynamoBlobIndex } from '../metadata/dynamo/blobs.js';
 import { DynamoManifestIndex } from '../metadata/dynamo/manifests.js';
+import { DynamoUserStore } from '../metadata/dynamo/users.js';
 import { createDocumentClient } from '../metadata/dynamo/table.js';
 import { DynamoUploadStore } from '../metadata/dynamo/uploads.js';
 import { FsIngester } from '../storage/fs/ingester.js';
@@ -16,12 +17,16 @@ import { BufferPool } from '../storage/s3/buffers.js';
 import { S3Ingester } from '../storage/s3/ingester.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
 import type { StorageDriver } from '../storage/types.js';
+import { Authorizer } from '../auth/authorizer.js';
+import { tokenServiceProvider } from '../auth/keys.js';
 import { BlobService } from './blobs.js';
 import { ManifestService } from './manifests.js';
 import { UploadService } from './uploads.js';
 
 export interface Registry {
   config: Config;
+  /** Undefined when the registry is open (SKIFF_AUTH=open). */
+  auth?: Authorizer;
   storage: StorageDriver;
   meta: MetadataStore;
   uploads: UploadService;
@@ -67,14 +72,33 @@ export function createMetadata(config: Config, db: DynamoDBDocumentClient): Meta
     }),
     blobs: new DynamoBlobIndex(db, config.dynamo.table),
     manifests: new DynamoManifestIndex(db, config.dynamo.table),
+    users: new DynamoUserStore(db, config.dynamo.table),
   };
 }
 
 export function createRegistry(config: Config, clients: Clients = {}): Registry {
   const storage = createStorage(config, clients.s3);
   const meta = createMetadata(config, clients.dynamo ?? createDynamo(config));
+  const auth =
+    config.auth.mode === 'required'
+      ? new Authorizer(
+          meta.users,
+          tokenServiceProvider(
+            { keys: config.auth.tokenKeys, parameter: config.auth.tokenKeysParameter, region: config.region },
+            { issuer: 'skiff', service: config.auth.service, ttlSeconds: config.auth.tokenSeconds },
+          ),
+          {
+            service: config.auth.service,
+            realm: config.auth.realm,
+            failureLimit: config.auth.failureLimit,
+            failureWindowMs: config.auth.failureWindowSeconds * 1000,
+            cacheMs: config.auth.cacheSeconds * 1000,
+          },
+        )
+      : undefined;
   return {
     config,
+    auth,
     storage,
     meta,
     uploads: new UploadService(meta, storage, {

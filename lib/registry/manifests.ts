@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { RegistryError } from '../oci/errors.js';
 import { type Digest, parseDigest } from '../oci/digest.js';
 import { type Manifest, parseManifest } from '../oci/manifest.js';
-import { isValidTag } from '../oci/names.js';
+import { isValidName, isValidTag } from '../oci/names.js';
 import type { ManifestRecord, MetadataStore, Page, Referrer } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
 import type { Body } from './body.js';
@@ -116,8 +116,23 @@ export class ManifestService {
     return artifactType === undefined ? all : all.filter((r) => r.artifactType === artifactType);
   }
 
-  async repositories(n: number | undefined, last: string | undefined): Promise<Page<string>> {
-    return n === 0 ? { items: [], more: false } : this.meta.manifests.listRepositories(n, last);
+  /**
+   * Repositories in lexical order after `last`, at most `n`, keeping only those `visible`
+   * accepts. Hidden ones do not count towards `n`: pages are read until `n` are found. A Link
+   * may then lead to a page with nothing visible on it; it never skips a visible repository.
+   */
+  async repositories(n: number | undefined, last: string | undefined, visible: (repo: string) => boolean = () => true): Promise<Page<string>> {
+    if (last !== undefined && !isValidName(last)) throw badQuery('last must be a repository name');
+    if (n === 0) return { items: [], more: false };
+    const items: string[] = [];
+    let after = last;
+    for (;;) {
+      const page = await this.meta.manifests.listRepositories(n === undefined ? undefined : n - items.length, after);
+      items.push(...page.items.filter(visible));
+      after = page.items[page.items.length - 1] ?? after;
+      if (!page.more) return { items, more: false };
+      if (n !== undefined && items.length >= n) return { items, more: true };
+    }
   }
 
   /** Everything a manifest references must be in the repository, at the size it claims. */

@@ -20,7 +20,7 @@ type Resource = { Type: string; Properties: any; DependsOn?: unknown };
 
 const FUNCTIONS: Record<string, { routes: string[] }> = {
   Read: { routes: ['GET /{proxy+}', 'HEAD /{proxy+}'] },
-  Upload: { routes: ['POST /v2/{proxy+}'] },
+  Upload: { routes: ['POST /v2/{proxy+}', 'POST /auth/token'] },
   Chunk: { routes: ['PATCH /v2/{proxy+}'] },
   Finish: { routes: ['PUT /v2/{proxy+}'] },
   Delete: { routes: ['DELETE /v2/{proxy+}'] },
@@ -75,6 +75,9 @@ describe('deployable stack (osls package, offline)', () => {
       assert.equal(env.SKIFF_REDIRECT, 'true');
       assert.equal(env.SKIFF_HASH_THREAD, 'false');
       assert.equal(env.SKIFF_UPLOAD_TTL_SECONDS, '604800');
+      assert.equal(env.SKIFF_AUTH, 'required', 'a deployed stack authenticates by default');
+      assert.equal(env.SKIFF_TOKEN_KEYS_PARAMETER, '/skiff/ci/token-keys');
+      assert.equal(env.SKIFF_TOKEN_KEYS, undefined, 'no key material in the function configuration');
       assert.equal(fn.FunctionName, `skiff-ci-${name.toLowerCase()}`, 'stage-aware names');
     }
     const stage = ofType('AWS::ApiGatewayV2::Stage')[0]![1].Properties;
@@ -100,15 +103,19 @@ describe('deployable stack (osls package, offline)', () => {
           const scoped =
             /BlobBucket\.Arn|"BlobBucket","Arn"/.test(text) ||
             /"MetadataTable","Arn"/.test(text) ||
-            text.includes(`log-group:/aws/lambda/skiff-ci-${name.toLowerCase()}:*`);
-          assert.ok(scoped, `${name}: ${text} is not the bucket, the table or its own log group`);
+            text.includes(`log-group:/aws/lambda/skiff-ci-${name.toLowerCase()}:*`) ||
+            text.includes(':parameter/skiff/ci/token-keys');
+          assert.ok(scoped, `${name}: ${text} is not the bucket, the table, the token keys or its own log group`);
         }
         if (actions.some((a: string) => a.startsWith('logs:'))) assert.deepEqual(actions.sort(), ['logs:CreateLogStream', 'logs:PutLogEvents']);
       }
-      const allowed = statements.flatMap((s: any) => [s.Action].flat());
-      // Reads never write; only the finish and upload paths complete multipart uploads.
-      if (name === 'Read') assert.deepEqual(allowed.filter((a: string) => /^(s3|dynamodb):.*(Put|Delete|Update|Abort)/.test(a)), []);
-      if (name === 'Delete') assert.ok(!allowed.includes('s3:PutObject'));
+      const writes = (st: any) => [st.Action].flat().filter((a: string) => /^(s3|dynamodb):.*(Put|Delete|Update|Abort)/.test(a));
+      // Every function may count failed logins, and only those: items under AUTHFAIL#.
+      const counting = statements.find((st: any) => st.Condition);
+      assert.deepEqual(counting.Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['AUTHFAIL#*'] } });
+      // Reads write nothing else.
+      if (name === 'Read') assert.deepEqual(statements.filter((st: any) => !st.Condition).flatMap(writes), []);
+      if (name === 'Delete') assert.ok(!statements.flatMap((st: any) => [st.Action].flat()).includes('s3:PutObject'));
     }
     // The framework's shared execution role is not used.
     assert.equal(resources.IamRoleLambdaExecution, undefined);

@@ -13,6 +13,9 @@
  *   tag                 REPO#<name>         TAG#<lower>#<tag>  tag digest mediaType size updatedAt
  *   referrer            REPO#<name>         REFERRER#<subject>#<digest>  mediaType digest size artifactType annotations
  *   repository          CATALOG             REPO#<name>        name createdAt
+ *   user                USERS               USER#<name>        name passwordHash createdAt updatedAt
+ *   grant               USER#<name>         GRANT#<pattern>    pattern actions
+ *   failed logins       AUTHFAIL#<name>     AUTHFAIL           failures windowEnds ttl
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
@@ -41,6 +44,9 @@ export const key = {
   tag: (repo: string, tag: string) => ({ pk: `REPO#${repo}`, sk: tagSk(tag) }),
   referrer: (repo: string, subject: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `REFERRER#${subject}#${digest}` }),
   repository: (repo: string) => ({ pk: 'CATALOG', sk: `REPO#${repo}` }),
+  user: (name: string) => ({ pk: 'USERS', sk: `USER#${name}` }),
+  grant: (name: string, pattern: string) => ({ pk: `USER#${name}`, sk: `GRANT#${pattern}` }),
+  failures: (name: string) => ({ pk: `AUTHFAIL#${name}`, sk: 'AUTHFAIL' }),
 };
 
 /**

@@ -1,0 +1,121 @@
+/**
+ * skiff-admin: users, passwords and grants, kept in the registry's DynamoDB table.
+ *
+ *   user add <name>                      create a user; the password is read from stdin
+ *   user passwd <name>                   set a user's password (stdin)
+ *   user remove <name>                   delete a user and their grants
+ *   user list                            users and their grants
+ *   grant <user|anonymous> <pattern> <actions>   e.g. grant alice 'team/*' pull,push
+ *   revoke <user|anonymous> <pattern>
+ *   key new [kid]                        print a new token key entry for SKIFF_TOKEN_KEYS
+ *
+ * Passwords are read from standard input (typed without echo on a terminal) and never
+ * printed; only their scrypt hashes are stored.
+ */
+import { randomBytes } from 'node:crypto';
+import { ACTIONS, type Action, isValidPattern } from '../auth/access.js';
+import { ANONYMOUS, isValidUserName } from '../auth/authorizer.js';
+import { hashPassword } from '../auth/passwords.js';
+import type { UserStore } from '../metadata/types.js';
+
+export interface Io {
+  out(line: string): void;
+  err(line: string): void;
+  /** Reads a password: from a terminal without echo, else the first line of stdin. */
+  readSecret(prompt: string): Promise<string>;
+}
+
+export class UsageError extends Error {}
+
+const USAGE = `usage:
+  skiff-admin user add <name>          (password from stdin)
+  skiff-admin user passwd <name>       (password from stdin)
+  skiff-admin user remove <name>
+  skiff-admin user list
+  skiff-admin grant <user|anonymous> <pattern> <pull,push,delete>
+  skiff-admin revoke <user|anonymous> <pattern>
+  skiff-admin key new [kid]
+patterns: an exact repository name, a prefix such as team/*, or * for every repository`;
+
+export async function run(argv: string[], users: () => UserStore, io: Io): Promise<number> {
+  try {
+    await dispatch(argv, users, io);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`skiff-admin: ${err.message}`);
+      io.err(USAGE);
+      return 2;
+    }
+    io.err(`skiff-admin: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+async function dispatch(argv: string[], users: () => UserStore, io: Io): Promise<void> {
+  const [command, sub, ...rest] = argv;
+  if (command === 'key' && sub === 'new') {
+    const kid = rest[0] ?? `k${new Date().toISOString().slice(0, 10).replace(/-/g, '')}`;
+    io.out(`${kid}=${randomBytes(32).toString('base64url')}`);
+    return;
+  }
+  if (command === 'user') {
+    if (sub === 'list') {
+      const store = users();
+      for (const name of [ANONYMOUS, ...(await store.listUsers())]) {
+        const grants = await store.grants(name);
+        if (name === ANONYMOUS && !grants.length) continue;
+        io.out(`${name}${grants.length ? '' : ' (no grants)'}`);
+        for (const g of grants) io.out(`  ${g.pattern}: ${g.actions.join(',')}`);
+      }
+      return;
+    }
+    const name = userName(rest[0], false);
+    const store = users();
+    if (sub === 'add' || sub === 'passwd') {
+      const existing = await store.getUser(name);
+      if (sub === 'add' && existing) throw new Error(`user ${name} already exists (use: user passwd ${name})`);
+      if (sub === 'passwd' && !existing) throw new Error(`no user ${name} (use: user add ${name})`);
+      const password = await io.readSecret(`password for ${name}: `);
+      if (password.length < 8) throw new Error('the password must be at least 8 characters');
+      const now = Date.now();
+      await store.putUser({ name, passwordHash: await hashPassword(password), createdAt: existing?.createdAt ?? now, updatedAt: now });
+      io.out(sub === 'add' ? `created user ${name}` : `changed the password of ${name}`);
+      return;
+    }
+    if (sub === 'remove') {
+      if (!(await store.deleteUser(name))) throw new Error(`no user ${name}`);
+      io.out(`removed user ${name} and their grants`);
+      return;
+    }
+    throw new UsageError(`unknown user command: ${sub ?? '(none)'}`);
+  }
+  if (command === 'grant' || command === 'revoke') {
+    const name = userName(sub, true);
+    const pattern = rest[0];
+    if (!pattern || !isValidPattern(pattern)) throw new UsageError(`invalid repository pattern: ${pattern ?? '(none)'}`);
+    const store = users();
+    if (name !== ANONYMOUS && !(await store.getUser(name))) throw new Error(`no user ${name}`);
+    if (command === 'revoke') {
+      if (!(await store.deleteGrant(name, pattern))) throw new Error(`${name} has no grant on ${pattern}`);
+      io.out(`revoked ${name}'s grant on ${pattern}`);
+      return;
+    }
+    const actions = (rest[1] ?? '').split(',').filter(Boolean);
+    if (!actions.length || actions.some((a) => !(ACTIONS as readonly string[]).includes(a))) {
+      throw new UsageError(`actions must be a comma-separated list of ${ACTIONS.join(', ')}`);
+    }
+    if (name === ANONYMOUS && actions.some((a) => a !== 'pull')) throw new Error('anonymous callers may only be granted pull');
+    await store.putGrant(name, { pattern, actions: [...new Set(actions)] as Action[] });
+    io.out(`granted ${[...new Set(actions)].join(',')} on ${pattern} to ${name}`);
+    return;
+  }
+  throw new UsageError(command ? `unknown command: ${command}` : 'no command given');
+}
+
+function userName(name: string | undefined, allowAnonymous: boolean): string {
+  if (!name) throw new UsageError('a user name is required');
+  if (name === ANONYMOUS && allowAnonymous) return name;
+  if (!isValidUserName(name)) throw new UsageError(`invalid user name: ${name} (letters, digits, . _ @ -; not "anonymous")`);
+  return name;
+}

@@ -1,0 +1,132 @@
+/**
+ * Authorization of each request, and the token endpoint of the Docker registry token flow.
+ *
+ *   GET|HEAD of blobs, manifests, tags, referrers   pull on the repository
+ *   POST, PATCH, PUT (uploads, manifests)           push on the repository
+ *   DELETE of blobs, manifests, tags                delete on the repository
+ *   GET of uploads (status)                         push on the repository
+ *   GET /v2/ and the catalog                        an authenticated caller
+ *
+ * A mount needs pull on the source too; without it the mount quietly becomes a new upload
+ * (as the spec allows), so nothing about the source is revealed.
+ */
+import { RegistryError } from '../oci/errors.js';
+import { type Access, type Action, grantable, parseScope, scopeString } from '../auth/access.js';
+import { ANONYMOUS, type Principal, type RequestOrigin } from '../auth/authorizer.js';
+import type { Registry } from '../registry/index.js';
+import type { Route } from './router.js';
+import type { RegistryRequest, RegistryResponse } from './types.js';
+import { json } from './app.js';
+import { notAllowed } from './uploads.js';
+
+export interface RequestContext {
+  principal?: Principal;
+  /** Whether the caller may pull from `repo` (always, on an open registry). */
+  canPull(repo: string): boolean;
+}
+
+export const OPEN: RequestContext = { canPull: () => true };
+
+/** What a request needs: an action on its repository, or just an authenticated caller. */
+function required(route: Route, method: string): { action: Action } | 'authenticated' | undefined {
+  const read = method === 'GET' || method === 'HEAD';
+  switch (route.name) {
+    case 'base':
+    case 'catalog':
+      return 'authenticated';
+    case 'token':
+      return undefined;
+    case 'uploads':
+    case 'upload':
+      return { action: 'push' };
+    default:
+      return { action: read ? 'pull' : method === 'DELETE' ? 'delete' : 'push' };
+  }
+}
+
+export async function authorize(reg: Registry, route: Route, req: RegistryRequest): Promise<RequestContext> {
+  const auth = reg.auth;
+  if (!auth) return OPEN;
+  const need = required(route, req.method);
+  if (!need) return OPEN;
+  const origin = originOf(req);
+  const needed: Access | undefined = need === 'authenticated' ? undefined : { type: 'repository', name: route.repo!, actions: [need.action] };
+  // Nothing to look up for a caller who must be authenticated and presents nothing.
+  if (need === 'authenticated' && !req.headers['authorization']) throw auth.deny({ via: 'anonymous', grants: [] }, undefined, origin);
+  let principal: Principal;
+  try {
+    principal = await auth.authenticate(req.headers['authorization']);
+  } catch (err) {
+    // Bad credentials: say so, with the challenge that tells the client where to get a token.
+    if (err instanceof RegistryError && err.status === 401) {
+      const challenge = auth.deny({ via: 'anonymous', grants: [] }, needed, origin);
+      err.headers['WWW-Authenticate'] = challenge.headers['WWW-Authenticate']!;
+    }
+    throw err;
+  }
+  const ok = need === 'authenticated' ? principal.user !== undefined : auth.may(principal, route.repo!, need.action);
+  if (!ok) throw auth.deny(principal, needed, origin);
+  return { principal, canPull: (repo) => auth.may(principal, repo, 'pull') };
+}
+
+function originOf(req: RegistryRequest): RequestOrigin {
+  const proto = req.headers['x-forwarded-proto']?.split(',')[0]!.trim() || 'http';
+  const host = req.headers['x-forwarded-host'] ?? req.headers['host'] ?? 'localhost';
+  return { proto, host };
+}
+
+/**
+ * The token endpoint. GET with optional Basic credentials (docker, podman, skopeo) or POST
+ * with an OAuth2 password grant (containerd); the token grants the requested scopes that the
+ * caller's grants allow, and nothing else. Anonymous callers get a token for anonymous grants.
+ */
+export async function onToken(reg: Registry, req: RegistryRequest): Promise<RegistryResponse> {
+  const auth = reg.auth;
+  if (!auth) throw new RegistryError('UNSUPPORTED', 'authentication is not enabled on this registry', { status: 404 });
+  let params: URLSearchParams;
+  let basic: string | undefined;
+  if (req.method === 'GET') {
+    params = req.query;
+    const header = req.headers['authorization'];
+    if (header && !/^basic /i.test(header)) throw new RegistryError('UNAUTHORIZED', 'the token endpoint takes Basic credentials');
+    basic = header?.slice(6).trim();
+  } else if (req.method === 'POST') {
+    params = new URLSearchParams(await readForm(req));
+    const grant = params.get('grant_type');
+    if (grant !== 'password') {
+      return json(400, { error: 'unsupported_grant_type', error_description: 'only the password grant is supported' });
+    }
+    const username = params.get('username') ?? '';
+    basic = username ? Buffer.from(`${username}:${params.get('password') ?? ''}`).toString('base64') : undefined;
+  } else {
+    throw notAllowed('GET, POST');
+  }
+  const service = params.get('service');
+  if (service && service !== auth.settings.service) {
+    throw new RegistryError('DENIED', `this registry issues tokens for service "${auth.settings.service}"`, { detail: { service } });
+  }
+  const caller = basic ? await auth.checkPassword(basic) : undefined;
+  const grants = [...(caller?.grants ?? []), ...(await auth.authenticate(undefined)).grants];
+  const asked = params
+    .getAll('scope')
+    .flatMap((s) => s.split(' '))
+    .map(parseScope)
+    .filter((a): a is Access => a !== undefined);
+  const access = grantable(asked, grants, caller !== undefined);
+  const issued = await (await auth.tokens()).issue(caller?.user ?? ANONYMOUS, access);
+  if (req.method === 'POST') {
+    return json(200, { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, issued_at: issued.issuedAt, scope: access.map(scopeString).join(' ') });
+  }
+  return json(200, { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt });
+}
+
+async function readForm(req: RegistryRequest): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body.stream) {
+    size += chunk.length;
+    if (size > 64 * 1024) throw new RegistryError('SIZE_INVALID', 'token request too large', { status: 413 });
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

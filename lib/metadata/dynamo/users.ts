@@ -1,0 +1,115 @@
+/**
+ * Users, grants and failed-login counters in DynamoDB (key design in table.ts).
+ */
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, type QueryCommandOutput, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import type { Action, Grant } from '../../auth/access.js';
+import type { User, UserStore } from '../types.js';
+import { key } from './table.js';
+
+export class DynamoUserStore implements UserStore {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async getUser(name: string): Promise<User | undefined> {
+    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.user(name), ConsistentRead: true }));
+    if (!res.Item) return undefined;
+    const { passwordHash, createdAt, updatedAt } = res.Item;
+    return { name, passwordHash, createdAt, updatedAt };
+  }
+
+  async putUser(user: User): Promise<void> {
+    await this.db.send(new PutCommand({ TableName: this.table, Item: { ...key.user(user.name), ...user } }));
+  }
+
+  async deleteUser(name: string): Promise<boolean> {
+    for (const grant of await this.grants(name)) await this.deleteGrant(name, grant.pattern);
+    await this.clearFailures(name);
+    try {
+      await this.db.send(new DeleteCommand({ TableName: this.table, Key: key.user(name), ConditionExpression: 'attribute_exists(pk)' }));
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      throw err;
+    }
+  }
+
+  async listUsers(): Promise<string[]> {
+    return (await this.query('USERS', 'USER#')).map((i) => i.name as string);
+  }
+
+  async grants(name: string): Promise<Grant[]> {
+    return (await this.query(`USER#${name}`, 'GRANT#')).map((i) => ({ pattern: i.pattern as string, actions: i.actions as Action[] }));
+  }
+
+  async putGrant(name: string, grant: Grant): Promise<void> {
+    await this.db.send(new PutCommand({ TableName: this.table, Item: { ...key.grant(name, grant.pattern), ...grant } }));
+  }
+
+  async deleteGrant(name: string, pattern: string): Promise<boolean> {
+    try {
+      await this.db.send(new DeleteCommand({ TableName: this.table, Key: key.grant(name, pattern), ConditionExpression: 'attribute_exists(pk)' }));
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      throw err;
+    }
+  }
+
+  async recordFailure(name: string, windowMs: number): Promise<number> {
+    const now = this.now();
+    try {
+      // Within the current window: count up.
+      const res = await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: key.failures(name),
+          UpdateExpression: 'ADD failures :one',
+          ConditionExpression: 'windowEnds > :now',
+          ExpressionAttributeValues: { ':one': 1, ':now': now },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return res.Attributes!.failures as number;
+    } catch (err) {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    }
+    // No window, or an expired one: start a new one.
+    const windowEnds = now + windowMs;
+    await this.db.send(
+      new PutCommand({ TableName: this.table, Item: { ...key.failures(name), failures: 1, windowEnds, ttl: Math.ceil(windowEnds / 1000) } }),
+    );
+    return 1;
+  }
+
+  async failures(name: string): Promise<number> {
+    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.failures(name), ConsistentRead: true }));
+    return res.Item && (res.Item.windowEnds as number) > this.now() ? (res.Item.failures as number) : 0;
+  }
+
+  async clearFailures(name: string): Promise<void> {
+    await this.db.send(new DeleteCommand({ TableName: this.table, Key: key.failures(name) }));
+  }
+
+  private async query(pk: string, prefix: string): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const res: QueryCommandOutput = await this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+          ExpressionAttributeValues: { ':pk': pk, ':prefix': prefix },
+          ExclusiveStartKey: start,
+          ConsistentRead: true,
+        }),
+      );
+      items.push(...(res.Items ?? []));
+      start = res.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+}
