@@ -2,7 +2,8 @@
  * Where token signing keys come from: SKIFF_TOKEN_KEYS locally, or an SSM Parameter Store
  * SecureString when deployed (SKIFF_TOKEN_KEYS_PARAMETER; see serverless.yml). The parameter is
  * read again every few minutes, so a rotation (add the new key first, drop the old one after a
- * token lifetime) reaches every running function without a redeploy.
+ * token lifetime) reaches every running function without a redeploy. A failed re-read keeps the
+ * keys already known rather than failing requests.
  */
 import { TokenService, type TokenSettings, parseKeys } from './tokens.js';
 
@@ -13,25 +14,36 @@ export interface KeySource {
   refreshMs?: number;
 }
 
-export function tokenServiceProvider(source: KeySource, settings: TokenSettings): () => Promise<TokenService> {
+export type ParameterReader = (name: string, region: string) => Promise<string>;
+
+/** Reads a SecureString; the SSM client is loaded on first use, outside the cold start. */
+export const readSsmParameter: ParameterReader = async (name, region) => {
+  const { SSMClient, GetParameterCommand } = await import('@aws-sdk/client-ssm');
+  const res = await new SSMClient({ region }).send(new GetParameterCommand({ Name: name, WithDecryption: true }));
+  return res.Parameter?.Value ?? '';
+};
+
+export function tokenServiceProvider(source: KeySource, settings: TokenSettings, read: ParameterReader = readSsmParameter, now: () => number = Date.now): () => Promise<TokenService> {
   if (source.keys) {
     const service = new TokenService(parseKeys(source.keys), settings);
     return async () => service;
   }
   if (!source.parameter) throw new Error('token keys are not configured');
   const parameter = source.parameter;
+  const refreshMs = source.refreshMs ?? 5 * 60_000;
   let current: { service: TokenService; until: number } | undefined;
   let loading: Promise<TokenService> | undefined;
   return () => {
-    if (current && current.until > Date.now()) return Promise.resolve(current.service);
+    if (current && current.until > now()) return Promise.resolve(current.service);
     loading ??= (async () => {
       try {
-        // Loaded on first use, so the SSM client stays out of the cold start.
-        const { SSMClient, GetParameterCommand } = await import('@aws-sdk/client-ssm');
-        const res = await new SSMClient({ region: source.region }).send(new GetParameterCommand({ Name: parameter, WithDecryption: true }));
-        const service = new TokenService(parseKeys(res.Parameter?.Value ?? ''), settings);
-        current = { service, until: Date.now() + (source.refreshMs ?? 5 * 60_000) };
+        const service = new TokenService(parseKeys(await read(parameter, source.region)), settings);
+        current = { service, until: now() + refreshMs };
         return service;
+      } catch (err) {
+        if (!current) throw err;
+        current.until = now() + Math.min(refreshMs, 30_000); // try again soon
+        return current.service;
       } finally {
         loading = undefined;
       }
