@@ -2,10 +2,9 @@
  * Blob descriptors and repository links in DynamoDB. Reads are strongly consistent: a client
  * that just finished an upload and checks for it (every client does) must see it.
  */
-import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
-import { batchGet, key } from './table.js';
+import { batchGet, deleteExisting, key } from './table.js';
 import { toDescriptor } from './uploads.js';
 
 export class DynamoBlobIndex implements BlobIndex {
@@ -34,16 +33,8 @@ export class DynamoBlobIndex implements BlobIndex {
     );
   }
 
-  async deleteLink(repo: string, digest: string): Promise<boolean> {
-    try {
-      await this.db.send(
-        new DeleteCommand({ TableName: this.table, Key: key.link(repo, digest), ConditionExpression: 'attribute_exists(pk)' }),
-      );
-      return true;
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
-      throw err;
-    }
+  deleteLink(repo: string, digest: string): Promise<boolean> {
+    return deleteExisting(this.db, this.table, key.link(repo, digest));
   }
 
   async getDescriptor(digest: string): Promise<Descriptor | undefined> {

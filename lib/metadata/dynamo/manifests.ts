@@ -2,17 +2,9 @@
  * Manifests, tags, referrers and the repository catalog in DynamoDB (key design in table.ts).
  * Every lookup is a GetItem or a Query on one partition: never a Scan, never an S3 listing.
  */
-import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import {
-  DeleteCommand,
-  type DynamoDBDocumentClient,
-  GetCommand,
-  QueryCommand,
-  type QueryCommandOutput,
-  TransactWriteCommand,
-} from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, TransactWriteCommand } from '@aws-sdk/lib-dynamodb';
 import type { ManifestIndex, ManifestRecord, Page, Referrer, TagRecord } from '../types.js';
-import { batchGet, key, tagSk } from './table.js';
+import { batchGet, deleteExisting, key, queryPrefix, tagSk } from './table.js';
 
 export class DynamoManifestIndex implements ManifestIndex {
   constructor(
@@ -68,14 +60,8 @@ export class DynamoManifestIndex implements ManifestIndex {
     return true;
   }
 
-  async deleteTag(repo: string, tag: string): Promise<boolean> {
-    try {
-      await this.db.send(new DeleteCommand({ TableName: this.table, Key: key.tag(repo, tag), ConditionExpression: 'attribute_exists(pk)' }));
-      return true;
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
-      throw err;
-    }
+  deleteTag(repo: string, tag: string): Promise<boolean> {
+    return deleteExisting(this.db, this.table, key.tag(repo, tag));
   }
 
   async listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>> {
@@ -105,27 +91,8 @@ export class DynamoManifestIndex implements ManifestIndex {
     return Boolean(res.Item);
   }
 
-  /** Up to `n` items of a partition's prefix after `after`, and whether more follow. */
-  private async page(pk: string, prefix: string, after: string | undefined, n: number | undefined): Promise<Page<Record<string, unknown>>> {
-    const items: Record<string, unknown>[] = [];
-    let start: Record<string, unknown> | undefined = after === undefined ? undefined : { pk, sk: after };
-    const want = n === undefined ? Infinity : n + 1; // one extra tells whether there are more
-    do {
-      const res: QueryCommandOutput = await this.db.send(
-        new QueryCommand({
-          TableName: this.table,
-          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
-          ExpressionAttributeValues: { ':pk': pk, ':prefix': prefix },
-          ExclusiveStartKey: start,
-          Limit: Number.isFinite(want) ? Math.min(want - items.length, 1000) : undefined,
-          ConsistentRead: true,
-        }),
-      );
-      items.push(...(res.Items ?? []));
-      start = res.LastEvaluatedKey;
-    } while (start && items.length < want);
-    const more = items.length > (n ?? Infinity);
-    return { items: more ? items.slice(0, n) : items, more };
+  private page(pk: string, prefix: string, after: string | undefined, n: number | undefined): Promise<Page<Record<string, unknown>>> {
+    return queryPrefix(this.db, this.table, pk, prefix, { after, limit: n });
   }
 
   private async queryAll(repo: string, prefix: string): Promise<Record<string, unknown>[]> {

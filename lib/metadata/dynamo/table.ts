@@ -23,6 +23,7 @@
  * DynamoDB delete abandoned uploads eventually; reads never rely on it and check `expiresAt`.
  */
 import {
+  ConditionalCheckFailedException,
   CreateTableCommand,
   DescribeTableCommand,
   DynamoDBClient,
@@ -30,7 +31,14 @@ import {
   ResourceNotFoundException,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
-import { BatchGetCommand, type BatchGetCommandOutput, DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import {
+  BatchGetCommand,
+  type BatchGetCommandOutput,
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  QueryCommand,
+  type QueryCommandOutput,
+} from '@aws-sdk/lib-dynamodb';
 import definition from '../../../infra/dynamodb-table.json' with { type: 'json' };
 
 export const tableDefinition = definition;
@@ -119,4 +127,47 @@ export async function batchGet(db: DynamoDBDocumentClient, table: string, keys: 
     }
   }
   return out;
+}
+
+/** Deletes an item; false if there was none. */
+export async function deleteExisting(db: DynamoDBDocumentClient, table: string, Key: Record<string, string>): Promise<boolean> {
+  try {
+    await db.send(new DeleteCommand({ TableName: table, Key, ConditionExpression: 'attribute_exists(pk)' }));
+    return true;
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) return false;
+    throw err;
+  }
+}
+
+/**
+ * Items of partition `pk` whose sort key starts with `prefix`, in order, after the sort key
+ * `after`, at most `limit` of them (all when undefined), and whether more follow.
+ */
+export async function queryPrefix(
+  db: DynamoDBDocumentClient,
+  table: string,
+  pk: string,
+  prefix: string,
+  opts: { after?: string; limit?: number } = {},
+): Promise<{ items: Record<string, unknown>[]; more: boolean }> {
+  const items: Record<string, unknown>[] = [];
+  let start: Record<string, unknown> | undefined = opts.after === undefined ? undefined : { pk, sk: opts.after };
+  const want = opts.limit === undefined ? Infinity : opts.limit + 1; // one extra tells whether there are more
+  do {
+    const res: QueryCommandOutput = await db.send(
+      new QueryCommand({
+        TableName: table,
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+        ExpressionAttributeValues: { ':pk': pk, ':prefix': prefix },
+        ExclusiveStartKey: start,
+        Limit: Number.isFinite(want) ? Math.min(want - items.length, 1000) : undefined,
+        ConsistentRead: true,
+      }),
+    );
+    items.push(...(res.Items ?? []));
+    start = res.LastEvaluatedKey;
+  } while (start && items.length < want);
+  const more = items.length > (opts.limit ?? Infinity);
+  return { items: more ? items.slice(0, opts.limit) : items, more };
 }

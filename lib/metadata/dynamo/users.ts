@@ -2,10 +2,10 @@
  * Users, grants and failed-login counters in DynamoDB (key design in table.ts).
  */
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, type QueryCommandOutput, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Action, Grant } from '../../auth/access.js';
 import type { User, UserStore } from '../types.js';
-import { key } from './table.js';
+import { deleteExisting, key, queryPrefix } from './table.js';
 
 export class DynamoUserStore implements UserStore {
   constructor(
@@ -28,13 +28,7 @@ export class DynamoUserStore implements UserStore {
   async deleteUser(name: string): Promise<boolean> {
     for (const grant of await this.grants(name)) await this.deleteGrant(name, grant.pattern);
     await this.clearFailures(name);
-    try {
-      await this.db.send(new DeleteCommand({ TableName: this.table, Key: key.user(name), ConditionExpression: 'attribute_exists(pk)' }));
-      return true;
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
-      throw err;
-    }
+    return deleteExisting(this.db, this.table, key.user(name));
   }
 
   async listUsers(): Promise<string[]> {
@@ -49,14 +43,8 @@ export class DynamoUserStore implements UserStore {
     await this.db.send(new PutCommand({ TableName: this.table, Item: { ...key.grant(name, grant.pattern), ...grant } }));
   }
 
-  async deleteGrant(name: string, pattern: string): Promise<boolean> {
-    try {
-      await this.db.send(new DeleteCommand({ TableName: this.table, Key: key.grant(name, pattern), ConditionExpression: 'attribute_exists(pk)' }));
-      return true;
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
-      throw err;
-    }
+  deleteGrant(name: string, pattern: string): Promise<boolean> {
+    return deleteExisting(this.db, this.table, key.grant(name, pattern));
   }
 
   async recordFailure(name: string, windowMs: number): Promise<number> {
@@ -95,21 +83,6 @@ export class DynamoUserStore implements UserStore {
   }
 
   private async query(pk: string, prefix: string): Promise<Record<string, unknown>[]> {
-    const items: Record<string, unknown>[] = [];
-    let start: Record<string, unknown> | undefined;
-    do {
-      const res: QueryCommandOutput = await this.db.send(
-        new QueryCommand({
-          TableName: this.table,
-          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
-          ExpressionAttributeValues: { ':pk': pk, ':prefix': prefix },
-          ExclusiveStartKey: start,
-          ConsistentRead: true,
-        }),
-      );
-      items.push(...(res.Items ?? []));
-      start = res.LastEvaluatedKey;
-    } while (start);
-    return items;
+    return (await queryPrefix(this.db, this.table, pk, prefix)).items;
   }
 }
