@@ -5,8 +5,10 @@
  * token lifetime.
  */
 import { randomUUID } from 'node:crypto';
-import { SignJWT, jwtVerify } from 'jose';
 import type { Access } from './access.js';
+
+/** jose is loaded on the first token operation: an open registry never pays for it at cold start. */
+const jose = () => import('jose');
 
 export interface TokenKey {
   kid: string;
@@ -65,6 +67,7 @@ export class TokenService {
   async issue(subject: string, access: Access[]): Promise<Issued> {
     const signer = this.keys[0]!;
     const now = Math.floor(Date.now() / 1000);
+    const { SignJWT } = await jose();
     const token = await new SignJWT({ access })
       .setProtectedHeader({ alg: 'HS256', kid: signer.kid, typ: 'JWT' })
       .setIssuer(this.settings.issuer)
@@ -79,6 +82,7 @@ export class TokenService {
   }
 
   async verify(token: string): Promise<Verified> {
+    const { jwtVerify } = await jose();
     try {
       const { payload } = await jwtVerify(
         token,
