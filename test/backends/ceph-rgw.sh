@@ -242,9 +242,9 @@ cmd_start() {
     fi
     die 1 "port 127.0.0.1:$RGW_PORT is in use: something already answers HTTP 200 there (an RGW from another run?). Stop it, choose another RGW_PORT, or set RGW_REUSE=1 to use it."
   fi
-  for f in "$RGW_PORT" "$MON_PORT" "$MON2_PORT"; do
-    if port_busy "$f"; then
-      die 1 "port 127.0.0.1:$f is in use (HTTP status on RGW_PORT: ${code:-none}); stop that process or choose other RGW_PORT / MON_PORT / MON2_PORT"
+  for f in "RGW_PORT=$RGW_PORT" "MON_PORT=$MON_PORT" "MON2_PORT=$MON2_PORT"; do
+    if port_busy "${f#*=}"; then
+      die 1 "port 127.0.0.1:${f#*=} ($f) is in use by another process; stop it or choose another ${f%%=*}"
     fi
   done
 

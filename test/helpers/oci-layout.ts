@@ -14,8 +14,8 @@
  * with what was pushed. The same seed always gives the same bytes (fixed mtimes, owners and
  * gzip header; zlib's output for a given level is stable for a given Node build).
  */
-import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -174,8 +174,7 @@ export class OciLayout {
 
   /** A new, empty layout in a fresh directory under os.tmpdir() (or in `dir`, created if missing). */
   static async create(dir?: string): Promise<OciLayout> {
-    // Lower case only: podman names an image pulled from an oci: layout after the directory.
-    const path = dir ?? (await mkdtemp(join(tmpdir(), 'skiff-oci-')));
+    const path = dir ?? (await tempDir('skiff-oci'));
     await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
     await writeFile(join(path, 'oci-layout'), json({ imageLayoutVersion: '1.0.0' }));
     const layout = new OciLayout(path);
@@ -325,6 +324,16 @@ export class OciLayout {
   remove(): Promise<void> {
     return rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A new empty directory under os.tmpdir() whose path is all lower case: podman 4.3 names an image
+ * pulled from `oci:<dir>` after the directory and refuses upper case (mkdtemp's suffix has some).
+ */
+export async function tempDir(prefix: string): Promise<string> {
+  const dir = join(tmpdir(), `${prefix}-${randomBytes(6).toString('hex')}`);
+  await mkdir(dir, { recursive: false });
+  return dir;
 }
 
 /** The descriptor of a blob as a manifest lists it (no local path). */

@@ -1,0 +1,387 @@
+/**
+ * Real registry clients for the tests: skopeo and podman (Debian packages) run as child processes
+ * with a timeout, never blocking the event loop (the registry under test runs in this very
+ * process), their whole output kept for the failure message.
+ *
+ * Each ClientSandbox gives both tools a configuration of their own under a temporary directory,
+ * so nothing on the machine is read or written that a test could depend on or disturb: an empty
+ * auth file, a registries.conf without search registries or mirrors, an accept-anything
+ * signature policy, a containers.conf and storage.conf of its own, TMPDIR, and for podman an
+ * isolated store (`--root/--runroot --storage-driver vfs`) and libpod state (`--tmpdir`), with
+ * `--events-backend none` and `--cgroup-manager cgroupfs`. What the sandbox cannot redirect:
+ * skopeo run as root keeps its blob-info cache (which layer lives in which repository; what makes
+ * it try cross-repository mounts) in /var/lib/containers/cache/blob-info-cache-v1.boltdb, since
+ * c/image 5.23 takes that path for euid 0 with no flag or variable to change it. podman keeps its
+ * own under --root.
+ *
+ * The podman flags were found by experiment in the 2-core sandbox the tests run in (root, no
+ * systemd, no user namespaces needed): image pull/push need only --root/--runroot/
+ * --storage-driver vfs; without --tmpdir podman writes /run/libpod, without --events-backend
+ * none it appends events there.
+ *
+ * Also here: recordingProxy(), an HTTP pass-through in front of the registry that records what a
+ * client sent, so a test can assert on client behaviour (a cross-repository mount) and a failure
+ * can show the requests that led to it.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, type IncomingHttpHeaders, createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// ---------------------------------------------------------------------------------------------
+// Running a command
+
+export interface RunOptions {
+  /** Kill the command (its whole process group) after this long. Default 120 s. */
+  timeoutMs?: number;
+  /** Written to the command's stdin, which is then closed. */
+  input?: string;
+  /** Environment added to (and overriding) this process's. */
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  argv: string[];
+  /** Exit code, or null when killed by a signal. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Everything a run said, for an assertion message. */
+export function formatRun(r: RunResult): string {
+  const how = r.timedOut ? `timed out after ${r.ms} ms` : r.signal ? `killed by ${r.signal}` : `exited ${r.code} after ${r.ms} ms`;
+  return `$ ${r.argv.map(quote).join(' ')}\n${how}\n--- stdout ---\n${r.stdout.trimEnd()}\n--- stderr ---\n${r.stderr.trimEnd()}`;
+}
+
+const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+
+export class ClientFailed extends Error {
+  constructor(
+    readonly result: RunResult,
+    context = '',
+  ) {
+    super(`${formatRun(result)}${context ? `\n${context}` : ''}`);
+    this.name = 'ClientFailed';
+  }
+}
+
+/** Runs a command to its end; resolves whatever its exit status (see runOk). */
+export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    let child: ChildProcess;
+    try {
+      // Its own process group, so a timeout can stop it and anything it started.
+      child = spawn(cmd, args, { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    } catch (err) {
+      return reject(err);
+    }
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const kill = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        /* already gone */
+      }
+    };
+    let hardKill: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill('SIGTERM');
+      hardKill = setTimeout(() => kill('SIGKILL'), 5_000);
+    }, opts.timeoutMs ?? 120_000);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      clearTimeout(hardKill);
+      reject(new Error(`${cmd}: ${err.message}`));
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(hardKill);
+      resolve({ argv: [cmd, ...args], code, signal, timedOut, stdout, stderr, ms: Date.now() - started });
+    });
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(opts.input ?? '');
+  });
+}
+
+/** Runs a command and insists on exit status 0, failing with its full output otherwise. */
+export async function runOk(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const r = await run(cmd, args, opts);
+  if (r.code !== 0) throw new ClientFailed(r);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Installing the clients
+
+const PACKAGES: Record<string, string> = { skopeo: 'skopeo', podman: 'podman' };
+
+function hasCommand(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Makes sure the commands exist: installs their Debian packages with apt-get when missing and
+ * running as root, otherwise throws naming the packages to install.
+ */
+export function ensureClients(commands: string[] = ['skopeo', 'podman']): void {
+  const missing = commands.filter((c) => !hasCommand(c));
+  if (!missing.length) return;
+  const packages = [...new Set(missing.map((c) => PACKAGES[c] ?? c))];
+  const advice = `apt-get install -y --no-install-recommends ${packages.join(' ')}`;
+  if (process.getuid?.() !== 0 || !hasCommand('apt-get')) {
+    throw new Error(`the real-client tests need ${missing.join(' and ')}: install the Debian package(s) ${packages.join(', ')} (${advice})`);
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  try {
+    execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'inherit', 'inherit'], env });
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], { stdio: ['ignore', 'inherit', 'inherit'], env });
+  } catch (err) {
+    throw new Error(`installing ${packages.join(' ')} failed (${advice}): ${(err as Error).message}`);
+  }
+  const still = missing.filter((c) => !hasCommand(c));
+  if (still.length) throw new Error(`${still.join(', ')} still missing after ${advice}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// skopeo and podman, sandboxed
+
+export interface CopyOptions {
+  /** --all: every image of an index, not only the one for this platform. */
+  all?: boolean;
+  /** --preserve-digests (default true): fail rather than rewrite a manifest. */
+  preserveDigests?: boolean;
+  digestFile?: string;
+  extra?: string[];
+}
+
+export class ClientSandbox {
+  private constructor(
+    readonly dir: string,
+    readonly env: Record<string, string>,
+    readonly timeoutMs: number,
+  ) {}
+
+  static async create(opts: { timeoutMs?: number } = {}): Promise<ClientSandbox> {
+    const dir = await mkdtemp(join(tmpdir(), 'skiff-clients-'));
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    await mkdir(join(dir, 'podman-tmp'), { recursive: true });
+    await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');
+    await writeFile(join(dir, 'registries.conf'), 'unqualified-search-registries = []\nshort-name-mode = "enforcing"\n');
+    await writeFile(join(dir, 'policy.json'), '{"default":[{"type":"insecureAcceptAnything"}]}\n');
+    await writeFile(join(dir, 'containers.conf'), '[engine]\nevents_logger = "none"\ncgroup_manager = "cgroupfs"\n');
+    await writeFile(join(dir, 'storage.conf'), `[storage]\ndriver = "vfs"\ngraphroot = "${join(dir, 'root')}"\nrunroot = "${join(dir, 'runroot')}"\n`);
+    const env = {
+      TMPDIR: join(dir, 'tmp'),
+      REGISTRY_AUTH_FILE: join(dir, 'auth.json'),
+      CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf'),
+      CONTAINERS_CONF: join(dir, 'containers.conf'),
+      CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
+      XDG_RUNTIME_DIR: join(dir, 'tmp'),
+      XDG_CONFIG_HOME: join(dir, 'config'),
+      HOME: dir,
+    };
+    return new ClientSandbox(dir, env, opts.timeoutMs ?? 120_000);
+  }
+
+  // --- skopeo ---
+
+  private skopeoArgs(args: string[]): string[] {
+    return ['--policy', join(this.dir, 'policy.json'), '--tmpdir', join(this.dir, 'tmp'), ...args];
+  }
+
+  /** skopeo with the sandbox's configuration; resolves whatever the exit status. */
+  skopeoRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return run('skopeo', this.skopeoArgs(args), { timeoutMs: this.timeoutMs, ...opts, env: { ...this.env, ...opts.env } });
+  }
+
+  async skopeo(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    const r = await this.skopeoRaw(args, opts);
+    if (r.code !== 0) throw new ClientFailed(r);
+    return r;
+  }
+
+  /** skopeo copy; TLS verification is turned off for each side that is a docker:// reference. */
+  copy(src: string, dest: string, opts: CopyOptions = {}): Promise<RunResult> {
+    return this.skopeo(this.copyArgs(src, dest, opts));
+  }
+
+  copyArgs(src: string, dest: string, opts: CopyOptions = {}): string[] {
+    return [
+      'copy',
+      ...(src.startsWith('docker://') ? ['--src-tls-verify=false'] : []),
+      ...(dest.startsWith('docker://') ? ['--dest-tls-verify=false'] : []),
+      ...(opts.preserveDigests === false ? [] : ['--preserve-digests']),
+      ...(opts.all ? ['--all'] : []),
+      ...(opts.digestFile ? ['--digestfile', opts.digestFile] : []),
+      ...(opts.extra ?? []),
+      src,
+      dest,
+    ];
+  }
+
+  /** skopeo inspect of a docker:// reference: the manifest as stored (raw) or skopeo's summary. */
+  async inspect(ref: string, opts: { raw?: boolean; config?: boolean } = {}): Promise<string> {
+    const args = ['inspect', ...(ref.startsWith('docker://') ? ['--tls-verify=false'] : []), ...(opts.raw ? ['--raw'] : []), ...(opts.config ? ['--config'] : []), ref];
+    return (await this.skopeo(args)).stdout;
+  }
+
+  async listTags(ref: string): Promise<{ Repository: string; Tags: string[] }> {
+    return JSON.parse((await this.skopeo(['list-tags', '--tls-verify=false', ref])).stdout);
+  }
+
+  // --- podman ---
+
+  private podmanArgs(args: string[]): string[] {
+    return [
+      '--root', join(this.dir, 'root'),
+      '--runroot', join(this.dir, 'runroot'),
+      '--storage-driver', 'vfs',
+      '--tmpdir', join(this.dir, 'podman-tmp'),
+      '--cgroup-manager', 'cgroupfs',
+      '--events-backend', 'none',
+      ...args,
+    ];
+  }
+
+  /** podman with the sandbox's store and configuration; resolves whatever the exit status. */
+  podmanRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return run('podman', this.podmanArgs(args), { timeoutMs: this.timeoutMs, ...opts, env: { ...this.env, ...opts.env } });
+  }
+
+  async podman(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    const r = await this.podmanRaw(args, opts);
+    if (r.code !== 0) throw new ClientFailed(r);
+    return r;
+  }
+
+  /** podman pull; --tls-verify=false for registry references. Returns the image ID (no sha256: prefix). */
+  async podmanPull(ref: string): Promise<string> {
+    const registry = !/^(oci|oci-archive|dir|docker-archive|containers-storage):/.test(ref);
+    const r = await this.podman(['pull', '--quiet', ...(registry ? ['--tls-verify=false'] : []), ref]);
+    const id = r.stdout.trim().split('\n').pop() ?? '';
+    if (!/^[0-9a-f]{64}$/.test(id)) throw new ClientFailed(r, 'expected the image ID on the last line of stdout');
+    return id;
+  }
+
+  /** podman push to a registry; returns the manifest digest podman wrote to its --digestfile. */
+  async podmanPush(image: string, dest: string, extra: string[] = []): Promise<string> {
+    const digestFile = join(this.dir, `digest-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    await this.podman(['push', '--tls-verify=false', '--digestfile', digestFile, ...extra, image, dest]);
+    return (await readFile(digestFile, 'utf8')).trim();
+  }
+
+  /** `podman image inspect` of one image, parsed. */
+  async podmanInspect(image: string): Promise<PodmanImage> {
+    const out = JSON.parse((await this.podman(['image', 'inspect', image])).stdout);
+    return out[0];
+  }
+
+  async dispose(): Promise<void> {
+    // vfs keeps layers as plain directories and nothing was mounted: removing the tree is enough.
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The fields of `podman image inspect` the tests read. */
+export interface PodmanImage {
+  Id: string;
+  Digest: string;
+  RepoDigests: string[];
+  RepoTags: string[];
+  Architecture: string;
+  Os: string;
+  ManifestType?: string;
+  RootFS: { Type: string; Layers: string[] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording what a client sends
+
+export interface RecordedRequest {
+  method: string;
+  /** Path and query as sent. */
+  url: string;
+  headers: IncomingHttpHeaders;
+  /** Request body bytes seen. */
+  bytesIn: number;
+  status?: number;
+  responseHeaders?: IncomingHttpHeaders;
+}
+
+export interface RecordingProxy {
+  /** http://127.0.0.1:<port>: point clients here instead of at the registry. */
+  url: string;
+  host: string;
+  requests: RecordedRequest[];
+  /** The requests recorded since `mark` (an earlier requests.length), one line each. */
+  log(mark?: number): string;
+  close(): Promise<void>;
+}
+
+/** One line per request: method, path, status, body bytes and the headers that matter here. */
+export function formatRequest(r: RecordedRequest): string {
+  const h = r.headers;
+  const parts = [`${r.method} ${r.url} -> ${r.status ?? '(no answer)'}`];
+  if (r.bytesIn) parts.push(`body=${r.bytesIn}`);
+  for (const name of ['accept', 'content-type', 'content-length', 'content-range', 'transfer-encoding']) if (h[name]) parts.push(`${name}: ${h[name]}`);
+  const loc = r.responseHeaders?.location;
+  if (loc) parts.push(`=> location: ${loc}`);
+  return parts.join(' | ');
+}
+
+/**
+ * An HTTP pass-through on 127.0.0.1 to `target` (the registry) that records each request and
+ * its status. Bodies stream through in both directions; headers, Host included, pass unchanged.
+ */
+export async function recordingProxy(target: string): Promise<RecordingProxy> {
+  const t = new URL(target);
+  const agent = new Agent({ keepAlive: true });
+  const requests: RecordedRequest[] = [];
+  const server = createServer((req, res) => {
+    const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytesIn: 0 };
+    requests.push(rec);
+    req.on('data', (c: Buffer) => (rec.bytesIn += c.length));
+    const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers, agent }, (ures) => {
+      rec.status = ures.statusCode;
+      rec.responseHeaders = ures.headers;
+      res.writeHead(ures.statusCode ?? 502, ures.rawHeaders);
+      ures.pipe(res);
+    });
+    up.on('error', (err) => {
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+      res.end(`proxy: ${err.message}`);
+    });
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    host: `127.0.0.1:${port}`,
+    requests,
+    log: (mark = 0) => requests.slice(mark).map(formatRequest).join('\n'),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+        agent.destroy();
+      }),
+  };
+}
