@@ -22,7 +22,7 @@ export interface BundleFigures {
 
 const PROBE = `
 const t0 = performance.now();
-const { handler } = await import(process.env.BUNDLE);
+const { http: handler } = await import(process.env.BUNDLE);
 const res = await handler({ version: '2.0', rawPath: '/v2/', rawQueryString: '', headers: {}, requestContext: { http: { method: 'GET', path: '/v2/' } }, isBase64Encoded: false }, { awsRequestId: 'bench' });
 if (res.statusCode !== 200) throw new Error('status ' + res.statusCode);
 process.stderr.write('INIT ' + (performance.now() - t0) + '\\n');`;
@@ -46,7 +46,7 @@ export async function measureBundles(runs = 7): Promise<BundleFigures[]> {
       for (let i = 0; i < runs; i++) {
         const probeEnv = {
           PATH: process.env.PATH!,
-          BUNDLE: join(dir, 'functions', 'http.mjs'),
+          BUNDLE: join(dir, 'functions', 'handlers.mjs'),
           SKIFF_STORAGE: 's3',
           S3_BUCKET: 'bench',
           DYNAMODB_TABLE: 'bench',

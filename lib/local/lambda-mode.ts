@@ -1,6 +1,6 @@
 /**
  * Lambda mode: the local server behaves like API Gateway (HTTP API, payload 2.0) in front of
- * the real Lambda handler (functions/http.ts), with the platform's limits reproduced exactly:
+ * the real Lambda handler (functions/handlers.ts, `http`), with the platform's limits reproduced exactly:
  *
  * - the whole request is buffered into an event, the body base64-encoded as API Gateway does
  *   for binary content, and nothing streams;

@@ -9,6 +9,7 @@ import { ConfigError, loadConfig } from '../config.js';
 import { RegistryApp } from '../http/app.js';
 import { ensureTable } from '../metadata/dynamo/table.js';
 import { createDynamo, createRegistry } from '../registry/index.js';
+import { purgeExpiredUploads } from '../registry/purge.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
 import { ensureBucket } from '../storage/s3/bucket.js';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local.js';
@@ -45,6 +46,15 @@ async function main(): Promise<void> {
     const access = config.auth.mode === 'open' ? 'open: no authentication' : 'authentication required';
     process.stdout.write(`Skiff registry listening on http://${config.http.host}:${port}/ (${access})\n  blobs: ${where}\n  metadata: ${meta}${mode}\n`);
 
+    // Abandoned uploads: freed an hour after start-up and every hour after (see lib/registry/purge.ts).
+    const purge = setInterval(() => {
+      purgeExpiredUploads(registry.meta, registry.storage).then(
+        (r) => r.purged && log.info('purged expired uploads', { ...r }),
+        (err: unknown) => log.error('purge failed', { error: err instanceof Error ? err.message : String(err) }),
+      );
+    }, 3600_000);
+    purge.unref();
+
     const shutdown = () => {
       server.close();
       server.closeAllConnections();
@@ -74,7 +84,7 @@ async function lambdaModeServer(embedded: DynamoDbLocal | undefined) {
     env.AWS_ACCESS_KEY_ID ??= LOCAL_CREDENTIALS.accessKeyId;
     env.AWS_SECRET_ACCESS_KEY ??= LOCAL_CREDENTIALS.secretAccessKey;
   }
-  const { handler } = await import('../../functions/http.js');
+  const { http: handler } = await import('../../functions/handlers.js');
   return createLambdaModeServer(handler);
 }
 

@@ -83,6 +83,10 @@ export interface UploadStore {
   finish(lease: Lease, descriptor: Descriptor): Promise<{ descriptor: Descriptor; created: boolean }>;
   /** Deletes the upload (cancel); returns what it was, or undefined if unknown. */
   remove(id: string, repo: string): Promise<Upload | undefined>;
+  /** Uploads that expired before `before` (a background scan, never on a request's path). */
+  expired(before: number, limit: number): Promise<Upload[]>;
+  /** Deletes an expired upload's record; false if it was written to (or removed) meanwhile. */
+  removeExpired(upload: Upload, before: number): Promise<boolean>;
 }
 
 export interface BlobIndex {

@@ -221,16 +221,31 @@ fail_wait() {
   exit 1
 }
 
-# daemon_died NAME: the daemon's pid file exists but the process is gone
+# start_daemon NAME CMD...: run a ceph daemon (it daemonizes itself and writes run/NAME.pid before
+# its parent returns); remember its pid. stdout/stderr go to files so "$(ceph-rgw.sh start)" never hangs.
+declare -A DAEMON_PID=()
+start_daemon() {
+  local name=$1 pid
+  shift
+  timeout 60 "$@" >"$START_BASE/log/$name.out" 2>&1 </dev/null || fail_wait "$name did not start (exit $?)"
+  pid=$(read_pid "$START_BASE/run/$name.pid")
+  [ -n "$pid" ] && pid_alive "$pid" || fail_wait "$name exited right after starting (no live pid in run/$name.pid)"
+  DAEMON_PID[$name]=$pid
+}
+
+# daemon_died NAME: the daemon we started is gone (ceph removes its pid file when it exits)
 daemon_died() {
-  local pid
-  pid=$(read_pid "$START_BASE/run/$1.pid")
-  [ -n "$pid" ] && ! pid_alive "$pid"
+  ! pid_alive "${DAEMON_PID[$1]}"
 }
 
 cmd_start() {
   local base conf code missing f pid deadline osd_id C mon_ready
   base=$(resolve_base "${1:-}")
+  case "$OBJECTSTORE" in bluestore | memstore) ;; *) die 64 "OBJECTSTORE must be bluestore or memstore, not '$OBJECTSTORE'" ;; esac
+  [[ "$BLOCK_BYTES" =~ ^[0-9]+$ ]] || die 64 "RGW_BLOCK_BYTES must be a number of bytes"
+  for f in "$RGW_PORT" "$MON_PORT" "$MON2_PORT" "$WAIT_SECS" "$STOP_WAIT_SECS"; do
+    [[ "$f" =~ ^[0-9]+$ ]] || die 64 "ports and RGW_WAIT_SECS / RGW_STOP_WAIT_SECS must be numbers (got '$f')"
+  done
 
   # 1. is something already on the RGW port?
   code=$(http_code "$RGW_PORT")
@@ -335,8 +350,7 @@ EOF
   monmaptool --create --addv a "[v2:127.0.0.1:$MON2_PORT,v1:127.0.0.1:$MON_PORT]" --fsid "$fsid" "$base/monmap" >>"$L/cli.out" 2>&1
   timeout 60 ceph-mon -c "$conf" --mkfs -i a --monmap "$base/monmap" --keyring "$base/keyring" >"$L/mon-mkfs.out" 2>&1 ||
     fail_wait "ceph-mon --mkfs failed"
-  # daemonizes; the daemon writes run/mon.a.pid. stdout/stderr to files so "$(start)" never hangs.
-  timeout 60 ceph-mon -c "$conf" -i a >"$L/mon.a.out" 2>&1 </dev/null || fail_wait "ceph-mon did not start"
+  start_daemon mon.a ceph-mon -c "$conf" -i a
 
   deadline=$((SECONDS + WAIT_SECS))
   mon_ready=0
@@ -355,9 +369,9 @@ EOF
   log "osd.$osd_id: mkfs"
   timeout 120 ceph-osd -c "$conf" -i "$osd_id" --mkfs >"$L/osd-mkfs.out" 2>&1 || fail_wait "ceph-osd --mkfs failed"
   C osd crush add "osd.$osd_id" 1.0 host=node1 >>"$L/cli.out" || fail_wait "'ceph osd crush add' failed"
-  timeout 60 ceph-osd -c "$conf" -i "$osd_id" >"$L/osd.$osd_id.out" 2>&1 </dev/null || fail_wait "ceph-osd did not start"
+  start_daemon "osd.$osd_id" ceph-osd -c "$conf" -i "$osd_id"
   if [ "$WITH_MGR" = 1 ]; then
-    timeout 60 ceph-mgr -c "$conf" -i x >"$L/mgr.x.out" 2>&1 </dev/null || fail_wait "ceph-mgr did not start"
+    start_daemon mgr.x ceph-mgr -c "$conf" -i x
   fi
   log "osd.$osd_id: started, waiting for it to be up"
   deadline=$((SECONDS + WAIT_SECS))
@@ -371,12 +385,16 @@ EOF
   log "osd.$osd_id: up"
 
   # creates its pools on first start (~9 s)
-  timeout 60 radosgw -c "$conf" -n client.rgw.gw >"$L/client.rgw.gw.out" 2>&1 </dev/null || fail_wait "radosgw did not start"
+  start_daemon client.rgw.gw radosgw -c "$conf" -n client.rgw.gw
   log "rgw: started, waiting for HTTP 200 on 127.0.0.1:$RGW_PORT"
   deadline=$((SECONDS + WAIT_SECS))
   code=
   while [ $SECONDS -lt $deadline ]; do
     daemon_died client.rgw.gw && fail_wait "radosgw exited"
+    # a failed bind does not make radosgw exit (16.2.15): it just never answers
+    if grep -qE 'failed to bind address|failed initializing frontend' "$L/client.rgw.gw.log" 2>/dev/null; then
+      fail_wait "radosgw could not open its frontend on 127.0.0.1:$RGW_PORT ($(grep -m1 -oE 'failed to bind address.*' "$L/client.rgw.gw.log" || echo 'failed initializing frontend'))"
+    fi
     code=$(http_code "$RGW_PORT")
     [ "$code" = 200 ] && break
     sleep 0.5

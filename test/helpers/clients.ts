@@ -8,16 +8,22 @@
  * auth file, a registries.conf without search registries or mirrors, an accept-anything
  * signature policy, a containers.conf and storage.conf of its own, TMPDIR, and for podman an
  * isolated store (`--root/--runroot --storage-driver vfs`) and libpod state (`--tmpdir`), with
- * `--events-backend none` and `--cgroup-manager cgroupfs`. What the sandbox cannot redirect:
- * skopeo run as root keeps its blob-info cache (which layer lives in which repository; what makes
- * it try cross-repository mounts) in /var/lib/containers/cache/blob-info-cache-v1.boltdb, since
- * c/image 5.23 takes that path for euid 0 with no flag or variable to change it. podman keeps its
- * own under --root.
+ * `--events-backend none` and `--cgroup-manager cgroupfs`.
  *
- * The podman flags were found by experiment in the 2-core sandbox the tests run in (root, no
- * systemd, no user namespaces needed): image pull/push need only --root/--runroot/
- * --storage-driver vfs; without --tmpdir podman writes /run/libpod, without --events-backend
- * none it appends events there.
+ * The blob-info cache (which layer lives in which repository, compressed and uncompressed digests:
+ * what makes skopeo and podman try cross-repository mounts and reuse blobs) has no flag or
+ * variable: run as root, both (c/image 5.23) keep it in
+ * /var/lib/containers/cache/blob-info-cache-v1.boltdb, shared by every run on the machine. When
+ * running as root with `unshare` available, each command therefore runs in a private mount
+ * namespace with the sandbox's own cache directory bind-mounted over that path; elsewhere the
+ * shared cache is used (`cacheIsolated` says which). Either way tests must not depend on what the
+ * cache holds beyond what the same sandbox pushed.
+ *
+ * podman needs nothing special here (found by experiment as root in a container without systemd,
+ * cgroups v1, podman 4.3.1): pull and push work with only --root/--runroot/--storage-driver vfs;
+ * without --tmpdir it creates /run/libpod (alive lock, exits/, events/), without
+ * --events-backend none it writes an events file there. No user namespace, fuse-overlayfs or
+ * runtime is involved in pulling and pushing images.
  *
  * Also here: recordingProxy(), an HTTP pass-through in front of the registry that records what a
  * client sent, so a test can assert on client behaviour (a cross-repository mount) and a failure
@@ -171,15 +177,40 @@ export interface CopyOptions {
   extra?: string[];
 }
 
+const SYSTEM_CACHE = '/var/lib/containers/cache';
+const BIND_CACHE = `mkdir -p ${SYSTEM_CACHE} && mount --bind "$0" ${SYSTEM_CACHE} && exec "$@"`;
+let isolation: Promise<boolean> | undefined;
+
+/** Whether commands can run with a private blob-info cache (root, unshare, mount allowed). */
+function canIsolateCache(probeDir: string): Promise<boolean> {
+  if (process.getuid?.() !== 0 || !hasCommand('unshare')) return Promise.resolve(false);
+  isolation ??= run('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_CACHE, probeDir, 'true'], { timeoutMs: 10_000 }).then(
+    (r) => r.code === 0,
+    () => false,
+  );
+  return isolation;
+}
+
+export interface SandboxOptions {
+  /** Per command. Default 120 s. */
+  timeoutMs?: number;
+  /** Requests through this proxy are added to a failing command's error. */
+  requestLog?: RecordingProxy;
+}
+
 export class ClientSandbox {
   private constructor(
     readonly dir: string,
     readonly env: Record<string, string>,
     readonly timeoutMs: number,
+    /** Whether the blob-info cache is this sandbox's own (see the file comment). */
+    readonly cacheIsolated: boolean,
+    private readonly requestLog?: RecordingProxy,
   ) {}
 
-  static async create(opts: { timeoutMs?: number } = {}): Promise<ClientSandbox> {
+  static async create(opts: SandboxOptions = {}): Promise<ClientSandbox> {
     const dir = await mkdtemp(join(tmpdir(), 'skiff-clients-'));
+    await mkdir(join(dir, 'cache'), { recursive: true });
     await mkdir(join(dir, 'tmp'), { recursive: true });
     await mkdir(join(dir, 'podman-tmp'), { recursive: true });
     await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');
@@ -197,7 +228,21 @@ export class ClientSandbox {
       XDG_CONFIG_HOME: join(dir, 'config'),
       HOME: dir,
     };
-    return new ClientSandbox(dir, env, opts.timeoutMs ?? 120_000);
+    const isolated = await canIsolateCache(join(dir, 'cache'));
+    return new ClientSandbox(dir, env, opts.timeoutMs ?? 120_000, isolated, opts.requestLog);
+  }
+
+  /** Runs a client command in the sandbox; throws ClientFailed (with the requests it made) unless allowFailure. */
+  private async exec(cmd: string, args: string[], opts: RunOptions, allowFailure: boolean): Promise<RunResult> {
+    const mark = this.requestLog?.requests.length ?? 0;
+    const argv = this.cacheIsolated
+      ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_CACHE, join(this.dir, 'cache'), cmd, ...args]] as const
+      : ([cmd, args] as const);
+    const r = await run(argv[0], [...argv[1]], { timeoutMs: this.timeoutMs, ...opts, env: { ...this.env, ...opts.env } });
+    if (r.code !== 0 && !allowFailure) {
+      throw new ClientFailed(r, this.requestLog ? `--- requests the command made (through ${this.requestLog.url}) ---\n${this.requestLog.log(mark)}` : '');
+    }
+    return r;
   }
 
   // --- skopeo ---
@@ -208,13 +253,12 @@ export class ClientSandbox {
 
   /** skopeo with the sandbox's configuration; resolves whatever the exit status. */
   skopeoRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
-    return run('skopeo', this.skopeoArgs(args), { timeoutMs: this.timeoutMs, ...opts, env: { ...this.env, ...opts.env } });
+    return this.exec('skopeo', this.skopeoArgs(args), opts, true);
   }
 
-  async skopeo(args: string[], opts: RunOptions = {}): Promise<RunResult> {
-    const r = await this.skopeoRaw(args, opts);
-    if (r.code !== 0) throw new ClientFailed(r);
-    return r;
+  /** skopeo, insisting on success. */
+  skopeo(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('skopeo', this.skopeoArgs(args), opts, false);
   }
 
   /** skopeo copy; TLS verification is turned off for each side that is a docker:// reference. */
@@ -262,13 +306,12 @@ export class ClientSandbox {
 
   /** podman with the sandbox's store and configuration; resolves whatever the exit status. */
   podmanRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
-    return run('podman', this.podmanArgs(args), { timeoutMs: this.timeoutMs, ...opts, env: { ...this.env, ...opts.env } });
+    return this.exec('podman', this.podmanArgs(args), opts, true);
   }
 
-  async podman(args: string[], opts: RunOptions = {}): Promise<RunResult> {
-    const r = await this.podmanRaw(args, opts);
-    if (r.code !== 0) throw new ClientFailed(r);
-    return r;
+  /** podman, insisting on success. */
+  podman(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('podman', this.podmanArgs(args), opts, false);
   }
 
   /** podman pull; --tls-verify=false for registry references. Returns the image ID (no sha256: prefix). */

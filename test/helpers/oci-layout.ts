@@ -15,7 +15,7 @@
  * gzip header; zlib's output for a given level is stable for a given Node build).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -276,32 +276,39 @@ export class OciLayout {
     return { descriptor: descriptorOf(index), index, images, blobs: [index, ...images.flatMap((i) => i.blobs)] };
   }
 
-  /** An artifact manifest referring to `subject`: artifactType, the empty config, one small layer. */
-  async artifact(opts: { seed: number; subject: Descriptor; artifactType: string; layerMediaType?: string }): Promise<ArtifactInfo> {
-    const config = await this.putBlob(MediaType.empty, EMPTY_JSON);
+  /**
+   * An artifact manifest referring to `subject`, with one small layer. By default it has an
+   * `artifactType` and the empty config; without `artifactType` its type is its config's media
+   * type (`configMediaType`, whose blob is then `{}` too), which is what the referrers API must
+   * report for it.
+   */
+  async artifact(opts: { seed: number; subject: Descriptor; artifactType?: string; configMediaType?: string; layerMediaType?: string }): Promise<ArtifactInfo> {
+    const config = await this.putBlob(opts.configMediaType ?? MediaType.empty, EMPTY_JSON);
     const layer = await this.putBlob(
       opts.layerMediaType ?? 'application/spdx+json',
       json({ spdxVersion: 'SPDX-2.3', SPDXID: 'SPDXRef-DOCUMENT', name: `skiff-test-${opts.seed}`, creationInfo: { created: CREATED } }),
     );
     const subject: Descriptor = { mediaType: opts.subject.mediaType, digest: opts.subject.digest, size: opts.subject.size };
+    const annotations = { 'org.opencontainers.image.created': CREATED, 'org.example.skiff.seed': String(opts.seed) };
     const manifest = await this.putBlob(
       MediaType.manifest,
       json({
         schemaVersion: 2,
         mediaType: MediaType.manifest,
-        artifactType: opts.artifactType,
+        ...(opts.artifactType ? { artifactType: opts.artifactType } : {}),
         config: descriptorOf(config),
         layers: [descriptorOf(layer)],
         subject,
-        annotations: { 'org.opencontainers.image.created': CREATED },
+        annotations,
       }),
     );
+    const artifactType = opts.artifactType ?? config.mediaType;
     return {
-      descriptor: { ...descriptorOf(manifest), artifactType: opts.artifactType },
+      descriptor: { ...descriptorOf(manifest), artifactType, annotations },
       manifest,
       config,
       layer,
-      artifactType: opts.artifactType,
+      artifactType,
       subject,
       blobs: [manifest, config, layer],
     };
@@ -349,6 +356,8 @@ export interface ReadLayout {
   ref(name?: string): Descriptor;
   blob(digest: string): Promise<Buffer>;
   json<T = any>(digest: string): Promise<T>;
+  /** Digests of every blob file in blobs/sha256, sorted. */
+  digests(): Promise<string[]>;
 }
 
 export async function readLayout(dir: string): Promise<ReadLayout> {
@@ -371,6 +380,9 @@ export async function readLayout(dir: string): Promise<ReadLayout> {
     blob,
     async json(digest: string) {
       return JSON.parse((await blob(digest)).toString('utf8'));
+    },
+    async digests() {
+      return (await readdir(join(dir, 'blobs', 'sha256'))).map((hex) => `sha256:${hex}`).sort();
     },
   };
 }

@@ -16,6 +16,8 @@ import {
   GetCommand,
   PutCommand,
   QueryCommand,
+  ScanCommand,
+  type ScanCommandOutput,
   TransactWriteCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
@@ -310,6 +312,44 @@ export class DynamoUploadStore implements UploadStore {
     return { descriptor: kept, created: false };
   }
 
+  async expired(before: number, limit: number): Promise<Upload[]> {
+    const out: Upload[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const res: ScanCommandOutput = await this.db.send(
+        new ScanCommand({
+          TableName: this.table,
+          FilterExpression: 'begins_with(pk, :upload) AND sk = :sk AND #expiresAt < :before',
+          ExpressionAttributeNames: { '#expiresAt': 'expiresAt' },
+          ExpressionAttributeValues: { ':upload': 'UPLOAD#', ':sk': 'UPLOAD', ':before': before },
+          ExclusiveStartKey: start,
+        }),
+      );
+      out.push(...(res.Items ?? []).map(toUpload));
+      start = res.LastEvaluatedKey;
+    } while (start && out.length < limit);
+    return out.slice(0, limit);
+  }
+
+  async removeExpired(upload: Upload, before: number): Promise<boolean> {
+    try {
+      await this.db.send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: key.upload(upload.id),
+          // Not if a request wrote to it (or holds it) since the scan.
+          ConditionExpression: '#expiresAt < :before AND #updatedAt = :updated AND (attribute_not_exists(#writer) OR #leaseUntil < :before)',
+          ExpressionAttributeNames: { '#expiresAt': 'expiresAt', '#updatedAt': 'updatedAt', '#writer': 'writer', '#leaseUntil': 'leaseUntil' },
+          ExpressionAttributeValues: { ':before': before, ':updated': upload.updatedAt },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      throw err;
+    }
+  }
+
   async remove(id: string, repo: string): Promise<Upload | undefined> {
     try {
       const res = await this.db.send(
@@ -353,8 +393,14 @@ export function toDescriptor(item: Record<string, unknown>): Descriptor {
   };
 }
 
+/**
+ * DynamoDB TTL is the backstop, a few days after expiry: the purge should find an expired
+ * upload first, while the record still says which storage to free.
+ */
+const TTL_GRACE_MS = 3 * 24 * 3600 * 1000;
+
 function ttlOf(ms: number): number {
-  return Math.ceil(ms / 1000);
+  return Math.ceil((ms + TTL_GRACE_MS) / 1000);
 }
 
 function pick(names: Record<string, string>, ...wanted: string[]): Record<string, string> {
