@@ -221,15 +221,22 @@ fail_wait() {
   exit 1
 }
 
-# start_daemon NAME CMD...: run a ceph daemon (it daemonizes itself and writes run/NAME.pid before
-# its parent returns); remember its pid. stdout/stderr go to files so "$(ceph-rgw.sh start)" never hangs.
+# start_daemon NAME CMD...: run a ceph daemon (it daemonizes itself and writes run/NAME.pid);
+# remember its pid. stdout/stderr go to files so "$(ceph-rgw.sh start)" never hangs.
 declare -A DAEMON_PID=()
 start_daemon() {
   local name=$1 pid
   shift
   timeout 60 "$@" >"$START_BASE/log/$name.out" 2>&1 </dev/null || fail_wait "$name did not start (exit $?)"
-  pid=$(read_pid "$START_BASE/run/$name.pid")
-  [ -n "$pid" ] && pid_alive "$pid" || fail_wait "$name exited right after starting (no live pid in run/$name.pid)"
+  # mon/osd write the pid file before their parent returns; radosgw (daemon(3)) writes it a bit later
+  local deadline=$((SECONDS + 15))
+  while :; do
+    pid=$(read_pid "$START_BASE/run/$name.pid")
+    [ -n "$pid" ] && break
+    [ $SECONDS -lt $deadline ] || fail_wait "$name wrote no pid file run/$name.pid within 15s (did it exit?)"
+    sleep 0.1
+  done
+  pid_alive "$pid" || fail_wait "$name (pid $pid) exited right after starting"
   DAEMON_PID[$name]=$pid
 }
 
@@ -246,6 +253,10 @@ cmd_start() {
   for f in "$RGW_PORT" "$MON_PORT" "$MON2_PORT" "$WAIT_SECS" "$STOP_WAIT_SECS"; do
     [[ "$f" =~ ^[0-9]+$ ]] || die 64 "ports and RGW_WAIT_SECS / RGW_STOP_WAIT_SECS must be numbers (got '$f')"
   done
+
+  if [ "$WITH_MGR" = 1 ] && ! command -v ceph-mgr >/dev/null 2>&1; then
+    die 2 "WITH_MGR=1 needs ceph-mgr: apt-get install --no-install-recommends ceph-mgr (not needed for S3)"
+  fi
 
   # 1. is something already on the RGW port?
   code=$(http_code "$RGW_PORT")
@@ -390,11 +401,11 @@ EOF
   deadline=$((SECONDS + WAIT_SECS))
   code=
   while [ $SECONDS -lt $deadline ]; do
-    daemon_died client.rgw.gw && fail_wait "radosgw exited"
-    # a failed bind does not make radosgw exit (16.2.15): it just never answers
+    # radosgw exits (and removes its pid file) when it cannot bind its port; report why
     if grep -qE 'failed to bind address|failed initializing frontend' "$L/client.rgw.gw.log" 2>/dev/null; then
       fail_wait "radosgw could not open its frontend on 127.0.0.1:$RGW_PORT ($(grep -m1 -oE 'failed to bind address.*' "$L/client.rgw.gw.log" || echo 'failed initializing frontend'))"
     fi
+    daemon_died client.rgw.gw && fail_wait "radosgw exited"
     code=$(http_code "$RGW_PORT")
     [ "$code" = 200 ] && break
     sleep 0.5

@@ -1,0 +1,430 @@
+/**
+ * Real registry clients for the tests: skopeo and podman (Debian packages) run as child processes
+ * with a timeout, never blocking the event loop (the registry under test runs in this very
+ * process), their whole output kept for the failure message.
+ *
+ * Each ClientSandbox gives both tools a configuration of their own under a temporary directory,
+ * so nothing on the machine is read or written that a test could depend on or disturb: an empty
+ * auth file, a registries.conf without search registries or mirrors, an accept-anything
+ * signature policy, a containers.conf and storage.conf of its own, TMPDIR, and for podman an
+ * isolated store (`--root/--runroot --storage-driver vfs`) and libpod state (`--tmpdir`), with
+ * `--events-backend none` and `--cgroup-manager cgroupfs`.
+ *
+ * The blob-info cache (which layer lives in which repository, compressed and uncompressed digests:
+ * what makes skopeo and podman try cross-repository mounts and reuse blobs) has no flag or
+ * variable: run as root, both (c/image 5.23) keep it in
+ * /var/lib/containers/cache/blob-info-cache-v1.boltdb, shared by every run on the machine. When
+ * running as root with `unshare` available, each command therefore runs in a private mount
+ * namespace with the sandbox's own cache directory bind-mounted over that path; elsewhere the
+ * shared cache is used (`cacheIsolated` says which). Either way tests must not depend on what the
+ * cache holds beyond what the same sandbox pushed.
+ *
+ * podman needs nothing special here (found by experiment as root in a container without systemd,
+ * cgroups v1, podman 4.3.1): pull and push work with only --root/--runroot/--storage-driver vfs;
+ * without --tmpdir it creates /run/libpod (alive lock, exits/, events/), without
+ * --events-backend none it writes an events file there. No user namespace, fuse-overlayfs or
+ * runtime is involved in pulling and pushing images.
+ *
+ * Also here: recordingProxy(), an HTTP pass-through in front of the registry that records what a
+ * client sent, so a test can assert on client behaviour (a cross-repository mount) and a failure
+ * can show the requests that led to it.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, type IncomingHttpHeaders, createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// ---------------------------------------------------------------------------------------------
+// Running a command
+
+export interface RunOptions {
+  /** Kill the command (its whole process group) after this long. Default 120 s. */
+  timeoutMs?: number;
+  /** Written to the command's stdin, which is then closed. */
+  input?: string;
+  /** Environment added to (and overriding) this process's. */
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  argv: string[];
+  /** Exit code, or null when killed by a signal. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Everything a run said, for an assertion message. */
+export function formatRun(r: RunResult): string {
+  const how = r.timedOut ? `timed out after ${r.ms} ms` : r.signal ? `killed by ${r.signal}` : `exited ${r.code} after ${r.ms} ms`;
+  return `$ ${r.argv.map(quote).join(' ')}\n${how}\n--- stdout ---\n${r.stdout.trimEnd()}\n--- stderr ---\n${r.stderr.trimEnd()}`;
+}
+
+const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+
+export class ClientFailed extends Error {
+  constructor(
+    readonly result: RunResult,
+    context = '',
+  ) {
+    super(`${formatRun(result)}${context ? `\n${context}` : ''}`);
+    this.name = 'ClientFailed';
+  }
+}
+
+/** Runs a command to its end; resolves whatever its exit status (see runOk). */
+export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    let child: ChildProcess;
+    try {
+      // Its own process group, so a timeout can stop it and anything it started.
+      child = spawn(cmd, args, { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    } catch (err) {
+      return reject(err);
+    }
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const kill = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        /* already gone */
+      }
+    };
+    let hardKill: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill('SIGTERM');
+      hardKill = setTimeout(() => kill('SIGKILL'), 5_000);
+    }, opts.timeoutMs ?? 120_000);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      clearTimeout(hardKill);
+      reject(new Error(`${cmd}: ${err.message}`));
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(hardKill);
+      resolve({ argv: [cmd, ...args], code, signal, timedOut, stdout, stderr, ms: Date.now() - started });
+    });
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(opts.input ?? '');
+  });
+}
+
+/** Runs a command and insists on exit status 0, failing with its full output otherwise. */
+export async function runOk(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const r = await run(cmd, args, opts);
+  if (r.code !== 0) throw new ClientFailed(r);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Installing the clients
+
+const PACKAGES: Record<string, string> = { skopeo: 'skopeo', podman: 'podman' };
+
+function hasCommand(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Makes sure the commands exist: installs their Debian packages with apt-get when missing and
+ * running as root, otherwise throws naming the packages to install.
+ */
+export function ensureClients(commands: string[] = ['skopeo', 'podman']): void {
+  const missing = commands.filter((c) => !hasCommand(c));
+  if (!missing.length) return;
+  const packages = [...new Set(missing.map((c) => PACKAGES[c] ?? c))];
+  const advice = `apt-get install -y --no-install-recommends ${packages.join(' ')}`;
+  if (process.getuid?.() !== 0 || !hasCommand('apt-get')) {
+    throw new Error(`the real-client tests need ${missing.join(' and ')}: install the Debian package(s) ${packages.join(', ')} (${advice})`);
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  try {
+    execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'inherit', 'inherit'], env });
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], { stdio: ['ignore', 'inherit', 'inherit'], env });
+  } catch (err) {
+    throw new Error(`installing ${packages.join(' ')} failed (${advice}): ${(err as Error).message}`);
+  }
+  const still = missing.filter((c) => !hasCommand(c));
+  if (still.length) throw new Error(`${still.join(', ')} still missing after ${advice}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// skopeo and podman, sandboxed
+
+export interface CopyOptions {
+  /** --all: every image of an index, not only the one for this platform. */
+  all?: boolean;
+  /** --preserve-digests (default true): fail rather than rewrite a manifest. */
+  preserveDigests?: boolean;
+  digestFile?: string;
+  extra?: string[];
+}
+
+const SYSTEM_CACHE = '/var/lib/containers/cache';
+const BIND_CACHE = `mkdir -p ${SYSTEM_CACHE} && mount --bind "$0" ${SYSTEM_CACHE} && exec "$@"`;
+let isolation: Promise<boolean> | undefined;
+
+/** Whether commands can run with a private blob-info cache (root, unshare, mount allowed). */
+function canIsolateCache(probeDir: string): Promise<boolean> {
+  if (process.getuid?.() !== 0 || !hasCommand('unshare')) return Promise.resolve(false);
+  isolation ??= run('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_CACHE, probeDir, 'true'], { timeoutMs: 10_000 }).then(
+    (r) => r.code === 0,
+    () => false,
+  );
+  return isolation;
+}
+
+export interface SandboxOptions {
+  /** Per command. Default 120 s. */
+  timeoutMs?: number;
+  /** Requests through this proxy are added to a failing command's error. */
+  requestLog?: RecordingProxy;
+}
+
+export class ClientSandbox {
+  private constructor(
+    readonly dir: string,
+    readonly env: Record<string, string>,
+    readonly timeoutMs: number,
+    /** Whether the blob-info cache is this sandbox's own (see the file comment). */
+    readonly cacheIsolated: boolean,
+    private readonly requestLog?: RecordingProxy,
+  ) {}
+
+  static async create(opts: SandboxOptions = {}): Promise<ClientSandbox> {
+    const dir = await mkdtemp(join(tmpdir(), 'skiff-clients-'));
+    await mkdir(join(dir, 'cache'), { recursive: true });
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    await mkdir(join(dir, 'podman-tmp'), { recursive: true });
+    await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');
+    await writeFile(join(dir, 'registries.conf'), 'unqualified-search-registries = []\nshort-name-mode = "enforcing"\n');
+    await writeFile(join(dir, 'policy.json'), '{"default":[{"type":"insecureAcceptAnything"}]}\n');
+    await writeFile(join(dir, 'containers.conf'), '[engine]\nevents_logger = "none"\ncgroup_manager = "cgroupfs"\n');
+    await writeFile(join(dir, 'storage.conf'), `[storage]\ndriver = "vfs"\ngraphroot = "${join(dir, 'root')}"\nrunroot = "${join(dir, 'runroot')}"\n`);
+    const env = {
+      TMPDIR: join(dir, 'tmp'),
+      REGISTRY_AUTH_FILE: join(dir, 'auth.json'),
+      CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf'),
+      CONTAINERS_CONF: join(dir, 'containers.conf'),
+      CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
+      XDG_RUNTIME_DIR: join(dir, 'tmp'),
+      XDG_CONFIG_HOME: join(dir, 'config'),
+      HOME: dir,
+    };
+    const isolated = await canIsolateCache(join(dir, 'cache'));
+    return new ClientSandbox(dir, env, opts.timeoutMs ?? 120_000, isolated, opts.requestLog);
+  }
+
+  /** Runs a client command in the sandbox; throws ClientFailed (with the requests it made) unless allowFailure. */
+  private async exec(cmd: string, args: string[], opts: RunOptions, allowFailure: boolean): Promise<RunResult> {
+    const mark = this.requestLog?.requests.length ?? 0;
+    const argv = this.cacheIsolated
+      ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_CACHE, join(this.dir, 'cache'), cmd, ...args]] as const
+      : ([cmd, args] as const);
+    const r = await run(argv[0], [...argv[1]], { timeoutMs: this.timeoutMs, ...opts, env: { ...this.env, ...opts.env } });
+    if (r.code !== 0 && !allowFailure) {
+      throw new ClientFailed(r, this.requestLog ? `--- requests the command made (through ${this.requestLog.url}) ---\n${this.requestLog.log(mark)}` : '');
+    }
+    return r;
+  }
+
+  // --- skopeo ---
+
+  private skopeoArgs(args: string[]): string[] {
+    return ['--policy', join(this.dir, 'policy.json'), '--tmpdir', join(this.dir, 'tmp'), ...args];
+  }
+
+  /** skopeo with the sandbox's configuration; resolves whatever the exit status. */
+  skopeoRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('skopeo', this.skopeoArgs(args), opts, true);
+  }
+
+  /** skopeo, insisting on success. */
+  skopeo(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('skopeo', this.skopeoArgs(args), opts, false);
+  }
+
+  /** skopeo copy; TLS verification is turned off for each side that is a docker:// reference. */
+  copy(src: string, dest: string, opts: CopyOptions = {}): Promise<RunResult> {
+    return this.skopeo(this.copyArgs(src, dest, opts));
+  }
+
+  copyArgs(src: string, dest: string, opts: CopyOptions = {}): string[] {
+    return [
+      'copy',
+      ...(src.startsWith('docker://') ? ['--src-tls-verify=false'] : []),
+      ...(dest.startsWith('docker://') ? ['--dest-tls-verify=false'] : []),
+      ...(opts.preserveDigests === false ? [] : ['--preserve-digests']),
+      ...(opts.all ? ['--all'] : []),
+      ...(opts.digestFile ? ['--digestfile', opts.digestFile] : []),
+      ...(opts.extra ?? []),
+      src,
+      dest,
+    ];
+  }
+
+  /** skopeo inspect of a docker:// reference: the manifest as stored (raw) or skopeo's summary. */
+  async inspect(ref: string, opts: { raw?: boolean; config?: boolean } = {}): Promise<string> {
+    const args = ['inspect', ...(ref.startsWith('docker://') ? ['--tls-verify=false'] : []), ...(opts.raw ? ['--raw'] : []), ...(opts.config ? ['--config'] : []), ref];
+    return (await this.skopeo(args)).stdout;
+  }
+
+  async listTags(ref: string): Promise<{ Repository: string; Tags: string[] }> {
+    return JSON.parse((await this.skopeo(['list-tags', '--tls-verify=false', ref])).stdout);
+  }
+
+  // --- podman ---
+
+  private podmanArgs(args: string[]): string[] {
+    return [
+      '--root', join(this.dir, 'root'),
+      '--runroot', join(this.dir, 'runroot'),
+      '--storage-driver', 'vfs',
+      '--tmpdir', join(this.dir, 'podman-tmp'),
+      '--cgroup-manager', 'cgroupfs',
+      '--events-backend', 'none',
+      ...args,
+    ];
+  }
+
+  /** podman with the sandbox's store and configuration; resolves whatever the exit status. */
+  podmanRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('podman', this.podmanArgs(args), opts, true);
+  }
+
+  /** podman, insisting on success. */
+  podman(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('podman', this.podmanArgs(args), opts, false);
+  }
+
+  /** podman pull; --tls-verify=false for registry references. Returns the image ID (no sha256: prefix). */
+  async podmanPull(ref: string): Promise<string> {
+    const registry = !/^(oci|oci-archive|dir|docker-archive|containers-storage):/.test(ref);
+    const r = await this.podman(['pull', '--quiet', ...(registry ? ['--tls-verify=false'] : []), ref]);
+    const id = r.stdout.trim().split('\n').pop() ?? '';
+    if (!/^[0-9a-f]{64}$/.test(id)) throw new ClientFailed(r, 'expected the image ID on the last line of stdout');
+    return id;
+  }
+
+  /** podman push to a registry; returns the manifest digest podman wrote to its --digestfile. */
+  async podmanPush(image: string, dest: string, extra: string[] = []): Promise<string> {
+    const digestFile = join(this.dir, `digest-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    await this.podman(['push', '--tls-verify=false', '--digestfile', digestFile, ...extra, image, dest]);
+    return (await readFile(digestFile, 'utf8')).trim();
+  }
+
+  /** `podman image inspect` of one image, parsed. */
+  async podmanInspect(image: string): Promise<PodmanImage> {
+    const out = JSON.parse((await this.podman(['image', 'inspect', image])).stdout);
+    return out[0];
+  }
+
+  async dispose(): Promise<void> {
+    // vfs keeps layers as plain directories and nothing was mounted: removing the tree is enough.
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The fields of `podman image inspect` the tests read. */
+export interface PodmanImage {
+  Id: string;
+  Digest: string;
+  RepoDigests: string[];
+  RepoTags: string[];
+  Architecture: string;
+  Os: string;
+  ManifestType?: string;
+  RootFS: { Type: string; Layers: string[] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording what a client sends
+
+export interface RecordedRequest {
+  method: string;
+  /** Path and query as sent. */
+  url: string;
+  headers: IncomingHttpHeaders;
+  /** Request body bytes seen. */
+  bytesIn: number;
+  status?: number;
+  responseHeaders?: IncomingHttpHeaders;
+}
+
+export interface RecordingProxy {
+  /** http://127.0.0.1:<port>: point clients here instead of at the registry. */
+  url: string;
+  host: string;
+  requests: RecordedRequest[];
+  /** The requests recorded since `mark` (an earlier requests.length), one line each. */
+  log(mark?: number): string;
+  close(): Promise<void>;
+}
+
+/** One line per request: method, path, status, body bytes and the headers that matter here. */
+export function formatRequest(r: RecordedRequest): string {
+  const h = r.headers;
+  const parts = [`${r.method} ${r.url} -> ${r.status ?? '(no answer)'}`];
+  if (r.bytesIn) parts.push(`body=${r.bytesIn}`);
+  for (const name of ['accept', 'content-type', 'content-length', 'content-range', 'transfer-encoding']) if (h[name]) parts.push(`${name}: ${h[name]}`);
+  const loc = r.responseHeaders?.location;
+  if (loc) parts.push(`=> location: ${loc}`);
+  return parts.join(' | ');
+}
+
+/**
+ * An HTTP pass-through on 127.0.0.1 to `target` (the registry) that records each request and
+ * its status. Bodies stream through in both directions; headers, Host included, pass unchanged.
+ */
+export async function recordingProxy(target: string): Promise<RecordingProxy> {
+  const t = new URL(target);
+  const agent = new Agent({ keepAlive: true });
+  const requests: RecordedRequest[] = [];
+  const server = createServer((req, res) => {
+    const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytesIn: 0 };
+    requests.push(rec);
+    req.on('data', (c: Buffer) => (rec.bytesIn += c.length));
+    const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers, agent }, (ures) => {
+      rec.status = ures.statusCode;
+      rec.responseHeaders = ures.headers;
+      res.writeHead(ures.statusCode ?? 502, ures.rawHeaders);
+      ures.pipe(res);
+    });
+    up.on('error', (err) => {
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+      res.end(`proxy: ${err.message}`);
+    });
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    host: `127.0.0.1:${port}`,
+    requests,
+    log: (mark = 0) => requests.slice(mark).map(formatRequest).join('\n'),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+        agent.destroy();
+      }),
+  };
+}
