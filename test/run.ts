@@ -5,11 +5,16 @@
  *   S3:       Ceph RGW from Debian packages (test/backends/ceph-rgw.sh installs it when missing),
  *             unless S3_ENDPOINT is set (with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
  *
+ * Temporary files go under one directory per run, removed at the end (SKIFF_KEEP_TMP=1 keeps it).
+ *
  * Arguments narrow the run to test files whose path contains one of them:
  *   npm test -- unit        npm test -- blob-api bad-input
  */
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { type Started, startBackends } from './backends/start.js';
 
@@ -34,9 +39,16 @@ async function main(): Promise<number> {
   }
   const needsBackends = files.some((f) => f.startsWith(join('test', 'integration')));
   let backends: Started | undefined;
+  // Every temporary file of the run (registry data directories, image layouts, packaged stacks,
+  // podman storage) lives under one directory that goes when the run ends, however it ends.
+  // Lower case throughout (podman names an image pulled from `oci:<dir>` after the directory) and
+  // short (podman refuses a runroot path longer than 50 characters).
+  const scratch = join(tmpdir(), `skiff-run-${randomBytes(3).toString('hex')}`);
+  await mkdir(scratch, { mode: 0o700 });
   const cleanup = async () => {
     await backends?.stop();
     backends = undefined;
+    if (!process.env.SKIFF_KEEP_TMP) await rm(scratch, { recursive: true, force: true });
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   process.once('SIGTERM', () => void cleanup().then(() => process.exit(143)));
@@ -48,7 +60,7 @@ async function main(): Promise<number> {
     const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
       cwd: root,
       stdio: 'inherit',
-      env: { ...process.env, ...env, NODE_NO_WARNINGS: '1' },
+      env: { ...process.env, ...env, TMPDIR: scratch, NODE_NO_WARNINGS: '1' },
     });
     return await new Promise<number>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0))));
   } finally {

@@ -217,7 +217,7 @@ export class ClientSandbox {
     await writeFile(join(dir, 'registries.conf'), 'unqualified-search-registries = []\nshort-name-mode = "enforcing"\n');
     await writeFile(join(dir, 'policy.json'), '{"default":[{"type":"insecureAcceptAnything"}]}\n');
     await writeFile(join(dir, 'containers.conf'), '[engine]\nevents_logger = "none"\ncgroup_manager = "cgroupfs"\n');
-    await writeFile(join(dir, 'storage.conf'), `[storage]\ndriver = "vfs"\ngraphroot = "${join(dir, 'root')}"\nrunroot = "${join(dir, 'runroot')}"\n`);
+    await writeFile(join(dir, 'storage.conf'), `[storage]\ndriver = "vfs"\ngraphroot = "${join(dir, 'root')}"\nrunroot = "${join(dir, 'rr')}"\n`);
     const env = {
       TMPDIR: join(dir, 'tmp'),
       REGISTRY_AUTH_FILE: join(dir, 'auth.json'),
@@ -295,7 +295,8 @@ export class ClientSandbox {
   private podmanArgs(args: string[]): string[] {
     return [
       '--root', join(this.dir, 'root'),
-      '--runroot', join(this.dir, 'runroot'),
+      // podman refuses a runroot path longer than 50 characters (it holds sockets): keep it short.
+      '--runroot', join(this.dir, 'rr'),
       '--storage-driver', 'vfs',
       '--tmpdir', join(this.dir, 'podman-tmp'),
       '--cgroup-manager', 'cgroupfs',
