@@ -3,6 +3,7 @@
  * every failure to OCI error JSON. A RegistryError is the client's problem and carries its own
  * status; anything else is ours, is logged, and becomes a 500 (or 503 when a backend throttles).
  */
+import { Contended } from '../metadata/types.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Registry } from '../registry/index.js';
 import { authorize, onToken } from './auth.js';
@@ -85,6 +86,10 @@ function fromBackend(err: unknown): RegistryError | undefined {
   const status = (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
   if (/Throttl|SlowDown|ProvisionedThroughputExceeded|RequestLimitExceeded|TooManyRequests/.test(name) || status === 503) {
     return new RegistryError('TOOMANYREQUESTS', 'storage backend is busy; retry later', { status: 429, headers: { 'Retry-After': '1' } });
+  }
+  // Writes that kept meeting other writes on the same item after the client's own retries.
+  if (err instanceof Contended) {
+    return new RegistryError('TOOMANYREQUESTS', `${err.message}; retry later`, { status: 429, headers: { 'Retry-After': '1' } });
   }
   return undefined;
 }

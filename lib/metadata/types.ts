@@ -212,3 +212,11 @@ export class LeaseLost extends Error {
     this.name = 'LeaseLost';
   }
 }
+
+/** A write that kept meeting concurrent writes to the same record; nothing of it was applied. */
+export class Contended extends Error {
+  constructor(options?: { cause?: unknown }) {
+    super('concurrent writes to the same record; nothing was written', options);
+    this.name = 'Contended';
+  }
+}

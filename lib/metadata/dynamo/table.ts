@@ -39,6 +39,8 @@ import {
   QueryCommand,
   type QueryCommandOutput,
 } from '@aws-sdk/lib-dynamodb';
+import type { InitializeMiddleware, MetadataBearer } from '@smithy/types';
+import { Contended } from '../types.js';
 import definition from '../../../infra/dynamodb-table.json' with { type: 'json' };
 
 export const tableDefinition = definition;
@@ -80,9 +82,45 @@ export function createDocumentClient(settings: DynamoSettings): DynamoDBDocument
   const config: DynamoDBClientConfig = { region: settings.region, maxAttempts: 3 };
   if (settings.endpoint) config.endpoint = settings.endpoint;
   if (settings.credentials) config.credentials = settings.credentials;
-  return DynamoDBDocumentClient.from(new DynamoDBClient(config), {
+  const client = new DynamoDBClient(config);
+  client.middlewareStack.add(retryTransactionConflicts(), { step: 'initialize', name: 'skiffRetryTransactionConflicts' });
+  return DynamoDBDocumentClient.from(client, {
     marshallOptions: { removeUndefinedValues: true },
   });
+}
+
+const CONFLICT_ATTEMPTS = 6;
+
+/**
+ * DynamoDB refuses a write that meets a transaction in flight on the same item
+ * (TransactionConflictException) and cancels a transaction that meets another write
+ * (TransactionCanceledException with reason TransactionConflict). Nothing was written either
+ * way, and the SDK's retry strategy does not retry these, so every write would surface them
+ * as failures under contention: retry here, with jittered backoff, before a condition decides.
+ * A cancellation that also names a failed condition is a real answer and is not retried.
+ * Past the last attempt the write fails as Contended, which the API answers with 429.
+ */
+export function retryTransactionConflicts(attempts = CONFLICT_ATTEMPTS, baseMs = 10): InitializeMiddleware<object, MetadataBearer> {
+  return (next) =>
+    async (args) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await next(args);
+        } catch (err) {
+          if (!isTransactionConflict(err)) throw err;
+          if (attempt >= attempts) throw new Contended({ cause: err });
+          await new Promise((r) => setTimeout(r, baseMs * 2 ** (attempt - 1) * (0.5 + Math.random())));
+        }
+      }
+    };
+}
+
+export function isTransactionConflict(err: unknown): boolean {
+  const e = err as { name?: string; CancellationReasons?: { Code?: string }[] } | undefined;
+  if (e?.name === 'TransactionConflictException') return true;
+  if (e?.name !== 'TransactionCanceledException') return false;
+  const codes = (e.CancellationReasons ?? []).map((r) => r.Code ?? 'None');
+  return codes.includes('TransactionConflict') && codes.every((c) => c === 'None' || c === 'TransactionConflict');
 }
 
 /** Creates the table if it does not exist (local servers, tests) and waits until it is active. */
