@@ -111,9 +111,18 @@ describe('deployable stack (osls package, offline)', () => {
         if (actions.some((a: string) => a.startsWith('logs:'))) assert.deepEqual(actions.sort(), ['logs:CreateLogStream', 'logs:PutLogEvents']);
       }
       const writes = (st: any) => [st.Action].flat().filter((a: string) => /^(s3|dynamodb):.*(Put|Delete|Update|Abort)/.test(a));
-      // Every HTTP function may count failed logins, and only those: items under AUTHFAIL#.
-      const counting = statements.find((st: any) => st.Condition);
-      if (name !== 'Purge') assert.deepEqual(counting.Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['AUTHFAIL#*'] } });
+      // Every HTTP function authorizes requests: it reads the token keys, users and grants
+      // (GetItem and Query, only under USERS and USER#), and counts failed logins (only under
+      // AUTHFAIL#). A function missing one of these fails every authenticated request.
+      if (name !== 'Purge') {
+        const leading = (st: any) => st.Condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'];
+        const principals = statements.find((st: any) => JSON.stringify(leading(st)) === '["USERS","USER#*"]');
+        assert.deepEqual([principals?.Action].flat().sort(), ['dynamodb:GetItem', 'dynamodb:Query'], `${name}: reads users and grants`);
+        const counting = statements.find((st: any) => JSON.stringify(leading(st)) === '["AUTHFAIL#*"]');
+        assert.deepEqual([counting?.Action].flat().sort(), ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], `${name}: counts failed logins`);
+        assert.ok(statements.some((st: any) => [st.Action].flat().includes('ssm:GetParameter')), `${name}: reads the token keys`);
+        assert.deepEqual(statements.map(leading).filter(Boolean).flat().sort(), ['AUTHFAIL#*', 'USER#*', 'USERS']);
+      }
       if (name === 'Purge') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:Scan', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:AbortMultipartUpload', 's3:DeleteObject']);
       // Reads write nothing else.
       if (name === 'Read') assert.deepEqual(statements.filter((st: any) => !st.Condition).flatMap(writes), []);
