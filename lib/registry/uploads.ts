@@ -11,7 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
 import { LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
-import type { AppendContext, Committed, StorageDriver } from '../storage/types.js';
+import { type AppendContext, type Committed, type StorageDriver, keys } from '../storage/types.js';
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
 import { HashStates } from './hash-states.js';
@@ -184,7 +184,7 @@ export class UploadService {
       return await work(lease, ctx);
     } catch (err) {
       await this.meta.uploads.release(lease).catch(() => undefined);
-      throw await this.translateAsync(err, id, repo);
+      throw await this.translateAsync(err, lease);
     } finally {
       clearInterval(timer);
     }
@@ -196,10 +196,29 @@ export class UploadService {
     return err;
   }
 
-  private async translateAsync(err: unknown, id: string, repo: string): Promise<unknown> {
-    if (!(err instanceof LeaseLost)) return this.translate(err, id);
-    const upload = await this.meta.uploads.get(id, repo).catch(() => undefined);
-    return upload ? rangeConflict(upload.offset, err.message) : unknownUpload(id);
+  /**
+   * A request that failed while holding the lease: a lost lease or a storage failure may mean
+   * the upload was cancelled (or purged) under it, which storage reports in its own words
+   * (NoSuchUpload, a vanished file). The record decides: gone is 404 for the client, and what
+   * this request wrote after the cancel freed its leftovers is freed here.
+   */
+  private async translateAsync(err: unknown, lease: Lease): Promise<unknown> {
+    const { id, repo } = lease.upload;
+    if (err instanceof RegistryError) return err;
+    const known = this.translate(err, id);
+    if (known !== err) return known;
+    const upload = await this.meta.uploads.get(id, repo).catch(() => null);
+    if (upload === undefined) {
+      await this.discard(id, lease.upload.write);
+      return unknownUpload(id);
+    }
+    return upload && err instanceof LeaseLost ? rangeConflict(upload.offset, err.message) : err;
+  }
+
+  /** Everything a dead upload may still hold: its write, hash states and tails under its prefix. */
+  private async discard(id: string, write: Upload['write']): Promise<void> {
+    const leftovers = await this.storage.objects.list(keys.uploadPrefix(id)).catch(() => [] as string[]);
+    await Promise.allSettled([this.storage.ingester.abort(write), this.storage.objects.delete(leftovers)]);
   }
 }
 

@@ -121,7 +121,11 @@ export interface Ingester {
   commit(state: WriteState, body: AsyncIterable<Uint8Array> | undefined, ctx: AppendContext): Promise<Committed>;
   /** Streams written bytes [from, to) of an uncommitted write, where the backend can. */
   readWritten(state: WriteState, from: number, to: number): Promise<AsyncIterable<Uint8Array>>;
-  /** Deletes scratch objects that `previous` referenced and `current` no longer does. */
+  /**
+   * Frees what `previous` referenced and `current` no longer does: scratch objects, and a
+   * multipart upload `previous` started that `current` does not carry (a write whose commit
+   * failed). With `current` undefined the write has completed: only scratch objects go.
+   */
   release(previous: WriteState, current: WriteState | undefined): Promise<void>;
   /** Drops an uncommitted write entirely (cancel, failed finish). */
   abort(state: WriteState): Promise<void>;

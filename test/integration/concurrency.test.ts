@@ -3,6 +3,7 @@
  * and nothing it sent is kept; two finishes give one blob.
  */
 import assert from 'node:assert/strict';
+import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
@@ -41,6 +42,34 @@ for (const driver of DRIVERS) {
       assert.equal(put.status, 201, put.body.toString());
       const got = await call(`${r.url}/v2/race/slow/blobs/${sha256(whole)}`);
       assert.ok(got.body.equals(whole), 'the stored blob is exactly the winner');
+    });
+
+    it('ends a PATCH whose upload is cancelled while it streams with 404, and leaves nothing behind', async () => {
+      const location = await startUpload(r.url, 'race/cancel');
+      const id = new URL(location).pathname.split('/').pop()!;
+      const body = bytes(12 * MiB, 5);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      async function* slow() {
+        yield body.subarray(0, MiB);
+        await gate;
+        // More than a part: on S3 this goes to UploadPart of the multipart upload the cancel aborted.
+        yield body.subarray(MiB);
+      }
+      const streaming = call(location, { method: 'PATCH', body: slow(), headers: { 'Content-Range': `0-${body.length - 1}` } });
+      await sleep(300);
+      assert.equal((await call(location, { method: 'DELETE' })).status, 204);
+      release();
+      const res = await streaming;
+      assert.equal(res.status, 404, res.body.toString());
+      assert.equal(errorCode(res), 'BLOB_UPLOAD_UNKNOWN');
+      assert.equal((await call(location)).status, 404);
+      assert.deepEqual(await r.registry.storage.objects.list(`uploads/${id}/`), [], 'no hash state or tail left');
+      assert.deepEqual(await blobObjects(r).then((keys) => keys.filter((k) => k.includes(id))), [], 'no partial blob left');
+      if (driver === 's3') {
+        const open = await r.s3.send(new ListMultipartUploadsCommand({ Bucket: r.config.s3.bucket, Prefix: `blobs/${id}` }));
+        assert.deepEqual(open.Uploads ?? [], [], 'no multipart upload left open');
+      }
     });
 
     it('lets exactly one of two simultaneous PATCHes at one offset win, every round', async () => {

@@ -143,19 +143,21 @@ export class S3Ingester implements Ingester {
   }
 
   async release(previous: WriteState, current: WriteState | undefined): Promise<void> {
-    if (previous.tailKey && previous.tailKey !== current?.tailKey) await this.store.delete([previous.tailKey]);
+    const work: Promise<unknown>[] = [];
+    if (previous.tailKey && previous.tailKey !== current?.tailKey) work.push(this.store.delete([previous.tailKey]));
+    if (current && previous.multipartId && previous.multipartId !== current.multipartId) work.push(this.abortMultipart(previous));
+    await Promise.all(work);
   }
 
   async abort(state: WriteState): Promise<void> {
-    const work: Promise<unknown>[] = [this.release(state, undefined)];
-    if (state.multipartId) {
-      countRequest(this.store.stats, 'AbortMultipartUpload');
-      work.push(
-        this.store.s3.send(new AbortMultipartUploadCommand({ Bucket: this.store.bucket, Key: state.key, UploadId: state.multipartId })),
-      );
-    }
-    await Promise.all(work);
+    await Promise.all([this.release(state, undefined), state.multipartId ? this.abortMultipart(state) : undefined]);
   }
+
+  private async abortMultipart(state: WriteState): Promise<void> {
+    countRequest(this.store.stats, 'AbortMultipartUpload');
+    await this.store.s3.send(new AbortMultipartUploadCommand({ Bucket: this.store.bucket, Key: state.key, UploadId: state.multipartId }));
+  }
+
 }
 
 /** S3's refusals to complete, as the client's upload problem rather than a server fault. */
