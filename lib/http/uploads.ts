@@ -66,6 +66,9 @@ export async function onUpload(reg: Registry, req: RegistryRequest, repo: string
   } catch (err) {
     // A client that lost track of the offset needs the upload's Location with the Range.
     if (err instanceof RegistryError && err.status === 416) {
+      // Refused before the upload was read (a Content-Range that ends before it starts): the
+      // client still needs to know where the upload is, or that it is gone (404).
+      err.headers['Range'] ??= uploadRange((await reg.uploads.status(repo, id)).offset);
       err.headers['Location'] = uploadLocation(repo, id);
       err.headers['Docker-Upload-UUID'] = id;
     }
@@ -78,8 +81,9 @@ function uploadStatus(status: number, upload: Status, maxChunk: number): Registr
     Location: uploadLocation(upload.repo, upload.id),
     Range: uploadRange(upload.offset),
     'Docker-Upload-UUID': upload.id,
-    'Content-Length': '0',
   };
+  // RFC 9110: a 204 carries no Content-Length.
+  if (status !== 204) headers['Content-Length'] = '0';
   // Tell chunking clients the largest chunk we take, before they send one too big.
   if (maxChunk > 0) headers['OCI-Chunk-Max-Length'] = String(maxChunk);
   return { status, headers };

@@ -2,7 +2,7 @@
  * Committed blobs as a repository sees them. Every read goes through the repository's link:
  * a digest stored for one repository is invisible in another until it is mounted there.
  */
-import { RegistryError } from '../oci/errors.js';
+import { RegistryError, deletionDisabled } from '../oci/errors.js';
 import { assertName } from '../oci/names.js';
 import type { MetadataStore, Link } from '../metadata/types.js';
 import { ObjectNotFound, type ByteRange, type StorageDriver } from '../storage/types.js';
@@ -45,7 +45,7 @@ export class BlobService {
 
   /** Removes the repository's link; the bytes stay for other repositories (and a later GC). */
   async unlink(repo: string, digest: string): Promise<void> {
-    if (!this.settings.deleteEnabled) throw new RegistryError('UNSUPPORTED', 'blob deletion is disabled on this registry');
+    if (!this.settings.deleteEnabled) throw deletionDisabled('blob', 'GET, HEAD');
     if (!(await this.meta.blobs.deleteLink(repo, digest))) throw unknownBlob(digest);
   }
 

@@ -120,6 +120,8 @@ export class UploadService {
 
   /** POST ?digest= with a body: a whole blob in one request. */
   async monolithic(repo: string, digest: Digest, body: Body): Promise<Descriptor> {
+    // A declared size over the limit is refused before anything is recorded or stored.
+    checkDeclared(body, undefined, this.settings.maxChunkBytes);
     const { id } = await this.start(repo);
     try {
       return await this.finish(repo, id, digest, body);

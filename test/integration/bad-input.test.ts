@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
 import { call, resolve, type Received } from '../helpers/http.js';
 import { errorCode, patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
-import { DRIVERS, useRegistry } from '../helpers/registry.js';
+import { DRIVERS, delta, useRegistry } from '../helpers/registry.js';
 
 function expectError(res: Received, status: number, code: string, context = '') {
   assert.equal(res.status, status, `${context} expected ${status} ${code}, got ${res.status}: ${res.body.toString()}`);
@@ -144,6 +144,34 @@ for (const driver of DRIVERS) {
       }
     });
 
+    it('refuses a finishing PUT whose body is longer or shorter than its Content-Range (400), and a retried finish still works', async () => {
+      for (const [declared, sent] of [
+        [1000, 2000],
+        [2000, 1000],
+        [7 * MiB, 6 * MiB],
+        [6 * MiB, 7 * MiB],
+      ] as const) {
+        const location = await startUpload(r.url, 'finish/mismatch');
+        const first = bytes(6 * MiB + 100, 30);
+        assert.equal((await patch(location, first, 0)).status, 202);
+        const wrongBody = bytes(sent, 31);
+        async function* body() {
+          for (let o = 0; o < wrongBody.length; o += 64 * 1024) yield wrongBody.subarray(o, o + 64 * 1024);
+        }
+        const last = bytes(declared, 31);
+        const whole = Buffer.concat([first, last]);
+        const res = await call(withDigest(location, sha256(whole)), { method: 'PUT', body: body(), headers: { 'Content-Range': `${first.length}-${first.length + declared - 1}` } });
+        expectError(res, 400, 'BLOB_UPLOAD_INVALID');
+        assert.equal((await call(location)).header('range'), `0-${first.length - 1}`, `declared ${declared}, sent ${sent}`);
+        assert.equal((await call(`${r.url}/v2/finish/mismatch/blobs/${sha256(whole)}`, { method: 'HEAD' })).status, 404);
+        // The client retries the finish with the right body: it completes, with exactly these bytes.
+        const retry = await call(withDigest(location, sha256(whole)), { method: 'PUT', body: last, headers: { 'Content-Range': `${first.length}-${first.length + declared - 1}` } });
+        assert.equal(retry.status, 201, retry.body.toString());
+        const got = await call(`${r.url}/v2/finish/mismatch/blobs/${sha256(whole)}`);
+        assert.ok(got.body.equals(whole), 'the blob is exactly the bytes of the good requests');
+      }
+    });
+
     it('refuses chunks out of order with 416, the current Range and the Location', async () => {
       const location = await startUpload(r.url, 'out/of/order');
       const skip = await patch(location, bytes(10, 9), 5);
@@ -167,7 +195,11 @@ for (const driver of DRIVERS) {
       }
       const backwards = await call(location, { method: 'PATCH', body: 'x', headers: { 'Content-Range': '9-3' } });
       assert.equal(backwards.status, 416);
+      assert.equal(backwards.header('range'), '0-0', 'the client learns where the upload is');
+      assert.equal(backwards.header('location'), new URL(location).pathname);
       assert.equal((await call(location)).header('range'), '0-0');
+      await call(location, { method: 'DELETE' });
+      expectError(await call(location, { method: 'PATCH', body: 'x', headers: { 'Content-Range': '9-3' } }), 404, 'BLOB_UPLOAD_UNKNOWN');
     });
 
     it('refuses a POST body without ?digest= (400)', async () => {
@@ -197,41 +229,47 @@ for (const driver of DRIVERS) {
   });
 }
 
-describe('chunk size limit (413)', () => {
-  const r = useRegistry('s3', { env: { SKIFF_MAX_CHUNK_BYTES: '1024' } });
+for (const driver of DRIVERS) {
+  describe(`chunk size limit (413, ${driver})`, () => {
+    const r = useRegistry(driver, { env: { SKIFF_MAX_CHUNK_BYTES: '1024' } });
 
-  it('advertises the limit on upload responses', async () => {
-    const post = await call(`${r.url}/v2/limit/blobs/uploads/`, { method: 'POST' });
-    assert.equal(post.header('oci-chunk-max-length'), '1024');
-    const status = await call(resolve(r.url, post.header('location')));
-    assert.equal(status.header('oci-chunk-max-length'), '1024');
-  });
+    it('advertises the limit on upload responses', async () => {
+      const post = await call(`${r.url}/v2/limit/blobs/uploads/`, { method: 'POST' });
+      assert.equal(post.header('oci-chunk-max-length'), '1024');
+      const status = await call(resolve(r.url, post.header('location')));
+      assert.equal(status.header('oci-chunk-max-length'), '1024');
+    });
 
-  it('refuses a declared chunk over the limit before storing anything, with the limit in detail and OCI-Chunk-Max-Length', async () => {
-    const location = await startUpload(r.url, 'limit');
-    assert.equal((await patch(location, bytes(1024, 1), 0)).status, 202);
-    const res = await patch(location, bytes(1025, 2), 1024);
-    expectError(res, 413, 'SIZE_INVALID');
-    assert.equal(res.header('oci-chunk-max-length'), '1024');
-    assert.equal(res.json().errors[0].detail.maxChunkBytes, 1024);
-    assert.equal((await call(location)).header('range'), '0-1023');
-  });
+    it('refuses a declared chunk over the limit before storing anything, with the limit in detail and OCI-Chunk-Max-Length', async () => {
+      const location = await startUpload(r.url, 'limit');
+      assert.equal((await patch(location, bytes(1024, 1), 0)).status, 202);
+      const res = await patch(location, bytes(1025, 2), 1024);
+      expectError(res, 413, 'SIZE_INVALID');
+      assert.equal(res.header('oci-chunk-max-length'), '1024');
+      assert.equal(res.json().errors[0].detail.maxChunkBytes, 1024);
+      assert.equal((await call(location)).header('range'), '0-1023');
+    });
 
-  it('refuses a streamed chunk (no Content-Length) once it passes the limit', async () => {
-    const location = await startUpload(r.url, 'limit');
-    async function* body() {
-      for (let i = 0; i < 4; i++) yield bytes(512, i);
-    }
-    const res = await call(location, { method: 'PATCH', body: body() });
-    expectError(res, 413, 'SIZE_INVALID');
-    assert.equal((await call(location)).header('range'), '0-0');
-  });
+    it('refuses a streamed chunk (no Content-Length) once it passes the limit', async () => {
+      const location = await startUpload(r.url, 'limit');
+      async function* body() {
+        for (let i = 0; i < 4; i++) yield bytes(512, i);
+      }
+      const res = await call(location, { method: 'PATCH', body: body() });
+      expectError(res, 413, 'SIZE_INVALID');
+      assert.equal((await call(location)).header('range'), '0-0');
+    });
 
-  it('applies the limit to monolithic and finishing bodies too', async () => {
-    const data = bytes(2000, 3);
-    expectError(await call(`${r.url}/v2/limit/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data }), 413, 'SIZE_INVALID');
-    const location = await startUpload(r.url, 'limit');
-    expectError(await call(withDigest(location, sha256(data)), { method: 'PUT', body: data }), 413, 'SIZE_INVALID');
-    assert.equal((await call(`${r.url}/v2/limit/blobs/${sha256(data)}`, { method: 'HEAD' })).status, 404);
+    it('applies the limit to monolithic and finishing bodies too', async () => {
+      const data = bytes(2000, 3);
+      const dynamo = { ...r.dynamoCalls };
+      const storage = { ...r.registry.storage.objects.stats.requests };
+      expectError(await call(`${r.url}/v2/limit/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data }), 413, 'SIZE_INVALID');
+      assert.deepEqual(delta(dynamo, r.dynamoCalls), {}, 'refused before any record is written');
+      assert.deepEqual(delta(storage, r.registry.storage.objects.stats.requests), {}, 'refused before anything is stored');
+      const location = await startUpload(r.url, 'limit');
+      expectError(await call(withDigest(location, sha256(data)), { method: 'PUT', body: data }), 413, 'SIZE_INVALID');
+      assert.equal((await call(`${r.url}/v2/limit/blobs/${sha256(data)}`, { method: 'HEAD' })).status, 404);
+    });
   });
-});
+}

@@ -162,6 +162,7 @@ for (const driver of DRIVERS) {
       const st0 = await call(first);
       assert.equal(st0.status, 204);
       assert.equal(st0.header('range'), '0-0');
+      assert.equal(st0.header('content-length'), undefined, 'RFC 9110: no Content-Length on a 204');
       const data = bytes(3000, 13);
       const p1 = await patch(first, data.subarray(0, 1000), 0);
       const second = resolve(r.url, p1.header('location'));
@@ -224,6 +225,12 @@ for (const driver of DRIVERS) {
       const missing = await call(`${r.url}/v2/mount/target2/blobs/uploads/?mount=${other}&from=mount/source`, { method: 'POST' });
       assert.equal(missing.status, 202);
       assert.ok(missing.header('location')?.startsWith('/v2/mount/target2/blobs/uploads/'));
+      // The source must link the blob: existing elsewhere (here, in mount/source) is not enough.
+      assert.equal((await pushInPut(r.url, 'mount/bystander', bytes(10, 98))).digest.length, 71);
+      const unlinked = await call(`${r.url}/v2/mount/target4/blobs/uploads/?mount=${digest}&from=mount/bystander`, { method: 'POST' });
+      assert.equal(unlinked.status, 202, 'mounted from a repository that does not link the blob');
+      assert.ok(unlinked.header('location')?.startsWith('/v2/mount/target4/blobs/uploads/'));
+      assert.equal((await call(`${r.url}/v2/mount/target4/blobs/${digest}`, { method: 'HEAD' })).status, 404);
       const noFrom = await call(`${r.url}/v2/mount/target3/blobs/uploads/?mount=${digest}`, { method: 'POST' });
       assert.equal(noFrom.status, 202, 'a mount without from must not find blobs of other repositories');
       assert.equal((await call(`${r.url}/v2/mount/target3/blobs/${digest}`, { method: 'HEAD' })).status, 404);
@@ -284,18 +291,23 @@ for (const driver of DRIVERS) {
   });
 }
 
-describe('blob deletion disabled by configuration', () => {
-  const r = useRegistry('fs', { env: { SKIFF_DELETE_ENABLED: 'false' } });
+for (const driver of DRIVERS) {
+  describe(`blob deletion disabled by configuration (${driver})`, () => {
+    const r = useRegistry(driver, { env: { SKIFF_DELETE_ENABLED: 'false' } });
 
-  it('answers 405 UNSUPPORTED and keeps the blob', async () => {
-    const data = bytes(100, 21);
-    const { digest } = await pushInPut(r.url, 'nodelete', data);
-    const del = await call(`${r.url}/v2/nodelete/blobs/${digest}`, { method: 'DELETE' });
-    assert.equal(del.status, 405);
-    assert.equal(errorCode(del), 'UNSUPPORTED');
-    assert.equal((await call(`${r.url}/v2/nodelete/blobs/${digest}`, { method: 'HEAD' })).status, 200);
+    it('answers 405 UNSUPPORTED with Allow, and keeps the blob', async () => {
+      const data = bytes(100, 21);
+      const { digest } = await pushInPut(r.url, 'nodelete', data);
+      const del = await call(`${r.url}/v2/nodelete/blobs/${digest}`, { method: 'DELETE' });
+      assert.equal(del.status, 405);
+      assert.equal(errorCode(del), 'UNSUPPORTED');
+      assert.equal(del.header('allow'), 'GET, HEAD');
+      const got = await getBlob(r.url, 'nodelete', digest);
+      assert.equal(got.status, 200);
+      assert.ok(got.body.equals(data), 'the blob is untouched');
+    });
   });
-});
+}
 
 describe('presigned redirects (s3)', () => {
   const r = useRegistry('s3', { env: { SKIFF_REDIRECT: 'true', SKIFF_REDIRECT_SECONDS: '60' } });
