@@ -98,10 +98,22 @@ export function declaredType(contentType: string | undefined, doc: Record<string
   throw invalid('cannot tell the manifest type: send Content-Type or a mediaType field');
 }
 
+/**
+ * Strict UTF-8: a malformed byte is an error, not a U+FFFD that would make the parsed document
+ * differ from the stored bytes. A byte-order mark is kept (and so refused by JSON.parse).
+ */
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 export function parseManifest(bytes: Uint8Array, contentType: string | undefined): Manifest {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch (err) {
+    throw invalid('manifest is not valid UTF-8', { reason: (err as Error).message });
+  }
   let doc: unknown;
   try {
-    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+    doc = JSON.parse(text);
   } catch (err) {
     throw invalid('manifest is not valid JSON', { reason: (err as Error).message });
   }
@@ -123,12 +135,14 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
   if (mediaType === MediaTypes.ociIndex || mediaType === MediaTypes.dockerList) {
     if (doc.config !== undefined || doc.layers !== undefined) throw invalid('an index has manifests, not config or layers');
     const manifests = descriptors(doc.manifests, 'manifests', true);
-    return { mediaType, blobs: [], manifests, subject, artifactType, annotations };
+    // The referrers API reports an index's artifactType when it has a non-empty one, else none.
+    return { mediaType, blobs: [], manifests, subject, artifactType: artifactType || undefined, annotations };
   }
   if (doc.manifests !== undefined) throw invalid('an image manifest has config and layers, not manifests');
   const config = descriptor(doc.config, 'config');
-  const layers = descriptors(doc.layers, 'layers', docker);
+  // Both formats require layers (the OCI schema too; an empty array is allowed).
+  const layers = descriptors(doc.layers, 'layers', true);
   const blobs = [config, ...layers.filter((l) => !FOREIGN_LAYERS.has(l.mediaType) && !l.urls?.length)];
-  // The referrers API reports a manifest's artifactType, or else its config's media type.
-  return { mediaType, blobs, manifests: [], subject, artifactType: artifactType ?? config.mediaType, annotations };
+  // The referrers API reports a manifest's non-empty artifactType, or else its config's media type.
+  return { mediaType, blobs, manifests: [], subject, artifactType: artifactType || config.mediaType, annotations };
 }
