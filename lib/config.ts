@@ -49,6 +49,10 @@ export interface Config {
     /** How long a verified password and the grants read with it are reused. */
     cacheSeconds: number;
   };
+  listings: {
+    /** The most entries one page of tags, repositories or referrers holds. */
+    maxPage: number;
+  };
   http: {
     host: string;
     port: number;
@@ -97,6 +101,9 @@ export function loadConfig(env: Env = process.env): Config {
   const s3Secret = opt('S3_SECRET_ACCESS_KEY');
   if (Boolean(s3Key) !== Boolean(s3Secret)) throw new ConfigError('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
 
+  const maxPage = int('SKIFF_MAX_PAGE', 1000, 1);
+  if (maxPage > 10000) throw new ConfigError(`SKIFF_MAX_PAGE must be at most 10000, got "${maxPage}"`);
+
   const authMode = oneOf('SKIFF_AUTH', ['open', 'required'] as const, 'open');
   if (authMode === 'required' && !opt('SKIFF_TOKEN_KEYS') && !opt('SKIFF_TOKEN_KEYS_PARAMETER')) {
     throw new ConfigError('SKIFF_AUTH=required needs SKIFF_TOKEN_KEYS (kid=base64url-secret,...) or SKIFF_TOKEN_KEYS_PARAMETER (an SSM parameter holding them)');
@@ -141,6 +148,7 @@ export function loadConfig(env: Env = process.env): Config {
       failureWindowSeconds: int('SKIFF_AUTH_FAILURE_WINDOW_SECONDS', 900, 1),
       cacheSeconds: int('SKIFF_AUTH_CACHE_SECONDS', 10),
     },
+    listings: { maxPage },
     http: {
       host: str('SKIFF_HOST', '127.0.0.1'),
       port: int('SKIFF_PORT', 5000, 0),

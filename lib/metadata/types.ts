@@ -110,9 +110,6 @@ export interface ManifestRecord {
   key?: string;
   /** Digest of the manifest this one refers to (OCI 1.1 `subject`). */
   subject?: string;
-  /** What the referrers API reports for this manifest. */
-  artifactType?: string;
-  annotations?: Record<string, string>;
   createdAt: number;
 }
 
@@ -134,6 +131,17 @@ export interface Referrer {
   annotations?: Record<string, string>;
 }
 
+/** What the referrers API reports about a manifest beyond its digest, type and size. */
+export type ReferrerDetails = Pick<Referrer, 'artifactType' | 'annotations'>;
+
+/**
+ * A referrer as the index holds it. `detached`: its details were too large to keep in the index
+ * item and must be read from the manifest itself (an artifactType present is still right).
+ */
+export interface IndexedReferrer extends Referrer {
+  detached?: boolean;
+}
+
 export interface Page<T> {
   items: T[];
   /** Whether more items follow the last one. */
@@ -142,17 +150,26 @@ export interface Page<T> {
 
 export interface ManifestIndex {
   getManifest(repo: string, digest: string): Promise<ManifestRecord | undefined>;
-  /** Which of `digests` the repository holds as manifests. */
-  haveManifests(repo: string, digests: string[]): Promise<Set<string>>;
+  /** The sizes of the manifests among `digests` that the repository holds (missing ones are absent). */
+  manifestSizes(repo: string, digests: string[]): Promise<Map<string, number>>;
   getTag(repo: string, tag: string): Promise<TagRecord | undefined>;
-  /** Stores the manifest, points `tag` at it, indexes its subject and lists the repository: atomically. */
-  putManifest(record: ManifestRecord, tag?: string): Promise<void>;
-  /** Deletes the manifest and every tag pointing at it; false if the repository does not hold it. */
+  /**
+   * Stores the manifest, points `tag` at it, indexes it as a referrer of its subject (with
+   * `referrer`'s details) and lists the repository: atomically. Every item stays far below
+   * DynamoDB's 400 KB whatever the details' size: large ones are left in the manifest.
+   */
+  putManifest(record: ManifestRecord, tag?: string, referrer?: ReferrerDetails): Promise<void>;
+  /**
+   * Deletes the manifest and every tag pointing at it, including one that a concurrent push
+   * added meanwhile (unless that push stored the manifest again); false if the repository
+   * does not hold it.
+   */
   deleteManifest(repo: string, digest: string): Promise<boolean>;
   deleteTag(repo: string, tag: string): Promise<boolean>;
   /** Tags in case-insensitive lexical order, after `last`, at most `n` (all when undefined). */
   listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>>;
-  referrers(repo: string, subject: string): Promise<Referrer[]>;
+  /** Referrers of `subject` in digest order, after the digest `after`, at most `n`. */
+  referrers(repo: string, subject: string, n: number, after: string | undefined): Promise<Page<IndexedReferrer>>;
   /** Repositories holding at least one manifest, in lexical order. */
   listRepositories(n: number | undefined, last: string | undefined): Promise<Page<string>>;
   hasRepository(repo: string): Promise<boolean>;

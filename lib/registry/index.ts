@@ -110,6 +110,6 @@ export function createRegistry(config: Config, clients: Clients = {}): Registry 
       deleteEnabled: config.blobs.deleteEnabled,
       redirectSeconds: config.blobs.redirect ? config.blobs.redirectSeconds : 0,
     }),
-    manifests: new ManifestService(meta, storage, { deleteEnabled: config.blobs.deleteEnabled }),
+    manifests: new ManifestService(meta, storage, { deleteEnabled: config.blobs.deleteEnabled, maxPage: config.listings.maxPage }),
   };
 }

@@ -11,7 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import { type Digest, parseDigest } from '../oci/digest.js';
 import { type Manifest, parseManifest } from '../oci/manifest.js';
 import { isValidName, isValidTag } from '../oci/names.js';
-import type { ManifestRecord, MetadataStore, Page, Referrer } from '../metadata/types.js';
+import type { IndexedReferrer, ManifestRecord, MetadataStore, Page, Referrer, ReferrerDetails } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
 import type { Body } from './body.js';
 
@@ -19,11 +19,26 @@ import type { Body } from './body.js';
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Manifests up to this size are kept inline in their DynamoDB record (items are capped at 400 KB). */
 export const INLINE_MANIFEST_BYTES = 64 * 1024;
+/** Default for SKIFF_MAX_PAGE: the most entries one page of tags, repositories or referrers holds. */
+export const DEFAULT_MAX_PAGE = 1000;
+/**
+ * A referrers page stops before its JSON passes this size (one referrer always fits). Lambda
+ * answers at most 6 MB, and API Gateway's envelope escapes the JSON text once more, which can
+ * double it: 2 MiB leaves room for the worst case.
+ */
+export const REFERRERS_PAGE_BYTES = 2 * 1024 * 1024;
 
 export type Reference = { tag: string; digest?: undefined } | { digest: Digest; tag?: undefined };
 
 export interface ManifestSettings {
   deleteEnabled: boolean;
+  /** The most entries a listing page holds, whatever `n` asks for (SKIFF_MAX_PAGE). */
+  maxPage?: number;
+}
+
+/** A page of referrers; `last` continues it (the digest a next page starts after) when `more`. */
+export interface ReferrersPage extends Page<Referrer> {
+  last?: string;
 }
 
 export interface StoredManifest {
@@ -33,11 +48,20 @@ export interface StoredManifest {
 }
 
 export class ManifestService {
+  private readonly maxPage: number;
+
   constructor(
     private readonly meta: MetadataStore,
     private readonly storage: StorageDriver,
     private readonly settings: ManifestSettings,
-  ) {}
+  ) {
+    this.maxPage = settings.maxPage ?? DEFAULT_MAX_PAGE;
+  }
+
+  /** The page size a listing uses: `n` when given, never more than the server's maximum. */
+  pageLimit(n: number | undefined): number {
+    return n === undefined ? this.maxPage : Math.min(n, this.maxPage);
+  }
 
   async put(repo: string, reference: Reference, contentType: string | undefined, body: Body): Promise<StoredManifest & { subject?: string }> {
     const bytes = await readManifest(body);
@@ -55,8 +79,6 @@ export class ManifestService {
       mediaType: manifest.mediaType,
       size: bytes.length,
       subject: manifest.subject?.digest,
-      artifactType: manifest.artifactType,
-      annotations: manifest.annotations,
       createdAt: Date.now(),
     };
     if (bytes.length <= INLINE_MANIFEST_BYTES) record.body = bytes;
@@ -64,7 +86,9 @@ export class ManifestService {
       record.key = manifestKey(digest);
       await this.storage.objects.put(record.key, bytes);
     }
-    await this.meta.manifests.putManifest(record, reference.tag);
+    // The referrers API's details matter only for a manifest with a subject.
+    const details: ReferrerDetails | undefined = manifest.subject ? { artifactType: manifest.artifactType, annotations: manifest.annotations } : undefined;
+    await this.meta.manifests.putManifest(record, reference.tag, details);
     return { digest, mediaType: record.mediaType, size: record.size, subject: record.subject };
   }
 
@@ -82,9 +106,15 @@ export class ManifestService {
 
   async get(repo: string, reference: Reference): Promise<StoredManifest & { bytes: Uint8Array }> {
     const digest = reference.tag !== undefined ? (await this.stat(repo, reference)).digest : reference.digest.value;
-    const record = await this.meta.manifests.getManifest(repo, digest);
+    const stored = await this.read(repo, digest);
     // A tag whose manifest was deleted in between: as unknown as the tag itself.
-    if (!record) throw unknownManifest(reference);
+    if (!stored) throw unknownManifest(reference);
+    return stored;
+  }
+
+  private async read(repo: string, digest: string): Promise<(StoredManifest & { bytes: Uint8Array }) | undefined> {
+    const record = await this.meta.manifests.getManifest(repo, digest);
+    if (!record) return undefined;
     const bytes = record.body ?? (record.key ? await this.storage.objects.get(record.key) : undefined);
     if (!bytes) throw new Error(`manifest ${record.digest} in ${repo} has no stored bytes`);
     return { digest: record.digest, mediaType: record.mediaType, size: record.size, bytes };
@@ -110,10 +140,41 @@ export class ManifestService {
     return page;
   }
 
-  /** Manifests whose subject is `digest`, optionally of one artifact type. Never unknown: empty. */
-  async referrers(repo: string, digest: Digest, artifactType: string | undefined): Promise<Referrer[]> {
-    const all = await this.meta.manifests.referrers(repo, digest.value);
-    return artifactType === undefined ? all : all.filter((r) => r.artifactType === artifactType);
+  /**
+   * Manifests whose subject is `digest`, optionally of one artifact type, after the referrer
+   * `last`. Never unknown: empty. A page holds at most the server's page size and stops before
+   * its JSON passes REFERRERS_PAGE_BYTES; `more` and `last` then say where the next one starts.
+   */
+  async referrers(repo: string, digest: Digest, artifactType: string | undefined, last?: string): Promise<ReferrersPage> {
+    const items: Referrer[] = [];
+    let bytes = 0;
+    let after = last;
+    for (;;) {
+      const page = await this.meta.manifests.referrers(repo, digest.value, Math.min(this.maxPage + 1, 100), after);
+      for (const indexed of page.items) {
+        const skip = artifactType !== undefined && indexed.artifactType !== undefined && indexed.artifactType !== artifactType;
+        const referrer = skip ? undefined : indexed.detached ? await this.detachedReferrer(repo, indexed) : indexed;
+        if (referrer && (artifactType === undefined || referrer.artifactType === artifactType)) {
+          const size = Buffer.byteLength(JSON.stringify(referrer)) + 1;
+          if (items.length >= this.maxPage || (items.length && bytes + size > REFERRERS_PAGE_BYTES)) return { items, more: true, last: after };
+          items.push(referrer);
+          bytes += size;
+        }
+        after = indexed.digest;
+      }
+      if (!page.more) return { items, more: false };
+    }
+  }
+
+  /** A referrer whose details were too large for the index: read from the manifest (one bounded read). */
+  private async detachedReferrer(repo: string, indexed: IndexedReferrer): Promise<Referrer | undefined> {
+    const stored = await this.read(repo, indexed.digest);
+    if (!stored) return undefined; // deleted since the index was read
+    const { artifactType, annotations } = parseManifest(stored.bytes, stored.mediaType);
+    const referrer: Referrer = { mediaType: indexed.mediaType, digest: indexed.digest, size: indexed.size };
+    if (artifactType !== undefined) referrer.artifactType = artifactType;
+    if (annotations !== undefined) referrer.annotations = annotations;
+    return referrer;
   }
 
   /**
@@ -139,7 +200,7 @@ export class ManifestService {
   private async checkReferences(repo: string, manifest: Manifest): Promise<void> {
     const [links, manifests] = await Promise.all([
       manifest.blobs.length ? this.meta.blobs.getLinks(repo, manifest.blobs.map((b) => b.digest)) : new Map(),
-      manifest.manifests.length ? this.meta.manifests.haveManifests(repo, manifest.manifests.map((m) => m.digest)) : new Set<string>(),
+      manifest.manifests.length ? this.meta.manifests.manifestSizes(repo, manifest.manifests.map((m) => m.digest)) : new Map<string, number>(),
     ]);
     for (const blob of manifest.blobs) {
       const link = links.get(blob.digest);
@@ -149,8 +210,12 @@ export class ManifestService {
       }
     }
     for (const child of manifest.manifests) {
-      if (!manifests.has(child.digest)) {
+      const size = manifests.get(child.digest);
+      if (size === undefined) {
         throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'index references a manifest the repository does not have', { detail: { digest: child.digest } });
+      }
+      if (size !== child.size) {
+        throw new RegistryError('MANIFEST_INVALID', 'index gives a manifest a size other than its own', { detail: { digest: child.digest, size: child.size, actual: size } });
       }
     }
   }
