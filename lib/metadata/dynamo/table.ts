@@ -9,9 +9,11 @@
  *   upload session      UPLOAD#<id>         UPLOAD             repo offset write seq writer leaseUntil
  *                                                              startedAt updatedAt expiresAt ttl
  *   upload part         UPLOAD#<id>         PART#<00001>       number etag size seq ttl
- *   manifest            REPO#<name>         MANIFEST#<digest>  digest mediaType size body|key subject artifactType annotations
+ *   manifest            REPO#<name>         MANIFEST#<digest>  digest mediaType size body|key subject createdAt
  *   tag                 REPO#<name>         TAG#<lower>#<tag>  tag digest mediaType size updatedAt
- *   referrer            REPO#<name>         REFERRER#<subject>#<digest>  mediaType digest size artifactType annotations
+ *   referrer            REPO#<name>         REFERRER#<subject>#<digest>  mediaType digest size artifactType
+ *                                                              annotations | detached (details over 32 KiB
+ *                                                              are read from the manifest itself)
  *   repository          CATALOG             REPO#<name>        name createdAt
  *   user                USERS               USER#<name>        name passwordHash createdAt updatedAt
  *   grant               USER#<name>         GRANT#<pattern>    pattern actions
