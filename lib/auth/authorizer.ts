@@ -7,8 +7,14 @@
  * Refusals follow the Docker token flow: an anonymous caller gets 401 with a Bearer challenge
  * naming the realm, service and scope to ask for; a token without the needed scope gets 401
  * with error="insufficient_scope" (the client asks for a new one); a user whose grants do not
- * allow the action gets 403 DENIED. Failed logins are counted per user and, past a limit
- * within a window, refused outright (429) until the window ends.
+ * allow the action gets 403 DENIED.
+ *
+ * Failed logins are counted per user and source address and, past a limit within a window, that
+ * source's logins as that user are refused outright (429) until the window ends: someone
+ * guessing from one address locks only that address out, never the user everywhere. Failures
+ * for names that are no user are counted in memory only (bounded), so made-up names write
+ * nothing to the table, and they lock out the same way (the lockout does not tell users apart
+ * from non-users).
  */
 import { createHash } from 'node:crypto';
 import { RegistryError } from '../oci/errors.js';
@@ -44,6 +50,42 @@ export interface AuthSettings {
   cacheMs: number;
 }
 
+/** Where a user's failed logins from one source are counted (see DynamoUserStore). */
+export function failureKey(user: string, source: string | undefined): string {
+  return `${user}#${source || 'unknown'}`;
+}
+
+/** Failed logins for names that are no user: in memory, at most `max` counters, each for a window. */
+class TransientFailures {
+  private readonly counts = new Map<string, { failures: number; windowEnds: number }>();
+
+  constructor(private readonly max = 10_000) {}
+
+  failures(key: string): number {
+    const entry = this.counts.get(key);
+    return entry && entry.windowEnds > Date.now() ? entry.failures : 0;
+  }
+
+  record(key: string, windowMs: number): void {
+    const now = Date.now();
+    const entry = this.counts.get(key);
+    if (entry && entry.windowEnds > now) {
+      entry.failures++;
+      return;
+    }
+    this.counts.delete(key);
+    if (this.counts.size >= this.max) {
+      for (const [k, v] of this.counts) if (v.windowEnds <= now) this.counts.delete(k);
+      // Still full: the oldest counters go first (a Map iterates in insertion order).
+      for (const k of this.counts.keys()) {
+        if (this.counts.size < this.max) break;
+        this.counts.delete(k);
+      }
+    }
+    this.counts.set(key, { failures: 1, windowEnds: now + windowMs });
+  }
+}
+
 interface Cached {
   user: string;
   grants: Grant[];
@@ -52,6 +94,8 @@ interface Cached {
 
 export class Authorizer {
   private readonly verified = new Map<string, Cached>();
+  private readonly userGrantCache = new Map<string, { grants: Grant[]; until: number }>();
+  private readonly strangers = new TransientFailures();
   private anonymous: { grants: Grant[]; until: number } | undefined;
 
   constructor(
@@ -60,7 +104,8 @@ export class Authorizer {
     readonly settings: AuthSettings,
   ) {}
 
-  async authenticate(authorization: string | undefined): Promise<Principal> {
+  /** `source`: the client's address, for counting failed logins (see the module comment). */
+  async authenticate(authorization: string | undefined, source?: string): Promise<Principal> {
     const anonymous = await this.anonymousGrants();
     if (!authorization) return { via: 'anonymous', grants: anonymous };
     const space = authorization.indexOf(' ');
@@ -76,14 +121,14 @@ export class Authorizer {
       }
     }
     if (scheme === 'basic') {
-      const { user, grants } = await this.checkPassword(value);
+      const { user, grants } = await this.checkPassword(value, source);
       return { user, via: 'basic', grants: [...grants, ...anonymous] };
     }
     throw unauthorized('unsupported authorization scheme (use Basic or Bearer)');
   }
 
   /** Verifies Basic credentials (`base64(user:password)`); returns the user and their grants. */
-  async checkPassword(basic: string): Promise<{ user: string; grants: Grant[] }> {
+  async checkPassword(basic: string, source?: string): Promise<{ user: string; grants: Grant[] }> {
     const decoded = Buffer.from(basic, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     const user = colon < 0 ? '' : decoded.slice(0, colon);
@@ -94,29 +139,54 @@ export class Authorizer {
     const hit = this.verified.get(cacheKey);
     if (hit && hit.until > Date.now()) return hit;
 
-    const failures = await this.users.failures(user);
+    const counter = failureKey(user, source);
+    const [record, stored] = await Promise.all([this.users.getUser(user), this.users.failures(counter)]);
+    const failures = record ? stored : this.strangers.failures(counter);
     if (failures >= this.settings.failureLimit) {
-      throw new RegistryError('TOOMANYREQUESTS', 'too many failed logins for this user; try again later', {
+      throw new RegistryError('TOOMANYREQUESTS', 'too many failed logins for this user from this address; try again later', {
         headers: { 'Retry-After': String(Math.ceil(this.settings.failureWindowMs / 1000)) },
       });
     }
-    const record = await this.users.getUser(user);
     if (!(await verifyPassword(password, record?.passwordHash))) {
-      await this.users.recordFailure(user, this.settings.failureWindowMs);
+      if (record) await this.users.recordFailure(counter, this.settings.failureWindowMs);
+      else this.strangers.record(counter, this.settings.failureWindowMs);
       throw unauthorized('invalid username or password');
     }
-    if (failures > 0) await this.users.clearFailures(user);
-    const entry: Cached = { user, grants: await this.users.grants(user), until: Date.now() + this.settings.cacheMs };
+    if (failures > 0) await this.users.clearFailures(counter);
+    const grants = await this.users.grants(user);
+    this.userGrantCache.set(user, { grants, until: Date.now() + this.settings.cacheMs });
+    const entry: Cached = { user, grants, until: Date.now() + this.settings.cacheMs };
     if (this.verified.size > 1000) this.verified.clear();
     this.verified.set(cacheKey, entry);
     return entry;
   }
 
+  /**
+   * A user's grants from the store (for a bearer listing the catalog, whose token names no
+   * repositories), trusted for as long as a verified password is.
+   */
+  async userGrants(user: string): Promise<Grant[]> {
+    const hit = this.userGrantCache.get(user);
+    if (hit && hit.until > Date.now()) return hit.grants;
+    const grants = await this.users.grants(user);
+    if (this.userGrantCache.size > 1000) this.userGrantCache.clear();
+    this.userGrantCache.set(user, { grants, until: Date.now() + this.settings.cacheMs });
+    return grants;
+  }
+
+  /** What anonymous callers may do: pull only, whatever the store holds (the CLI refuses more). */
   private async anonymousGrants(): Promise<Grant[]> {
     if (this.anonymous && this.anonymous.until > Date.now()) return this.anonymous.grants;
-    const grants = await this.users.grants(ANONYMOUS);
+    const grants = (await this.users.grants(ANONYMOUS))
+      .filter((g) => g.actions.includes('pull'))
+      .map((g) => ({ pattern: g.pattern, actions: ['pull'] as Action[] }));
     this.anonymous = { grants, until: Date.now() + this.settings.cacheMs };
     return grants;
+  }
+
+  /** Whether a bearer's token carries `registry:catalog:*`, which listing the catalog needs. */
+  mayListCatalog(principal: Principal): boolean {
+    return Boolean(principal.access?.some((a) => a.type === 'registry' && a.name === 'catalog' && a.actions.includes('*')));
   }
 
   may(principal: Principal, repo: string, action: Action): boolean {

@@ -46,7 +46,10 @@ export class RegistryApp {
   private async dispatch(route: Route, req: RegistryRequest): Promise<RegistryResponse> {
     const reg = this.registry;
     if (route.name === 'token') return onToken(reg, req);
+    // Authorization first, on the name as sent: an unauthenticated caller is challenged and a
+    // caller the grants do not cover is refused before the name's grammar is even looked at.
     const ctx = await authorize(reg, route, req);
+    if (route.invalid) throw route.invalid;
     switch (route.name) {
       case 'base':
         if (req.method !== 'GET' && req.method !== 'HEAD') throw notAllowed('GET, HEAD');

@@ -5,13 +5,25 @@
  *   POST, PATCH, PUT (uploads, manifests)           push on the repository
  *   DELETE of blobs, manifests, tags                delete on the repository
  *   GET of uploads (status)                         push on the repository
- *   GET /v2/ and the catalog                        an authenticated caller
+ *   GET /v2/                                        an authenticated caller
+ *   GET /v2/_catalog                                a user; a bearer's token must carry
+ *                                                   registry:catalog:* (Docker token spec)
+ *
+ * The catalog lists what the user's grants (loaded from the store for a bearer, whose token
+ * names no repositories) and the anonymous grants let them pull.
+ *
+ * Repository names are checked against the caller's grants as sent, before their grammar: an
+ * unauthenticated caller gets the 401 challenge, a caller presenting credentials that do not
+ * cover the raw name gets 403 DENIED (a token cannot be asked for an invalid name, so a 401
+ * would only send the client round in circles), and only a caller covered by the raw string
+ * (e.g. `team/*` covers `team/../x`) learns that the name is invalid (400, from the app).
  *
  * A mount needs pull on the source too; without it the mount quietly becomes a new upload
  * (as the spec allows), so nothing about the source is revealed.
  */
 import { RegistryError } from '../oci/errors.js';
-import { type Access, type Action, grantable, parseScope, scopeString } from '../auth/access.js';
+import { type Access, type Action, type Grant, grantable, parseScope, scopeString } from '../auth/access.js';
+import { isValidName } from '../oci/names.js';
 import { ANONYMOUS, type Principal, type RequestOrigin } from '../auth/authorizer.js';
 import type { Registry } from '../registry/index.js';
 import type { Route } from './router.js';
@@ -27,13 +39,17 @@ export interface RequestContext {
 
 export const OPEN: RequestContext = { canPull: () => true };
 
-/** What a request needs: an action on its repository, or just an authenticated caller. */
-function required(route: Route, method: string): { action: Action } | 'authenticated' | undefined {
+const CATALOG: Access = { type: 'registry', name: 'catalog', actions: ['*'] };
+const NOBODY: Principal = { via: 'anonymous', grants: [] };
+
+/** What a request needs: an action on its repository, an authenticated caller, or catalog access. */
+function required(route: Route, method: string): { action: Action } | 'authenticated' | 'catalog' | undefined {
   const read = method === 'GET' || method === 'HEAD';
   switch (route.name) {
     case 'base':
-    case 'catalog':
       return 'authenticated';
+    case 'catalog':
+      return 'catalog';
     case 'token':
       return undefined;
     case 'uploads':
@@ -50,23 +66,43 @@ export async function authorize(reg: Registry, route: Route, req: RegistryReques
   const need = required(route, req.method);
   if (!need) return OPEN;
   const origin = originOf(req);
-  const needed: Access | undefined = need === 'authenticated' ? undefined : { type: 'repository', name: route.repo!, actions: [need.action] };
+  // A scope in a challenge only for a name a token could be asked for (and that is safe to echo).
+  const validName = route.repo !== undefined && isValidName(route.repo);
+  const needed: Access | undefined =
+    need === 'catalog' ? CATALOG : need === 'authenticated' || !validName ? undefined : { type: 'repository', name: route.repo!, actions: [need.action] };
   // Nothing to look up for a caller who must be authenticated and presents nothing.
-  if (need === 'authenticated' && !req.headers['authorization']) throw auth.deny({ via: 'anonymous', grants: [] }, undefined, origin);
+  if ((need === 'authenticated' || need === 'catalog') && !req.headers['authorization']) throw auth.deny(NOBODY, needed, origin);
   let principal: Principal;
   try {
-    principal = await auth.authenticate(req.headers['authorization']);
+    principal = await auth.authenticate(req.headers['authorization'], req.sourceIp);
   } catch (err) {
     // Bad credentials: say so, with the challenge that tells the client where to get a token.
     if (err instanceof RegistryError && err.status === 401) {
-      const challenge = auth.deny({ via: 'anonymous', grants: [] }, needed, origin);
+      const challenge = auth.deny(NOBODY, needed, origin);
       err.headers['WWW-Authenticate'] = challenge.headers['WWW-Authenticate']!;
     }
     throw err;
   }
-  const ok = need === 'authenticated' ? principal.user !== undefined : auth.may(principal, route.repo!, need.action);
-  if (!ok) throw auth.deny(principal, needed, origin);
-  return { principal, canPull: (repo) => auth.may(principal, repo, 'pull') };
+  if (need === 'authenticated') {
+    if (principal.user === undefined) throw auth.deny(principal, needed, origin);
+    return { principal, canPull: (repo) => auth.may(principal, repo, 'pull') };
+  }
+  if (need === 'catalog') {
+    if (principal.user === undefined) throw auth.deny(principal, needed, origin);
+    if (principal.via === 'bearer') {
+      if (!auth.mayListCatalog(principal)) throw auth.deny(principal, needed, origin);
+      // The listing follows the user's grants (as a Basic login's would), not the token's repositories.
+      principal = { ...principal, grants: [...(await auth.userGrants(principal.user)), ...principal.grants], access: undefined };
+    }
+    const lister = principal;
+    return { principal: lister, canPull: (repo) => auth.may(lister, repo, 'pull') };
+  }
+  if (!auth.may(principal, route.repo!, need.action)) {
+    if (!validName && principal.via !== 'anonymous') throw new RegistryError('DENIED', 'requested access to the resource is denied');
+    throw auth.deny(principal, needed, origin);
+  }
+  const caller = principal;
+  return { principal: caller, canPull: (repo) => auth.may(caller, repo, 'pull') };
 }
 
 function originOf(req: RegistryRequest): RequestOrigin {
@@ -88,7 +124,7 @@ export async function onToken(reg: Registry, req: RegistryRequest): Promise<Regi
   if (req.method === 'GET') {
     params = req.query;
     const header = req.headers['authorization'];
-    if (header && !/^basic /i.test(header)) throw new RegistryError('UNAUTHORIZED', 'the token endpoint takes Basic credentials');
+    if (header && !/^basic /i.test(header)) throw basicChallenge(auth.settings.service, new RegistryError('UNAUTHORIZED', 'the token endpoint takes Basic credentials'));
     basic = header?.slice(6).trim();
   } else if (req.method === 'POST') {
     params = new URLSearchParams(await readForm(req));
@@ -105,7 +141,12 @@ export async function onToken(reg: Registry, req: RegistryRequest): Promise<Regi
   if (service && service !== auth.settings.service) {
     throw new RegistryError('DENIED', `this registry issues tokens for service "${auth.settings.service}"`, { detail: { service } });
   }
-  const caller = basic ? await auth.checkPassword(basic) : undefined;
+  let caller: { user: string; grants: Grant[] } | undefined;
+  try {
+    caller = basic ? await auth.checkPassword(basic, req.sourceIp) : undefined;
+  } catch (err) {
+    throw err instanceof RegistryError && err.status === 401 ? basicChallenge(auth.settings.service, err) : err;
+  }
   const grants = [...(caller?.grants ?? []), ...(await auth.authenticate(undefined)).grants];
   const asked = params
     .getAll('scope')
@@ -118,6 +159,12 @@ export async function onToken(reg: Registry, req: RegistryRequest): Promise<Regi
     return json(200, { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, issued_at: issued.issuedAt, scope: access.map(scopeString).join(' ') });
   }
   return json(200, { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt });
+}
+
+/** The token endpoint's refusal of credentials says which ones it takes (RFC 7235: a 401 carries a challenge). */
+function basicChallenge(service: string, err: RegistryError): RegistryError {
+  err.headers['WWW-Authenticate'] = `Basic realm="${service}",charset="UTF-8"`;
+  return err;
 }
 
 async function readForm(req: RegistryRequest): Promise<string> {

@@ -53,6 +53,7 @@ export function fromEvent(event: APIGatewayProxyEventV2): RegistryRequest {
     query: new URLSearchParams(event.rawQueryString ?? ''),
     headers,
     body: bufferBody(body),
+    sourceIp: event.requestContext.http?.sourceIp,
   };
 }
 

@@ -13,6 +13,8 @@ export interface RegistryRequest {
   /** Header names in lower case. */
   headers: Record<string, string | undefined>;
   body: Body;
+  /** The client's address as the platform saw it (API Gateway's sourceIp, the socket's peer); never a header. */
+  sourceIp?: string;
 }
 
 export type ResponseBody = string | Uint8Array | AsyncIterable<Uint8Array>;

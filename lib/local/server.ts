@@ -37,6 +37,7 @@ export function toRegistryRequest(req: IncomingMessage): RegistryRequest {
     query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)),
     headers,
     body: { stream: requestBody(req), length: declared !== undefined ? Number(declared) : hasBody ? undefined : 0 },
+    sourceIp: req.socket.remoteAddress,
   };
 }
 

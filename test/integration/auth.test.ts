@@ -6,7 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { before, describe, it } from 'node:test';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { SignJWT, decodeJwt } from 'jose';
 import { run as admin } from '../../lib/admin/cli.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
@@ -21,9 +24,27 @@ const PASSWORDS: Record<string, string> = { alice: 'alice-password-1', bob: 'bob
 
 const basic = (user: string, password = PASSWORDS[user]!) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
-function expectError(res: Received, status: number, code: string) {
-  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${res.body}`);
-  assert.equal(res.json().errors?.[0]?.code, code);
+function expectError(res: Received, status: number, code: string, what = '') {
+  assert.equal(res.status, status, `${what}: expected ${status} ${code}, got ${res.status}: ${res.body}`);
+  assert.equal(res.json().errors?.[0]?.code, code, what);
+}
+
+/** A GET from another loopback address (Linux routes all of 127/8 to lo): another client source. */
+function callFrom(localAddress: string, url: string, headers: Record<string, string>): Promise<Received> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, headers, localAddress }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const body = Buffer.concat(chunks);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: () => JSON.parse(body.toString()), header: (n) => [res.headers[n.toLowerCase()]].flat().join(', ') || undefined });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 describe('authentication and authorization (s3)', () => {
@@ -53,6 +74,32 @@ describe('authentication and authorization (s3)', () => {
   }
 
   const as = (auth: string | undefined, extra: Record<string, string> = {}) => ({ ...(auth ? { Authorization: auth } : {}), ...extra });
+
+  /** Every registry item of the table (failed-login counters aside) and every object of the bucket. */
+  async function state(): Promise<string[]> {
+    const items: string[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await r.db.send(new ScanCommand({ TableName: r.config.dynamo.table, ConsistentRead: true, ExclusiveStartKey: start }));
+      for (const i of page.Items ?? []) if (!String(i.pk).startsWith('AUTHFAIL#')) items.push(JSON.stringify(i, Object.keys(i).sort()));
+      start = page.LastEvaluatedKey;
+    } while (start);
+    let token: string | undefined;
+    do {
+      const page = await r.s3.send(new ListObjectsV2Command({ Bucket: r.config.s3.bucket, ContinuationToken: token }));
+      for (const o of page.Contents ?? []) items.push(`s3:${o.Key}:${o.Size}:${o.ETag}`);
+      token = page.NextContinuationToken;
+    } while (token);
+    return items.sort();
+  }
+
+  /** Runs refused requests and checks they changed nothing: no upload, link, manifest, tag or object. */
+  async function unchanged<T>(refused: () => Promise<T>): Promise<T> {
+    const before = await state();
+    const result = await refused();
+    assert.deepEqual(await state(), before, 'a refused request changed stored data');
+    return result;
+  }
 
   /** Pushes a blob and a manifest tagged v1 into `repo` with the given Authorization. */
   async function push(repo: string, auth: string): Promise<{ blob: string; manifest: string }> {
@@ -89,7 +136,7 @@ describe('authentication and authorization (s3)', () => {
     const res = await call(`${r.url}/v2/team/app/manifests/v1`);
     expectError(res, 401, 'UNAUTHORIZED');
     assert.equal(res.header('www-authenticate'), `Bearer realm="${r.url}/auth/token",service="skiff",scope="repository:team/app:pull"`);
-    const behind = await call(`${r.url}/v2/team/app/blobs/uploads/`, { method: 'POST', headers: { Host: 'registry.example.com', 'X-Forwarded-Proto': 'https' } });
+    const behind = await unchanged(() => call(`${r.url}/v2/team/app/blobs/uploads/`, { method: 'POST', headers: { Host: 'registry.example.com', 'X-Forwarded-Proto': 'https' } }));
     assert.match(behind.header('www-authenticate')!, /realm="https:\/\/registry\.example\.com\/auth\/token"/);
   });
 
@@ -117,12 +164,25 @@ describe('authentication and authorization (s3)', () => {
       { type: 'repository', name: 'team/app', actions: ['pull'] },
       { type: 'registry', name: 'catalog', actions: ['*'] },
     ]);
-    const post = await call(`${r.url}/v2/team/app/blobs/uploads/`, { method: 'POST', headers: as(`Bearer ${t}`) });
-    expectError(post, 401, 'UNAUTHORIZED');
-    assert.match(post.header('www-authenticate')!, /scope="repository:team\/app:push",error="insufficient_scope"/);
-    expectError(await call(`${r.url}/v2/team/app/manifests/v1`, { method: 'DELETE', headers: as(`Bearer ${t}`) }), 401, 'UNAUTHORIZED');
-    // The same with Basic: the user is known, the action is not theirs.
-    expectError(await call(`${r.url}/v2/team/app/blobs/uploads/`, { method: 'POST', headers: as(basic('bob')) }), 403, 'DENIED');
+    const tagged = (await call(`${r.url}/v2/team/app/manifests/v1`, { method: 'HEAD', headers: as(`Bearer ${t}`) })).header('docker-content-digest');
+    assert.ok(tagged);
+    const data = bytes(100, 9);
+    await unchanged(async () => {
+      const post = await call(`${r.url}/v2/team/app/blobs/uploads/`, { method: 'POST', headers: as(`Bearer ${t}`) });
+      expectError(post, 401, 'UNAUTHORIZED');
+      assert.match(post.header('www-authenticate')!, /scope="repository:team\/app:push",error="insufficient_scope"/);
+      expectError(await call(`${r.url}/v2/team/app/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data, headers: as(`Bearer ${t}`) }), 401, 'UNAUTHORIZED');
+      expectError(await call(`${r.url}/v2/team/app/manifests/v1`, { method: 'DELETE', headers: as(`Bearer ${t}`) }), 401, 'UNAUTHORIZED');
+      expectError(await call(`${r.url}/v2/team/app/manifests/${tagged}`, { method: 'DELETE', headers: as(`Bearer ${t}`) }), 401, 'UNAUTHORIZED');
+      expectError(await call(`${r.url}/v2/team/app/manifests/v1`, { method: 'PUT', body: '{}', headers: as(`Bearer ${t}`, { 'Content-Type': MediaTypes.ociManifest }) }), 401, 'UNAUTHORIZED');
+      // The same with Basic: the user is known, the action is not theirs.
+      expectError(await call(`${r.url}/v2/team/app/blobs/uploads/`, { method: 'POST', headers: as(basic('bob')) }), 403, 'DENIED');
+      expectError(await call(`${r.url}/v2/team/app/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data, headers: as(basic('bob')) }), 403, 'DENIED');
+      expectError(await call(`${r.url}/v2/team/app/manifests/v1`, { method: 'DELETE', headers: as(basic('bob')) }), 403, 'DENIED');
+    });
+    // Explicitly: the tag still names the same manifest, and the blob was linked nowhere.
+    assert.equal((await call(`${r.url}/v2/team/app/manifests/v1`, { method: 'HEAD', headers: as(basic('alice')) })).header('docker-content-digest'), tagged);
+    assert.equal((await call(`${r.url}/v2/team/app/blobs/${sha256(data)}`, { method: 'HEAD', headers: as(basic('alice')) })).status, 404);
     expectError(await call(`${r.url}/v2/team/other/manifests/v1`, { headers: as(basic('bob')) }), 403, 'DENIED');
     // A prefix grant covers what is below it, not look-alikes.
     expectError(await call(`${r.url}/v2/teammate/x/manifests/v1`, { headers: as(basic('alice')) }), 403, 'DENIED');
@@ -130,10 +190,42 @@ describe('authentication and authorization (s3)', () => {
     assert.equal((await call(`${r.url}/v2/team/app/manifests/v1`, { headers: as(`Bearer ${t}`) })).status, 200, 'what was granted works');
   });
 
-  it('refuses path tricks in names before anything else', async () => {
-    for (const path of ['/v2/team/../secret/x/manifests/v1', '/v2/team%2F..%2Fsecret%2Fx/manifests/v1', '/v2/Team/app/manifests/v1', '/v2/team/app%2F/manifests/v1', '/v2/./team/app/manifests/v1']) {
-      expectError(await call(`${r.url}${path}`, { headers: as(basic('alice')) }), 400, 'NAME_INVALID');
-    }
+  it('authorizes path tricks in names as sent, before their grammar: 401 without credentials, 403 unless covered, 400 only then', async () => {
+    const bobToken = await token('bob', 'repository:team/app:pull');
+    const aliceToken = await token('alice', 'repository:team/app:pull,push');
+    // [path, what alice's `team/*` makes of the raw string]
+    const cases: [string, number][] = [
+      ['/v2/team/../secret/x/manifests/v1', 400],
+      ['/v2/team/app%2F/manifests/v1', 400],
+      ['/v2/team/App/manifests/v1', 400],
+      ['/v2/team%2F..%2Fsecret%2Fx/manifests/v1', 403],
+      ['/v2/Team/app/manifests/v1', 403],
+      ['/v2/TEAM/APP/manifests/v1', 403],
+      ['/v2/./team/app/manifests/v1', 403],
+      ['/v2/secret/x/../../team/app/manifests/v1', 403],
+      ['/v2/secret%2Fx/manifests/v1', 403],
+      ['/v2//manifests/v1', 403],
+    ];
+    await unchanged(async () => {
+      for (const [path, alice] of cases) {
+        for (const method of ['GET', 'PUT', 'DELETE']) {
+          const sent = { method, body: method === 'PUT' ? '{}' : undefined, headers: { 'Content-Type': MediaTypes.ociManifest } };
+          const anonymous = await call(`${r.url}${path}`, sent);
+          expectError(anonymous, 401, 'UNAUTHORIZED', `${method} ${path} anonymous`);
+          // The challenge names no scope: a token cannot be asked for a name outside the grammar.
+          assert.match(anonymous.header('www-authenticate')!, /^Bearer realm="[^"]+",service="skiff"$/, path);
+          expectError(await call(`${r.url}${path}`, { ...sent, headers: as(basic('bob'), sent.headers) }), 403, 'DENIED', `${method} ${path} bob`);
+          expectError(await call(`${r.url}${path}`, { ...sent, headers: as(`Bearer ${bobToken}`, sent.headers) }), 403, 'DENIED', `${method} ${path} bob's token`);
+          expectError(await call(`${r.url}${path}`, { ...sent, headers: as(`Bearer ${aliceToken}`, sent.headers) }), 403, 'DENIED', `${method} ${path} alice's token`);
+          // alice's grant covers some of these raw strings; she learns only that the name is invalid.
+          const status = method === 'DELETE' ? 403 : alice; // she may not delete under team/*
+          expectError(await call(`${r.url}${path}`, { ...sent, headers: as(basic('alice'), sent.headers) }), status, status === 400 ? 'NAME_INVALID' : 'DENIED', `${method} ${path} alice`);
+        }
+      }
+      // An empty name: challenged, refused, and (for a caller whose grants cover it) invalid, never "unknown endpoint".
+      expectError(await call(`${r.url}/v2//blobs/uploads/`, { method: 'POST' }), 401, 'UNAUTHORIZED');
+      expectError(await call(`${r.url}/v2//blobs/uploads/`, { method: 'POST', headers: as(basic('alice')) }), 403, 'DENIED');
+    });
   });
 
   it('refuses missing, malformed, expired, early, forged, alg:none and foreign tokens with 401', async () => {
@@ -179,16 +271,36 @@ describe('authentication and authorization (s3)', () => {
     assert.equal(JSON.parse(Buffer.from(issued.split('.')[0]!, 'base64url').toString()).kid, 'k2', 'the first key signs');
   });
 
-  it('refuses wrong passwords (401), counts them, and locks the user out past the limit (429)', async () => {
+  it('refuses wrong passwords (401), counts them per user and source, and locks out that source past the limit (429)', async () => {
     for (let i = 0; i < 3; i++) {
       expectError(await call(`${r.url}/v2/`, { headers: as(basic('carol', 'wrong-password')) }), 401, 'UNAUTHORIZED');
     }
-    assert.equal(await r.registry.meta.users.failures('carol'), 3);
+    assert.equal(await r.registry.meta.users.failures('carol#127.0.0.1'), 3);
     const locked = await call(`${r.url}/v2/`, { headers: as(basic('carol')) });
     expectError(locked, 429, 'TOOMANYREQUESTS');
     assert.ok(Number(locked.header('retry-after')) > 0);
     expectError(await call(`${r.url}/auth/token?service=skiff`, { headers: as(basic('carol')) }), 429, 'TOOMANYREQUESTS');
-    expectError(await call(`${r.url}/v2/`, { headers: as(basic('nobody', 'whatever-password')) }), 401, 'UNAUTHORIZED');
+    // Someone guessing from one address does not lock carol out everywhere: from another source
+    // her password works, and a wrong one there is counted there, apart.
+    assert.equal((await callFrom('127.0.0.2', `${r.url}/v2/`, as(basic('carol')))).status, 200, 'the right password from another source');
+    assert.equal((await callFrom('127.0.0.2', `${r.url}/auth/token?service=skiff`, as(basic('carol')))).status, 200);
+    expectError(await callFrom('127.0.0.3', `${r.url}/v2/`, as(basic('carol', 'wrong-password'))), 401, 'UNAUTHORIZED');
+    assert.equal(await r.registry.meta.users.failures('carol#127.0.0.3'), 1);
+    assert.equal(await r.registry.meta.users.failures('carol#127.0.0.1'), 3);
+    assert.equal((await callFrom('127.0.0.3', `${r.url}/v2/`, as(basic('carol')))).status, 200);
+    assert.equal(await r.registry.meta.users.failures('carol#127.0.0.3'), 0, 'a good login clears its source');
+    expectError(await call(`${r.url}/v2/`, { headers: as(basic('carol')) }), 429, 'TOOMANYREQUESTS');
+    // Made-up names write nothing to the table, yet lock out the same way (no telling users apart).
+    for (let i = 0; i < 3; i++) expectError(await call(`${r.url}/v2/`, { headers: as(basic(`nobody${i % 2}`, 'whatever-password')) }), 401, 'UNAUTHORIZED');
+    expectError(await call(`${r.url}/v2/`, { headers: as(basic('nobody0', 'whatever-password')) }), 401, 'UNAUTHORIZED');
+    expectError(await call(`${r.url}/v2/`, { headers: as(basic('nobody0', 'whatever-password')) }), 429, 'TOOMANYREQUESTS');
+    for (const name of ['nobody0', 'nobody1']) {
+      const stored = await r.db.send(new ScanCommand({ TableName: r.config.dynamo.table, FilterExpression: 'begins_with(pk, :p)', ExpressionAttributeValues: { ':p': `AUTHFAIL#${name}` } }));
+      assert.equal(stored.Items?.length, 0, `no counter stored for ${name}`);
+    }
+    // What is stored expires with its window.
+    const counter = await r.db.send(new GetCommand({ TableName: r.config.dynamo.table, Key: { pk: 'AUTHFAIL#carol', sk: 'SOURCE#127.0.0.1' } }));
+    assert.ok(counter.Item!.ttl > Date.now() / 1000 && counter.Item!.ttl === Math.ceil(counter.Item!.windowEnds / 1000));
     expectError(await call(`${r.url}/v2/`, { headers: as('Basic !!!not-base64') }), 401, 'UNAUTHORIZED');
     expectError(await call(`${r.url}/auth/token?service=skiff`, { headers: as(basic('alice', 'wrong')) }), 401, 'UNAUTHORIZED');
     assert.equal((await call(`${r.url}/v2/`, { headers: as(basic('alice')) })).status, 200, 'other users are unaffected');
@@ -197,7 +309,7 @@ describe('authentication and authorization (s3)', () => {
   it('never mounts from a repository the caller cannot read', async () => {
     const secretBlob = (await push('secret/x', basic('dave'))).blob;
     // bob may only pull team/app: a mount into it needs push.
-    const bob = await call(`${r.url}/v2/team/app/blobs/uploads/?mount=${secretBlob}&from=secret/x`, { method: 'POST', headers: as(basic('bob')) });
+    const bob = await unchanged(() => call(`${r.url}/v2/team/app/blobs/uploads/?mount=${secretBlob}&from=secret/x`, { method: 'POST', headers: as(basic('bob')) }));
     expectError(bob, 403, 'DENIED');
     // alice may push team/*, but not read secret/x: the mount becomes a plain new upload.
     const alice = await call(`${r.url}/v2/team/stolen/blobs/uploads/?mount=${secretBlob}&from=secret/x`, { method: 'POST', headers: as(basic('alice')) });
@@ -213,11 +325,53 @@ describe('authentication and authorization (s3)', () => {
     const pub = await push('public/tools', await adminPushAuth());
     assert.equal((await call(`${r.url}/v2/public/tools/manifests/v1`)).status, 200);
     assert.equal((await call(`${r.url}/v2/public/tools/blobs/${pub.blob}`, { method: 'HEAD' })).status, 200);
-    expectError(await call(`${r.url}/v2/public/tools/blobs/uploads/`, { method: 'POST' }), 401, 'UNAUTHORIZED');
+    const tagged = (await call(`${r.url}/v2/public/tools/manifests/v1`, { method: 'HEAD' })).header('docker-content-digest');
+    const data = bytes(50, 3);
+    await unchanged(async () => {
+      expectError(await call(`${r.url}/v2/public/tools/blobs/uploads/`, { method: 'POST' }), 401, 'UNAUTHORIZED');
+      expectError(await call(`${r.url}/v2/public/tools/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data }), 401, 'UNAUTHORIZED');
+      expectError(await call(`${r.url}/v2/public/tools/manifests/v1`, { method: 'PUT', body: '{}', headers: { 'Content-Type': MediaTypes.ociManifest } }), 401, 'UNAUTHORIZED');
+      expectError(await call(`${r.url}/v2/public/tools/manifests/${tagged}`, { method: 'DELETE' }), 401, 'UNAUTHORIZED');
+    });
+    assert.equal((await call(`${r.url}/v2/public/tools/manifests/v1`, { method: 'HEAD' })).header('docker-content-digest'), tagged, 'tag unchanged');
+    assert.equal((await call(`${r.url}/v2/public/tools/blobs/${sha256(data)}`, { method: 'HEAD' })).status, 404, 'nothing linked');
     const t = await token(undefined, 'repository:public/tools:pull,push', 'repository:team/app:pull');
     assert.deepEqual(decodeJwt(t).access, [{ type: 'repository', name: 'public/tools', actions: ['pull'] }]);
     assert.equal(decodeJwt(t).sub, 'anonymous');
     expectError(await call(`${r.url}/v2/team/app/manifests/v1`), 401, 'UNAUTHORIZED');
+  });
+
+  it('gives anonymous callers pull only, even if the store holds more for them', async () => {
+    const dave = await adminPushAuth();
+    const pub = await push('public/rw', dave);
+    // Written straight into the store (the admin tool refuses it): push and delete for anonymous.
+    await r.registry.meta.users.putGrant('anonymous', { pattern: 'public/rw', actions: ['pull', 'push', 'delete'] });
+    await r.registry.meta.users.putGrant('anonymous', { pattern: 'open/*', actions: ['push', 'delete'] });
+    try {
+      const data = bytes(70, 4);
+      await unchanged(async () => {
+        for (const repo of ['public/rw', 'open/x']) {
+          expectError(await call(`${r.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' }), 401, 'UNAUTHORIZED');
+          expectError(await call(`${r.url}/v2/${repo}/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data }), 401, 'UNAUTHORIZED');
+          expectError(await call(`${r.url}/v2/${repo}/manifests/v2`, { method: 'PUT', body: '{}', headers: { 'Content-Type': MediaTypes.ociManifest } }), 401, 'UNAUTHORIZED');
+          expectError(await call(`${r.url}/v2/${repo}/manifests/v1`, { method: 'DELETE' }), 401, 'UNAUTHORIZED');
+          expectError(await call(`${r.url}/v2/${repo}/blobs/${pub.blob}`, { method: 'DELETE' }), 401, 'UNAUTHORIZED');
+        }
+        // Nor does the token endpoint hand out more than pull to anonymous callers.
+        const t = await token(undefined, 'repository:public/rw:pull,push,delete', 'repository:open/x:pull,push,delete');
+        assert.deepEqual(decodeJwt(t).access, [{ type: 'repository', name: 'public/rw', actions: ['pull'] }]);
+        expectError(await call(`${r.url}/v2/public/rw/blobs/uploads/`, { method: 'POST', headers: as(`Bearer ${t}`) }), 401, 'UNAUTHORIZED');
+        expectError(await call(`${r.url}/v2/open/x/manifests/v1`), 401, 'UNAUTHORIZED');
+      });
+      assert.equal((await call(`${r.url}/v2/public/rw/manifests/v1`)).status, 200, 'pull still works');
+      assert.equal((await call(`${r.url}/v2/public/rw/manifests/v1`, { method: 'HEAD' })).header('docker-content-digest'), pub.manifest, 'tag unchanged');
+      assert.equal((await call(`${r.url}/v2/public/rw/blobs/${sha256(data)}`, { method: 'HEAD' })).status, 404, 'nothing linked');
+      // A user keeps their own push: the filter is on anonymous grants only.
+      assert.equal((await call(`${r.url}/v2/public/rw/blobs/uploads/`, { method: 'POST', headers: as(dave) })).status, 202);
+    } finally {
+      await r.registry.meta.users.deleteGrant('anonymous', 'public/rw');
+      await r.registry.meta.users.deleteGrant('anonymous', 'open/*');
+    }
   });
 
   /** A user that may push public/*: granted for this test only. */
@@ -244,7 +398,73 @@ describe('authentication and authorization (s3)', () => {
     assert.ok(bob.every((n) => n === 'team/app' || n.startsWith('public/')), bob.join(' '));
     const paged = await call(`${r.url}/v2/_catalog?n=1`, { headers: as(basic('bob')) });
     assert.equal(paged.json().repositories.length, 1);
-    expectError(await call(`${r.url}/v2/_catalog`), 401, 'UNAUTHORIZED');
+    const anonymous = await call(`${r.url}/v2/_catalog`);
+    expectError(anonymous, 401, 'UNAUTHORIZED');
+    assert.equal(anonymous.header('www-authenticate'), `Bearer realm="${r.url}/auth/token",service="skiff",scope="registry:catalog:*"`);
+  });
+
+  it('lists the catalog for a bearer whose token carries registry:catalog:*, by the user\'s own grants', async () => {
+    // What alice may pull: her grants (team/*, alice/app) and the anonymous ones (public/*).
+    const all = (await r.registry.manifests.repositories(undefined, undefined)).items;
+    const expected = all.filter((n) => n.startsWith('team/') || n === 'alice/app' || n.startsWith('public/'));
+    assert.ok(expected.includes('team/app') && expected.includes('alice/app') && expected.includes('public/tools'), expected.join(' '));
+    assert.ok(all.includes('secret/x') && !expected.includes('secret/x'));
+
+    // The flow of crane and regctl: challenged for the catalog scope, ask for it, list.
+    const challenge = await call(`${r.url}/v2/_catalog`);
+    expectError(challenge, 401, 'UNAUTHORIZED');
+    const scope = /scope="([^"]+)"/.exec(challenge.header('www-authenticate')!)![1]!;
+    assert.equal(scope, 'registry:catalog:*');
+    const t = await token('alice', scope);
+    assert.deepEqual(decodeJwt(t).access, [{ type: 'registry', name: 'catalog', actions: ['*'] }]);
+    const listed = await call(`${r.url}/v2/_catalog`, { headers: as(`Bearer ${t}`) });
+    assert.equal(listed.status, 200, listed.body.toString());
+    assert.deepEqual(listed.json().repositories, expected);
+    assert.deepEqual(listed.json().repositories, (await call(`${r.url}/v2/_catalog`, { headers: as(basic('alice')) })).json().repositories, 'as with Basic');
+    // Paging works the same way.
+    const first = await call(`${r.url}/v2/_catalog?n=2`, { headers: as(`Bearer ${t}`) });
+    assert.deepEqual(first.json().repositories, expected.slice(0, 2));
+    assert.match(first.header('link')!, /rel="next"/);
+    // The OAuth2 password grant gives it too.
+    const form = new URLSearchParams({ grant_type: 'password', username: 'dave', password: PASSWORDS.dave!, scope: 'registry:catalog:*', service: 'skiff' });
+    const posted = await call(`${r.url}/auth/token`, { method: 'POST', body: form.toString(), headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+    const daves = await call(`${r.url}/v2/_catalog`, { headers: as(`Bearer ${posted.json().access_token}`) });
+    assert.deepEqual(daves.json().repositories, all.filter((n) => n === 'secret/x' || n.startsWith('public/')));
+
+    // A token without the catalog scope is told which scope to get; one for anonymous never has it.
+    const narrow = await call(`${r.url}/v2/_catalog`, { headers: as(`Bearer ${await token('alice', 'repository:team/app:pull')}`) });
+    expectError(narrow, 401, 'UNAUTHORIZED');
+    assert.equal(narrow.header('www-authenticate'), `Bearer realm="${r.url}/auth/token",service="skiff",scope="registry:catalog:*",error="insufficient_scope"`);
+    const anon = await token(undefined, 'registry:catalog:*');
+    assert.deepEqual(decodeJwt(anon).access, []);
+    expectError(await call(`${r.url}/v2/_catalog`, { headers: as(`Bearer ${anon}`) }), 401, 'UNAUTHORIZED');
+    // A grant revoked shows at once (no caching in this suite), though the token still stands.
+    assert.equal((await cli('revoke', 'alice', 'alice/app')).code, 0);
+    try {
+      const after = (await call(`${r.url}/v2/_catalog`, { headers: as(`Bearer ${t}`) })).json().repositories;
+      assert.deepEqual(after, expected.filter((n) => n !== 'alice/app'));
+    } finally {
+      assert.equal((await cli('grant', 'alice', 'alice/app', 'pull,push,delete')).code, 0);
+    }
+  });
+
+  it('challenges refused credentials at the token endpoint with Basic', async () => {
+    const cases: [string, Record<string, string>, string?][] = [
+      ['wrong password', as(basic('alice', 'wrong-password'))],
+      ['no such user', as(basic('nobody9', 'wrong-password'))],
+      ['not Basic', as('Bearer abc')],
+      ['malformed', as('Basic !!!')],
+    ];
+    for (const [what, headers] of cases) {
+      const res = await call(`${r.url}/auth/token?service=skiff&scope=repository:team/app:pull`, { headers });
+      expectError(res, 401, 'UNAUTHORIZED', what);
+      assert.equal(res.header('www-authenticate'), 'Basic realm="skiff",charset="UTF-8"', what);
+    }
+    const form = new URLSearchParams({ grant_type: 'password', username: 'alice', password: 'wrong-password', service: 'skiff' });
+    const posted = await call(`${r.url}/auth/token`, { method: 'POST', body: form.toString(), headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+    expectError(posted, 401, 'UNAUTHORIZED');
+    assert.equal(posted.header('www-authenticate'), 'Basic realm="skiff",charset="UTF-8"');
+    await r.registry.meta.users.clearFailures('alice');
   });
 
   it('speaks the OAuth2 password grant at the token endpoint too, and refuses other services', async () => {
@@ -305,5 +525,17 @@ describe('open registry', () => {
   it('needs no credentials and has no token endpoint', async () => {
     assert.equal((await call(`${r.url}/v2/`)).status, 200);
     expectError(await call(`${r.url}/auth/token`), 404, 'UNSUPPORTED');
+  });
+
+  it('calls an empty repository name invalid (400), not an unknown endpoint', async () => {
+    for (const [method, path] of [
+      ['POST', '/v2//blobs/uploads/'],
+      ['GET', '/v2//blobs/uploads/some-id'],
+      ['GET', `/v2//blobs/${sha256(bytes(1, 1))}`],
+      ['GET', '/v2//manifests/v1'],
+      ['GET', '/v2//tags/list'],
+    ]) {
+      expectError(await call(`${r.url}${path}`, { method }), 400, 'NAME_INVALID', `${method} ${path}`);
+    }
   });
 });

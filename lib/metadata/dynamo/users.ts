@@ -1,11 +1,23 @@
 /**
  * Users, grants and failed-login counters in DynamoDB (key design in table.ts).
+ *
+ * Failed logins are counted per user and source address: the counter named `<user>#<source>`
+ * (failureKey() in lib/auth/authorizer.ts; user names cannot contain "#") is the item
+ * pk `AUTHFAIL#<user>`, sk `SOURCE#<source>`, with a TTL at the end of its window. A bare
+ * `<user>` names the user-wide counter of old (sk `AUTHFAIL`); clearing it clears every
+ * source's counter of that user too (a Query: the admin tool's job, not the functions').
  */
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Action, Grant } from '../../auth/access.js';
 import type { User, UserStore } from '../types.js';
 import { deleteExisting, key, queryPrefix } from './table.js';
+
+function failureItem(counter: string): { pk: string; sk: string } {
+  const hash = counter.indexOf('#');
+  if (hash < 0) return key.failures(counter);
+  return { pk: key.failures(counter.slice(0, hash)).pk, sk: `SOURCE#${counter.slice(hash + 1)}` };
+}
 
 export class DynamoUserStore implements UserStore {
   constructor(
@@ -54,7 +66,7 @@ export class DynamoUserStore implements UserStore {
       const res = await this.db.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: key.failures(name),
+          Key: failureItem(name),
           UpdateExpression: 'ADD failures :one',
           ConditionExpression: 'windowEnds > :now',
           ExpressionAttributeValues: { ':one': 1, ':now': now },
@@ -68,18 +80,23 @@ export class DynamoUserStore implements UserStore {
     // No window, or an expired one: start a new one.
     const windowEnds = now + windowMs;
     await this.db.send(
-      new PutCommand({ TableName: this.table, Item: { ...key.failures(name), failures: 1, windowEnds, ttl: Math.ceil(windowEnds / 1000) } }),
+      new PutCommand({ TableName: this.table, Item: { ...failureItem(name), failures: 1, windowEnds, ttl: Math.ceil(windowEnds / 1000) } }),
     );
     return 1;
   }
 
   async failures(name: string): Promise<number> {
-    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.failures(name), ConsistentRead: true }));
+    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: failureItem(name), ConsistentRead: true }));
     return res.Item && (res.Item.windowEnds as number) > this.now() ? (res.Item.failures as number) : 0;
   }
 
   async clearFailures(name: string): Promise<void> {
-    await this.db.send(new DeleteCommand({ TableName: this.table, Key: key.failures(name) }));
+    const item = failureItem(name);
+    const keys = [item];
+    if (!name.includes('#')) {
+      for (const i of await this.query(item.pk, 'SOURCE#')) keys.push({ pk: item.pk, sk: i.sk as string });
+    }
+    for (const Key of keys) await this.db.send(new DeleteCommand({ TableName: this.table, Key }));
   }
 
   private async query(pk: string, prefix: string): Promise<Record<string, unknown>[]> {
