@@ -7,7 +7,7 @@
  * ones go to a content-addressed object.
  */
 import { createHash } from 'node:crypto';
-import { RegistryError } from '../oci/errors.js';
+import { RegistryError, deletionDisabled } from '../oci/errors.js';
 import { type Digest, parseDigest } from '../oci/digest.js';
 import { type Manifest, parseManifest } from '../oci/manifest.js';
 import { isValidName, isValidTag } from '../oci/names.js';
@@ -121,7 +121,7 @@ export class ManifestService {
   }
 
   async delete(repo: string, reference: Reference): Promise<void> {
-    if (!this.settings.deleteEnabled) throw new RegistryError('UNSUPPORTED', 'deletion is disabled on this registry');
+    if (!this.settings.deleteEnabled) throw deletionDisabled('manifest', 'GET, HEAD, PUT');
     const deleted =
       reference.tag !== undefined
         ? await this.meta.manifests.deleteTag(repo, reference.tag)
