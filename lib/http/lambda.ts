@@ -81,7 +81,10 @@ export async function toResult(res: RegistryResponse): Promise<APIGatewayProxySt
   }
   const headers = { ...res.headers };
   if (body) headers['Content-Length'] = String(body.length);
-  const text = body && /json|text/.test(headers['Content-Type'] ?? '');
+  // Only what the registry wrote itself (error and listing JSON) travels as text. Stored bytes,
+  // manifests included, go base64: exact whatever they contain, and no larger than 4/3 of
+  // their size, where JSON escaping of a manifest's text could double it past Lambda's limit.
+  const text = body && typeof res.body === 'string';
   return {
     statusCode: res.status,
     headers,

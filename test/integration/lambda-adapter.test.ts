@@ -74,6 +74,31 @@ describe('Lambda adapter (s3)', () => {
     assert.equal(JSON.parse(get.body!).errors[0].code, 'SIZE_INVALID');
   });
 
+  it('serves a manifest base64, byte for byte, within the Lambda response limit even when its text escapes badly', async () => {
+    const config = Buffer.from('{}');
+    assert.equal((await invoke(event('POST', '/v2/lambda/manifest/blobs/uploads/', { query: `digest=${sha256(config)}`, body: config }))).statusCode, 201);
+    // Quotes, backslashes and control characters: JSON escaping of this text would double it.
+    const noise = '"\\\u0001'.repeat(330_000);
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: 2 },
+        layers: [],
+        annotations: { noise, 'org.example.text': 'café 日本' },
+      }),
+    );
+    assert.ok(manifest.length > 3 * MiB && manifest.length < 4 * MiB, String(manifest.length));
+    const put = await invoke(event('PUT', '/v2/lambda/manifest/manifests/v1', { body: manifest, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' } }));
+    assert.equal(put.statusCode, 201, String(put.body));
+    const get = await invoke(event('GET', '/v2/lambda/manifest/manifests/v1', { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } }));
+    assert.equal(get.statusCode, 200);
+    assert.equal(get.isBase64Encoded, true);
+    assert.ok(Buffer.from(get.body!, 'base64').equals(manifest), 'the bytes pulled are the bytes pushed');
+    assert.equal(get.headers!['Docker-Content-Digest'], sha256(manifest));
+    assert.ok(Buffer.byteLength(JSON.stringify(get)) <= 6_291_456, 'the response fits in a Lambda invocation result');
+  });
+
   it('answers errors as OCI JSON in plain text', async () => {
     const res = await invoke(event('GET', `/v2/lambda/repo/blobs/${sha256(bytes(1, 9))}`));
     assert.equal(res.statusCode, 404);
