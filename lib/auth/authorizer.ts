@@ -50,10 +50,6 @@ export interface AuthSettings {
   cacheMs: number;
 }
 
-/** Where a user's failed logins from one source are counted (see DynamoUserStore). */
-export function failureKey(user: string, source: string | undefined): string {
-  return `${user}#${source || 'unknown'}`;
-}
 
 /** Failed logins for names that are no user: in memory, at most `max` counters, each for a window. */
 class TransientFailures {
@@ -139,20 +135,21 @@ export class Authorizer {
     const hit = this.verified.get(cacheKey);
     if (hit && hit.until > Date.now()) return hit;
 
-    const counter = failureKey(user, source);
-    const [record, stored] = await Promise.all([this.users.getUser(user), this.users.failures(counter)]);
-    const failures = record ? stored : this.strangers.failures(counter);
+    const from = source || 'unknown';
+    const stranger = `${user}\0${from}`;
+    const [record, stored] = await Promise.all([this.users.getUser(user), this.users.failures(user, from)]);
+    const failures = record ? stored : this.strangers.failures(stranger);
     if (failures >= this.settings.failureLimit) {
       throw new RegistryError('TOOMANYREQUESTS', 'too many failed logins for this user from this address; try again later', {
         headers: { 'Retry-After': String(Math.ceil(this.settings.failureWindowMs / 1000)) },
       });
     }
     if (!(await verifyPassword(password, record?.passwordHash))) {
-      if (record) await this.users.recordFailure(counter, this.settings.failureWindowMs);
-      else this.strangers.record(counter, this.settings.failureWindowMs);
+      if (record) await this.users.recordFailure(user, from, this.settings.failureWindowMs);
+      else this.strangers.record(stranger, this.settings.failureWindowMs);
       throw unauthorized('invalid username or password');
     }
-    if (failures > 0) await this.users.clearFailures(counter);
+    if (failures > 0) await this.users.clearFailures(user, from);
     const grants = await this.users.grants(user);
     this.userGrantCache.set(user, { grants, until: Date.now() + this.settings.cacheMs });
     const entry: Cached = { user, grants, until: Date.now() + this.settings.cacheMs };

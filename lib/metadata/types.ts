@@ -192,10 +192,14 @@ export interface UserStore {
   grants(name: string): Promise<Grant[]>;
   putGrant(name: string, grant: Grant): Promise<void>;
   deleteGrant(name: string, pattern: string): Promise<boolean>;
-  /** Counts a failed login; returns the failures in the current window (started by the first). */
-  recordFailure(name: string, windowMs: number): Promise<number>;
-  failures(name: string): Promise<number>;
-  clearFailures(name: string): Promise<void>;
+  /**
+   * Counts a failed login of `user` from `source` (an address); returns the failures in the
+   * current window (started by the first).
+   */
+  recordFailure(user: string, source: string, windowMs: number): Promise<number>;
+  failures(user: string, source: string): Promise<number>;
+  /** Clears the counter of one source, or with no source every counter of the user. */
+  clearFailures(user: string, source?: string): Promise<void>;
 }
 
 export interface MetadataStore {

@@ -188,9 +188,9 @@ describe('Lambda mode with authentication required (s3)', () => {
     assert.equal(wrong.json().errors[0].code, 'UNAUTHORIZED');
     assert.match(wrong.header('www-authenticate')!, /^Basic realm=/);
     // Counted against the event's requestContext.http.sourceIp, and cleared by the next good login.
-    assert.equal(await store.failures('lam#127.0.0.1'), 1);
+    assert.equal(await store.failures('lam', '127.0.0.1'), 1);
     assert.equal((await call(`${reg.url}/v2/`, { headers: { Authorization: basic('lam') } })).status, 200);
-    assert.equal(await store.failures('lam#127.0.0.1'), 0);
+    assert.equal(await store.failures('lam', '127.0.0.1'), 0);
   });
 
   it('takes a chunked push (POST, PATCH, PUT) with a Bearer token, and serves it back', async () => {

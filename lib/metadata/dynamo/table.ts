@@ -17,7 +17,7 @@
  *   repository          CATALOG             REPO#<name>        name createdAt
  *   user                USERS               USER#<name>        name passwordHash createdAt updatedAt
  *   grant               USER#<name>         GRANT#<pattern>    pattern actions
- *   failed logins       AUTHFAIL#<name>     AUTHFAIL           failures windowEnds ttl
+ *   failed logins       AUTHFAIL#<user>     SOURCE#<address>   failures windowEnds ttl
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
@@ -58,7 +58,7 @@ export const key = {
   repository: (repo: string) => ({ pk: 'CATALOG', sk: `REPO#${repo}` }),
   user: (name: string) => ({ pk: 'USERS', sk: `USER#${name}` }),
   grant: (name: string, pattern: string) => ({ pk: `USER#${name}`, sk: `GRANT#${pattern}` }),
-  failures: (name: string) => ({ pk: `AUTHFAIL#${name}`, sk: 'AUTHFAIL' }),
+  failures: (user: string, source: string) => ({ pk: `AUTHFAIL#${user}`, sk: `SOURCE#${source}` }),
 };
 
 /**

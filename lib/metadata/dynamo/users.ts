@@ -1,23 +1,15 @@
 /**
  * Users, grants and failed-login counters in DynamoDB (key design in table.ts).
  *
- * Failed logins are counted per user and source address: the counter named `<user>#<source>`
- * (failureKey() in lib/auth/authorizer.ts; user names cannot contain "#") is the item
- * pk `AUTHFAIL#<user>`, sk `SOURCE#<source>`, with a TTL at the end of its window. A bare
- * `<user>` names the user-wide counter of old (sk `AUTHFAIL`); clearing it clears every
- * source's counter of that user too (a Query: the admin tool's job, not the functions').
+ * Failed logins are counted per user and source address, one item each (pk `AUTHFAIL#<user>`,
+ * sk `SOURCE#<address>`) with a TTL at the end of its window. Clearing every counter of a user
+ * is a Query: the admin tool's job, not the functions' (their IAM allows no Query there).
  */
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { Action, Grant } from '../../auth/access.js';
 import type { User, UserStore } from '../types.js';
 import { deleteExisting, key, queryPrefix } from './table.js';
-
-function failureItem(counter: string): { pk: string; sk: string } {
-  const hash = counter.indexOf('#');
-  if (hash < 0) return key.failures(counter);
-  return { pk: key.failures(counter.slice(0, hash)).pk, sk: `SOURCE#${counter.slice(hash + 1)}` };
-}
 
 export class DynamoUserStore implements UserStore {
   constructor(
@@ -59,14 +51,14 @@ export class DynamoUserStore implements UserStore {
     return deleteExisting(this.db, this.table, key.grant(name, pattern));
   }
 
-  async recordFailure(name: string, windowMs: number): Promise<number> {
+  async recordFailure(user: string, source: string, windowMs: number): Promise<number> {
     const now = this.now();
     try {
       // Within the current window: count up.
       const res = await this.db.send(
         new UpdateCommand({
           TableName: this.table,
-          Key: failureItem(name),
+          Key: key.failures(user, source),
           UpdateExpression: 'ADD failures :one',
           ConditionExpression: 'windowEnds > :now',
           ExpressionAttributeValues: { ':one': 1, ':now': now },
@@ -80,22 +72,19 @@ export class DynamoUserStore implements UserStore {
     // No window, or an expired one: start a new one.
     const windowEnds = now + windowMs;
     await this.db.send(
-      new PutCommand({ TableName: this.table, Item: { ...failureItem(name), failures: 1, windowEnds, ttl: Math.ceil(windowEnds / 1000) } }),
+      new PutCommand({ TableName: this.table, Item: { ...key.failures(user, source), failures: 1, windowEnds, ttl: Math.ceil(windowEnds / 1000) } }),
     );
     return 1;
   }
 
-  async failures(name: string): Promise<number> {
-    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: failureItem(name), ConsistentRead: true }));
+  async failures(user: string, source: string): Promise<number> {
+    const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.failures(user, source), ConsistentRead: true }));
     return res.Item && (res.Item.windowEnds as number) > this.now() ? (res.Item.failures as number) : 0;
   }
 
-  async clearFailures(name: string): Promise<void> {
-    const item = failureItem(name);
-    const keys = [item];
-    if (!name.includes('#')) {
-      for (const i of await this.query(item.pk, 'SOURCE#')) keys.push({ pk: item.pk, sk: i.sk as string });
-    }
+  async clearFailures(user: string, source?: string): Promise<void> {
+    const { pk } = key.failures(user, '');
+    const keys = source !== undefined ? [key.failures(user, source)] : (await this.query(pk, 'SOURCE#')).map((i) => ({ pk, sk: i.sk as string }));
     for (const Key of keys) await this.db.send(new DeleteCommand({ TableName: this.table, Key }));
   }
 
