@@ -10,7 +10,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { RegistryError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
-import { LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
+import { Contended, LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
 import { type AppendContext, type Committed, type StorageDriver, keys } from '../storage/types.js';
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
@@ -106,10 +106,7 @@ export class UploadService {
 
       const result = await this.meta.uploads
         .finish(lease, { digest: digest.value, size: committed.size, key: committed.key, mediaType: 'application/octet-stream', createdAt: Date.now() })
-        .catch(async (err) => {
-          await this.storage.objects.delete([committed.key]).catch(() => undefined);
-          throw err;
-        });
+        .catch((err) => this.afterFailedLink(err, before, digest, committed.key));
       const cleanup: Promise<unknown>[] = [this.storage.ingester.release(before.write, undefined), this.states.drop(id, before.offset)];
       // Same digest already stored: keep one copy of the bytes.
       if (!result.created && result.descriptor.key !== committed.key) cleanup.push(this.storage.objects.delete([committed.key]));
@@ -150,6 +147,33 @@ export class UploadService {
       assembled ? this.storage.objects.delete([assembled]) : Promise.resolve(),
     ]);
     throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', { detail: { digest: digest.value } });
+  }
+
+  /**
+   * The link transaction failed after the bytes were assembled. Its answer may have been lost
+   * while it landed (a timeout), so look before deleting anything: deleting bytes a committed
+   * link points at would lose a blob, while an orphan object only costs storage.
+   *   linked                -> it landed, or a concurrent upload linked the same digest:
+   *                            success either way (finish drops these bytes if they are not
+   *                            the linked ones);
+   *   not linked            -> it did not land: free the bytes and end the upload (its
+   *                            multipart upload is completed, so a retried finish could never
+   *                            work);
+   *   cannot tell           -> keep everything and report the failure.
+   */
+  private async afterFailedLink(err: unknown, upload: Upload, digest: Digest, assembled: string): Promise<{ descriptor: Descriptor; created: boolean }> {
+    let link: Descriptor | undefined;
+    try {
+      link = await this.meta.blobs.getLink(upload.repo, digest.value);
+    } catch {
+      throw err;
+    }
+    if (link) {
+      await this.meta.uploads.remove(upload.id, upload.repo).catch(() => undefined);
+      return { descriptor: link, created: link.key === assembled };
+    }
+    await Promise.allSettled([this.storage.objects.delete([assembled]), this.meta.uploads.remove(upload.id, upload.repo)]);
+    throw err;
   }
 
   /** Digests other than the canonical sha256 are verified by reading the assembled blob back. */
@@ -206,7 +230,8 @@ export class UploadService {
    */
   private async translateAsync(err: unknown, lease: Lease): Promise<unknown> {
     const { id, repo } = lease.upload;
-    if (err instanceof RegistryError) return err;
+    // Answers that already say what happened: a client error, or metadata contention (429).
+    if (err instanceof RegistryError || err instanceof Contended) return err;
     const known = this.translate(err, id);
     if (known !== err) return known;
     const upload = await this.meta.uploads.get(id, repo).catch(() => null);

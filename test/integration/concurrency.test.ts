@@ -10,6 +10,7 @@ import { MiB, bytes, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
 import { errorCode, patch, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, blobObjects, useRegistry } from '../helpers/registry.js';
+import { Contended } from '../../lib/metadata/types.js';
 
 for (const driver of DRIVERS) {
   describe(`concurrency (${driver})`, () => {
@@ -69,6 +70,65 @@ for (const driver of DRIVERS) {
       if (driver === 's3') {
         const open = await r.s3.send(new ListMultipartUploadsCommand({ Bucket: r.config.s3.bucket, Prefix: `blobs/${id}` }));
         assert.deepEqual(open.Uploads ?? [], [], 'no multipart upload left open');
+      }
+    });
+
+    it('a finish whose link write fails: a lost answer is still success, a real failure frees the bytes and ends the upload', async () => {
+      const uploads = r.registry.meta.uploads;
+      const real = uploads.finish.bind(uploads);
+      try {
+        // The transaction lands but its answer is lost (a timeout): the client gets its 201.
+        const landed = bytes(2 * MiB + 1, 60);
+        const l1 = await startUpload(r.url, 'race/linkfail');
+        assert.equal((await patch(l1, landed, 0)).status, 202);
+        uploads.finish = async (...args) => {
+          await real(...args);
+          throw Object.assign(new Error('socket hang up'), { name: 'TimeoutError' });
+        };
+        const ok = await call(withDigest(l1, sha256(landed)), { method: 'PUT' });
+        assert.equal(ok.status, 201, ok.body.toString());
+        assert.ok((await call(`${r.url}/v2/race/linkfail/blobs/${sha256(landed)}`)).body.equals(landed), 'the bytes are there');
+
+        // The transaction does not land: 429, nothing linked, no bytes kept, the upload ended.
+        const lost = bytes(2 * MiB + 2, 61);
+        const l2 = await startUpload(r.url, 'race/linkfail');
+        assert.equal((await patch(l2, lost, 0)).status, 202);
+        const before = await blobObjects(r);
+        uploads.finish = async () => {
+          throw new Contended();
+        };
+        const refused = await call(withDigest(l2, sha256(lost)), { method: 'PUT' });
+        assert.equal(refused.status, 429, refused.body.toString());
+        uploads.finish = real;
+        assert.equal((await call(`${r.url}/v2/race/linkfail/blobs/${sha256(lost)}`, { method: 'HEAD' })).status, 404);
+        assert.equal((await call(l2)).status, 404, 'the upload is over: the client starts again');
+        const id2 = new URL(l2).pathname.split('/').pop()!;
+        assert.deepEqual((await blobObjects(r)).filter((k) => !before.includes(k) || k.includes(id2)), [], 'no orphaned bytes');
+
+        // Neither the write nor the look afterwards answers: nothing is deleted (an orphan
+        // object is better than a link to deleted bytes), and the failure is reported.
+        const unsure = bytes(2 * MiB + 3, 62);
+        const l3 = await startUpload(r.url, 'race/linkfail');
+        assert.equal((await patch(l3, unsure, 0)).status, 202);
+        const blobs = r.registry.meta.blobs;
+        const getLink = blobs.getLink.bind(blobs);
+        uploads.finish = async () => {
+          throw new Contended();
+        };
+        blobs.getLink = async () => {
+          throw new Contended();
+        };
+        const id3 = new URL(l3).pathname.split('/').pop()!;
+        try {
+          assert.equal((await call(withDigest(l3, sha256(unsure)), { method: 'PUT' })).status, 429);
+        } finally {
+          blobs.getLink = getLink;
+          uploads.finish = real;
+        }
+        assert.ok((await blobObjects(r)).some((k) => k.includes(id3)), 'the assembled bytes are kept');
+        assert.equal((await call(l3)).status, 204, 'the upload record is kept');
+      } finally {
+        uploads.finish = real;
       }
     });
 
