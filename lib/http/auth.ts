@@ -85,7 +85,7 @@ export async function authorize(reg: Registry, route: Route, req: RegistryReques
   }
   if (need === 'authenticated') {
     if (principal.user === undefined) throw auth.deny(principal, needed, origin);
-    return { principal, canPull: (repo) => auth.may(principal, repo, 'pull') };
+    return contextOf(auth, principal);
   }
   if (need === 'catalog') {
     if (principal.user === undefined) throw auth.deny(principal, needed, origin);
@@ -94,15 +94,17 @@ export async function authorize(reg: Registry, route: Route, req: RegistryReques
       // The listing follows the user's grants (as a Basic login's would), not the token's repositories.
       principal = { ...principal, grants: [...(await auth.userGrants(principal.user)), ...principal.grants], access: undefined };
     }
-    const lister = principal;
-    return { principal: lister, canPull: (repo) => auth.may(lister, repo, 'pull') };
+    return contextOf(auth, principal);
   }
   if (!auth.may(principal, route.repo!, need.action)) {
     if (!validName && principal.via !== 'anonymous') throw new RegistryError('DENIED', 'requested access to the resource is denied');
     throw auth.deny(principal, needed, origin);
   }
-  const caller = principal;
-  return { principal: caller, canPull: (repo) => auth.may(caller, repo, 'pull') };
+  return contextOf(auth, principal);
+}
+
+function contextOf(auth: NonNullable<Registry['auth']>, principal: Principal): RequestContext {
+  return { principal, canPull: (repo) => auth.may(principal, repo, 'pull') };
 }
 
 function originOf(req: RegistryRequest): RequestOrigin {
