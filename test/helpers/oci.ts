@@ -66,3 +66,12 @@ export function errorCode(res: Received): string | undefined {
     return undefined;
   }
 }
+
+/** An OCI error answer: the status, JSON, and `errors[0]` with this code and a message. */
+export function expectError(res: Received, status: number, code: string, context = ''): void {
+  assert.equal(res.status, status, `${context} expected ${status} ${code}, got ${res.status}: ${res.body.toString().slice(0, 500)}`);
+  assert.match(res.header('content-type') ?? '', /application\/json/, context);
+  const body = res.json();
+  assert.equal(body.errors?.[0]?.code, code, context);
+  assert.equal(typeof body.errors[0].message, 'string', context);
+}

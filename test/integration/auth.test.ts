@@ -14,6 +14,7 @@ import { SignJWT, decodeJwt } from 'jose';
 import { run as admin } from '../../lib/admin/cli.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 import { bytes, sha256 } from '../helpers/data.js';
+import { expectError } from '../helpers/oci.js';
 import { call, type Received } from '../helpers/http.js';
 import { useRegistry } from '../helpers/registry.js';
 
@@ -24,10 +25,6 @@ const PASSWORDS: Record<string, string> = { alice: 'alice-password-1', bob: 'bob
 
 const basic = (user: string, password = PASSWORDS[user]!) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
-function expectError(res: Received, status: number, code: string, what = '') {
-  assert.equal(res.status, status, `${what}: expected ${status} ${code}, got ${res.status}: ${res.body}`);
-  assert.equal(res.json().errors?.[0]?.code, code, what);
-}
 
 /** A GET from another loopback address (Linux routes all of 127/8 to lo): another client source. */
 function callFrom(localAddress: string, url: string, headers: Record<string, string>): Promise<Received> {

@@ -5,17 +5,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
-import { call, resolve, type Received } from '../helpers/http.js';
-import { errorCode, patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
+import { call, resolve } from '../helpers/http.js';
+import { errorCode, expectError, patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, delta, useRegistry } from '../helpers/registry.js';
 
-function expectError(res: Received, status: number, code: string, context = '') {
-  assert.equal(res.status, status, `${context} expected ${status} ${code}, got ${res.status}: ${res.body.toString()}`);
-  assert.match(res.header('content-type') ?? '', /application\/json/);
-  const body = res.json();
-  assert.equal(body.errors?.[0]?.code, code, context);
-  assert.equal(typeof body.errors[0].message, 'string');
-}
 
 for (const driver of DRIVERS) {
   describe(`bad input (${driver})`, () => {

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { bytes, sha256, sha512 } from '../helpers/data.js';
 import { call, type Received } from '../helpers/http.js';
-import { pushInPut } from '../helpers/oci.js';
+import { expectError, pushInPut } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, useRegistry } from '../helpers/registry.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 
@@ -21,12 +21,6 @@ interface Blob {
   size: number;
 }
 
-function expectError(res: Received, status: number, code: string) {
-  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${res.body.toString().slice(0, 500)}`);
-  const body = res.json();
-  assert.equal(body.errors?.[0]?.code, code);
-  assert.equal(typeof body.errors[0].message, 'string');
-}
 
 /** Follows Link headers from `first`, returning each page's parsed body and Link. */
 async function walk(base: string, first: string): Promise<{ body: any; link?: string; res: Received }[]> {

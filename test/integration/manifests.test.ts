@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { bytes, sha256 } from '../helpers/data.js';
-import { call, type Received } from '../helpers/http.js';
-import { errorCode, pushInPut } from '../helpers/oci.js';
+import { call } from '../helpers/http.js';
+import { errorCode, expectError, pushInPut } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, delta, useRegistry } from '../helpers/registry.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 
@@ -20,10 +20,6 @@ interface Blob {
   size: number;
 }
 
-function expectError(res: Received, status: number, code: string) {
-  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${res.body.toString()}`);
-  assert.equal(res.json().errors?.[0]?.code, code);
-}
 
 for (const driver of DRIVERS) {
   describe(`manifests, tags, referrers, catalog (${driver})`, () => {
