@@ -236,16 +236,18 @@ export class UploadService {
     if (known !== err) return known;
     const upload = await this.meta.uploads.get(id, repo).catch(() => null);
     if (upload === undefined) {
-      await this.discard(id, lease.upload.write);
+      // A lost lease means another request took the upload over; had it finished the upload,
+      // the write is now a blob (on the filesystem the very same file), so only scratch goes.
+      await this.discard(id, err instanceof LeaseLost ? undefined : lease.upload.write);
       return unknownUpload(id);
     }
     return upload && err instanceof LeaseLost ? rangeConflict(upload.offset, err.message) : err;
   }
 
-  /** Everything a dead upload may still hold: its write, hash states and tails under its prefix. */
-  private async discard(id: string, write: Upload['write']): Promise<void> {
+  /** What a dead upload may still hold: hash states and tails under its prefix, and its write. */
+  private async discard(id: string, write: Upload['write'] | undefined): Promise<void> {
     const leftovers = await this.storage.objects.list(keys.uploadPrefix(id)).catch(() => [] as string[]);
-    await Promise.allSettled([this.storage.ingester.abort(write), this.storage.objects.delete(leftovers)]);
+    await Promise.allSettled([write ? this.storage.ingester.abort(write) : undefined, this.storage.objects.delete(leftovers)]);
   }
 }
 

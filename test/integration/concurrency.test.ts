@@ -192,3 +192,41 @@ for (const driver of DRIVERS) {
     });
   });
 }
+
+for (const driver of DRIVERS) {
+  describe(`a request that lost its lease (${driver})`, () => {
+    const r = useRegistry(driver, { env: { SKIFF_LEASE_SECONDS: '2' } });
+
+    it('leaves alone the blob another request finished meanwhile (on the filesystem it is the same file)', async () => {
+      const uploads = r.registry.meta.uploads;
+      const renew = uploads.renew.bind(uploads);
+      const location = await startUpload(r.url, 'lease/lost');
+      const slowBody = bytes(3 * MiB, 70);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      async function* slow() {
+        yield slowBody.subarray(0, MiB);
+        await gate;
+        yield slowBody.subarray(MiB);
+      }
+      // The stalled request cannot renew its lease (as if its process froze), so it expires.
+      uploads.renew = async () => undefined;
+      try {
+        const stalled = call(location, { method: 'PATCH', body: slow(), headers: { 'Content-Range': `0-${slowBody.length - 1}` } });
+        await sleep(2500);
+        const blob = bytes(MiB + 5, 71);
+        const finished = await call(withDigest(location, sha256(blob)), { method: 'PUT', body: blob, headers: { 'Content-Range': `0-${blob.length - 1}` } });
+        assert.equal(finished.status, 201, finished.body.toString());
+        release();
+        const late = await stalled;
+        assert.equal(late.status, 404, late.body.toString());
+        assert.equal(errorCode(late), 'BLOB_UPLOAD_UNKNOWN');
+        const got = await call(`${r.url}/v2/lease/lost/blobs/${sha256(blob)}`);
+        assert.equal(got.status, 200, 'the finished blob survives the late request');
+        assert.ok(got.body.equals(blob));
+      } finally {
+        uploads.renew = renew;
+      }
+    });
+  });
+}
