@@ -17,6 +17,7 @@
  * BENCH_QUICK=1 shrinks the sizes for a smoke run.
  */
 import { createHash } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -82,8 +83,10 @@ async function main() {
   const backends = await startBackends(log);
   Object.assign(process.env, backends.env);
   let reg: RegistryProcess | undefined;
+  let dataDir: string | undefined;
   try {
     const env = processEnv('s3', { S3_PART_SIZE: String(PART_SIZE), S3_UPLOAD_CONCURRENCY: String(CONCURRENCY), SKIFF_LOG_LEVEL: 'ERROR' });
+    dataDir = env.SKIFF_DATA_DIR;
     reg = await spawnRegistry(env);
     log(`registry ${reg.url} (pid ${reg.pid}), bucket ${env.S3_BUCKET}`);
     // Warm-up: first requests pay for connection setup and JIT.
@@ -196,6 +199,7 @@ async function main() {
   } finally {
     await reg?.kill();
     await backends.stop();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
   }
 }
 
