@@ -24,7 +24,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { ResumableSha256 } from '../lib/hash/sha256-state.js';
 import { createS3Client } from '../lib/storage/s3/client.js';
 import { startBackends } from '../test/backends/start.js';
-import { MiB, asyncStream, bytes, stream } from '../test/helpers/data.js';
+import { MiB, asyncStream, bytes, sha256, stream } from '../test/helpers/data.js';
 import { call, resolve } from '../test/helpers/http.js';
 import { withDigest } from '../test/helpers/oci.js';
 import { processEnv, spawnRegistry, type RegistryProcess } from '../test/helpers/process.js';
@@ -39,11 +39,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 const mbps = (size: number, ms: number) => size / 1e6 / (ms / 1000);
 
-function digestOf(size: number, seed: number): string {
-  const h = createHash('sha256');
-  for (const c of stream(size, seed)) h.update(c);
-  return `sha256:${h.digest('hex')}`;
-}
+const digestOf = (size: number, seed: number) => sha256(stream(size, seed));
 
 async function startUpload(reg: RegistryProcess, repo: string): Promise<string> {
   const res = await call(`${reg.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
@@ -161,7 +157,7 @@ async function main() {
 
     // 4. HEAD latency.
     const headData = bytes(4096, 3);
-    const headDigest = `sha256:${createHash('sha256').update(headData).digest('hex')}`;
+    const headDigest = sha256(headData);
     const up = await startUpload(reg, 'bench/head');
     await call(withDigest(up, headDigest), { method: 'PUT', body: headData });
     const heads: number[] = [];

@@ -77,7 +77,7 @@ export class ClientFailed extends Error {
   }
 }
 
-/** Runs a command to its end; resolves whatever its exit status (see runOk). */
+/** Runs a command to its end; resolves whatever its exit status. */
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
@@ -119,13 +119,6 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     child.stdin!.on('error', () => undefined);
     child.stdin!.end(opts.input ?? '');
   });
-}
-
-/** Runs a command and insists on exit status 0, failing with its full output otherwise. */
-export async function runOk(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const r = await run(cmd, args, opts);
-  if (r.code !== 0) throw new ClientFailed(r);
-  return r;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,21 @@ export async function* asyncStream(size: number, seed = 1, chunk = 1024 * 1024):
   for (const c of stream(size, seed, chunk)) yield c;
 }
 
+/**
+ * A request body that sends `data` up to `at`, then waits until `release()`: a request held
+ * open mid-body while the test does something else.
+ */
+export function gated(data: Uint8Array, at: number): { body: AsyncIterable<Uint8Array>; release: () => void } {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  async function* body() {
+    yield data.subarray(0, at);
+    await gate;
+    yield data.subarray(at);
+  }
+  return { body: body(), release };
+}
+
 export function sha256(data: Uint8Array | Iterable<Uint8Array>): string {
   const h = createHash('sha256');
   if (data instanceof Uint8Array) h.update(data);

@@ -15,11 +15,11 @@
  * gzip header; zlib's output for a given level is stable for a given Node build).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { bytes } from './data.js';
+import { bytes, sha256 } from './data.js';
 
 export const MediaType = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -31,7 +31,6 @@ export const MediaType = {
 
 /** The empty descriptor's blob: `{}` (image-spec "Guidance for an Empty Descriptor"). */
 export const EMPTY_JSON = Buffer.from('{}');
-export const EMPTY_JSON_DIGEST = 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a';
 
 /** A fixed time for every timestamp in the generated content, so it is reproducible. */
 const EPOCH = 1_767_225_600; // 2026-01-01T00:00:00Z
@@ -113,7 +112,6 @@ export interface ImageOptions {
   platform?: Platform;
 }
 
-export const sha256Digest = (data: Uint8Array): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
 /** A 32-bit seed for the pseudo-random bytes of one layer, derived from the image seed. */
 function subSeed(seed: number, ...parts: (number | string)[]): number {
@@ -193,7 +191,7 @@ export class OciLayout {
   }
 
   async putBlob(mediaType: string, data: Buffer): Promise<BlobFile> {
-    const digest = sha256Digest(data);
+    const digest = sha256(data);
     const path = this.blobPath(digest);
     await writeFile(path, data);
     const blob = { mediaType, digest, size: data.length, path };
@@ -216,7 +214,7 @@ export class OciLayout {
     const blob = await this.putBlob(MediaType.layerGzip, gzip(archive));
     return {
       ...blob,
-      diffId: sha256Digest(archive),
+      diffId: sha256(archive),
       uncompressedSize: archive.length,
       files: entries.filter((e) => e.data).map((e) => e.name),
     };
@@ -385,12 +383,4 @@ export async function readLayout(dir: string): Promise<ReadLayout> {
       return (await readdir(join(dir, 'blobs', 'sha256'))).map((hex) => `sha256:${hex}`).sort();
     },
   };
-}
-
-/** Checks that a blob file holds exactly what its digest and size say. */
-export async function verifyBlobFile(path: string, digest: string, size: number): Promise<void> {
-  const st = await stat(path);
-  if (st.size !== size) throw new Error(`${path}: ${st.size} bytes, expected ${size}`);
-  const got = sha256Digest(await readFile(path));
-  if (got !== digest) throw new Error(`${path}: digest ${got}, expected ${digest}`);
 }

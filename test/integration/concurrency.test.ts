@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { MiB, bytes, sha256 } from '../helpers/data.js';
+import { MiB, bytes, gated, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
 import { errorCode, patch, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, blobObjects, useRegistry } from '../helpers/registry.js';
@@ -22,14 +22,8 @@ for (const driver of DRIVERS) {
       assert.equal((await patch(location, head, 0)).status, 202);
       const winner = bytes(6 * MiB, 2);
       const loser = bytes(6 * MiB, 3);
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      async function* slow() {
-        yield winner.subarray(0, 3 * MiB);
-        await gate;
-        yield winner.subarray(3 * MiB);
-      }
-      const first = call(location, { method: 'PATCH', body: slow(), headers: { 'Content-Range': `1000-${1000 + winner.length - 1}` } });
+      const { body: slow, release } = gated(winner, 3 * MiB);
+      const first = call(location, { method: 'PATCH', body: slow, headers: { 'Content-Range': `1000-${1000 + winner.length - 1}` } });
       await sleep(300); // the first request holds the lease and is waiting on the gate
       const second = await patch(location, loser, 1000);
       assert.equal(second.status, 416);
@@ -49,15 +43,10 @@ for (const driver of DRIVERS) {
       const location = await startUpload(r.url, 'race/cancel');
       const id = new URL(location).pathname.split('/').pop()!;
       const body = bytes(12 * MiB, 5);
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      async function* slow() {
-        yield body.subarray(0, MiB);
-        await gate;
-        // More than a part: on S3 this goes to UploadPart of the multipart upload the cancel aborted.
-        yield body.subarray(MiB);
-      }
-      const streaming = call(location, { method: 'PATCH', body: slow(), headers: { 'Content-Range': `0-${body.length - 1}` } });
+      // After the gate more than a part follows: on S3 it goes to UploadPart of the multipart
+      // upload the cancel aborted.
+      const { body: slow, release } = gated(body, MiB);
+      const streaming = call(location, { method: 'PATCH', body: slow, headers: { 'Content-Range': `0-${body.length - 1}` } });
       await sleep(300);
       assert.equal((await call(location, { method: 'DELETE' })).status, 204);
       release();
@@ -202,17 +191,11 @@ for (const driver of DRIVERS) {
       const renew = uploads.renew.bind(uploads);
       const location = await startUpload(r.url, 'lease/lost');
       const slowBody = bytes(3 * MiB, 70);
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      async function* slow() {
-        yield slowBody.subarray(0, MiB);
-        await gate;
-        yield slowBody.subarray(MiB);
-      }
+      const { body: slow, release } = gated(slowBody, MiB);
       // The stalled request cannot renew its lease (as if its process froze), so it expires.
       uploads.renew = async () => undefined;
       try {
-        const stalled = call(location, { method: 'PATCH', body: slow(), headers: { 'Content-Range': `0-${slowBody.length - 1}` } });
+        const stalled = call(location, { method: 'PATCH', body: slow, headers: { 'Content-Range': `0-${slowBody.length - 1}` } });
         await sleep(2500);
         const blob = bytes(MiB + 5, 71);
         const finished = await call(withDigest(location, sha256(blob)), { method: 'PUT', body: blob, headers: { 'Content-Range': `0-${blob.length - 1}` } });

@@ -6,21 +6,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { bytes, sha256, sha512 } from '../helpers/data.js';
+import { sha256, sha512 } from '../helpers/data.js';
+import { CONFIG_TYPE, manifestClient } from '../helpers/manifests.js';
 import { call, type Received } from '../helpers/http.js';
-import { expectError, pushInPut } from '../helpers/oci.js';
+import { expectError } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, useRegistry } from '../helpers/registry.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
-
-const CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json';
-const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar+gzip';
-
-interface Blob {
-  mediaType: string;
-  digest: string;
-  size: number;
-}
-
 
 /** Follows Link headers from `first`, returning each page's parsed body and Link. */
 async function walk(base: string, first: string): Promise<{ body: any; link?: string; res: Received }[]> {
@@ -46,26 +37,7 @@ function itemSize(item: Record<string, unknown>): number {
 }
 
 function helpers(r: TestRegistry) {
-  let seed = 7000;
-  async function blob(repo: string, mediaType: string, size = 300): Promise<Blob> {
-    const data = bytes(size, seed++);
-    const { digest } = await pushInPut(r.url, repo, data);
-    return { mediaType, digest, size };
-  }
-  async function image(repo: string, extra: Record<string, unknown> = {}): Promise<{ text: string; digest: string; desc: Blob }> {
-    const config = await blob(repo, CONFIG_TYPE, 100);
-    const layers = [await blob(repo, LAYER_TYPE)];
-    const text = JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config, layers, ...extra });
-    return { text, digest: sha256(Buffer.from(text)), desc: { mediaType: MediaTypes.ociManifest, digest: sha256(Buffer.from(text)), size: Buffer.byteLength(text) } };
-  }
-  function put(repo: string, reference: string, text: string | Buffer, contentType: string | undefined = MediaTypes.ociManifest) {
-    return call(`${r.url}/v2/${repo}/manifests/${reference}`, {
-      method: 'PUT',
-      body: typeof text === 'string' ? Buffer.from(text) : text,
-      headers: contentType ? { 'Content-Type': contentType } : {},
-    });
-  }
-  const get = (repo: string, reference: string, method = 'GET') => call(`${r.url}/v2/${repo}/manifests/${reference}`, { method });
+  const { image, put, get } = manifestClient(r, 7000, { configSize: 100, layerSizes: [300] });
   async function items(repo: string): Promise<Record<string, unknown>[]> {
     const out: Record<string, unknown>[] = [];
     let start: Record<string, unknown> | undefined;
@@ -76,7 +48,7 @@ function helpers(r: TestRegistry) {
     } while (start);
     return out;
   }
-  return { blob, image, put, get, items };
+  return { image, put, get, items };
 }
 
 /** ~`total` bytes of annotations in values of 1000 characters. */
@@ -100,7 +72,7 @@ for (const driver of DRIVERS) {
       expectError(await put('enc/latin1', digest, body), 400, 'MANIFEST_INVALID');
       expectError(await get('enc/latin1', 'v1'), 404, 'MANIFEST_UNKNOWN');
       expectError(await get('enc/latin1', digest), 404, 'MANIFEST_UNKNOWN');
-      assert.equal((await get('enc/latin1', 'v1', 'HEAD')).status, 404);
+      assert.equal((await get('enc/latin1', 'v1', {}, 'HEAD')).status, 404);
       expectError(await call(`${r.url}/v2/enc/latin1/tags/list`), 404, 'NAME_UNKNOWN');
     });
 
@@ -220,7 +192,7 @@ for (const driver of DRIVERS) {
       assert.equal((await get('tag/move', 'latest')).body.toString(), a.text);
       assert.equal((await put('tag/move', 'latest', b.text)).status, 201);
       for (const method of ['GET', 'HEAD']) {
-        const res = await get('tag/move', 'latest', method);
+        const res = await get('tag/move', 'latest', {}, method);
         assert.equal(res.status, 200);
         assert.equal(res.header('docker-content-digest'), b.digest, method);
         assert.equal(res.header('content-length'), String(b.desc.size), method);
@@ -232,7 +204,7 @@ for (const driver of DRIVERS) {
       assert.deepEqual((await call(`${r.url}/v2/tag/move/tags/list`)).json().tags, ['latest']);
       // Deleting the old manifest leaves the moved tag alone.
       assert.equal((await call(`${r.url}/v2/tag/move/manifests/${a.digest}`, { method: 'DELETE' })).status, 202);
-      assert.equal((await get('tag/move', 'latest', 'HEAD')).header('docker-content-digest'), b.digest);
+      assert.equal((await get('tag/move', 'latest', {}, 'HEAD')).header('docker-content-digest'), b.digest);
       assert.equal((await get('tag/move', 'latest')).body.toString(), b.text);
     });
 
@@ -244,7 +216,7 @@ for (const driver of DRIVERS) {
       assert.equal(res.header('docker-content-digest'), digest);
       assert.equal(res.header('location'), `/v2/sha512/repo/manifests/${digest}`);
       for (const method of ['GET', 'HEAD']) {
-        const got = await get('sha512/repo', digest, method);
+        const got = await get('sha512/repo', digest, {}, method);
         assert.equal(got.status, 200, method);
         assert.equal(got.header('docker-content-digest'), digest);
       }
@@ -286,7 +258,7 @@ for (const driver of DRIVERS) {
       assert.equal((await put('race/del', 'one', m.text)).status, 201);
       assert.equal((await call(`${r.url}/v2/race/del/manifests/${m.digest}`, { method: 'DELETE' })).status, 202);
       expectError(await get('race/del', 'one'), 404, 'MANIFEST_UNKNOWN');
-      assert.equal((await get('race/del', 'one', 'HEAD')).status, 404);
+      assert.equal((await get('race/del', 'one', {}, 'HEAD')).status, 404);
 
       // The same manifest pushed again under a new tag while a delete runs: between the delete's
       // read of the tags and its removal of the manifest.
@@ -310,7 +282,7 @@ for (const driver of DRIVERS) {
         r.db.middlewareStack.remove('raceTagPut');
       }
       assert.equal(racedPut?.status, 201, 'the racing push happened');
-      const head = await get('race/del', 'late', 'HEAD');
+      const head = await get('race/del', 'late', {}, 'HEAD');
       const got = await get('race/del', 'late');
       assert.equal(head.status, got.status, 'HEAD and GET by tag agree');
       expectError(got, 404, 'MANIFEST_UNKNOWN');

@@ -9,47 +9,13 @@ import { bytes, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
 import { errorCode, expectError, pushInPut } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, delta, useRegistry } from '../helpers/registry.js';
+import { CONFIG_TYPE, LAYER_TYPE, manifestClient } from '../helpers/manifests.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
-
-const CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json';
-const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar+gzip';
-
-interface Blob {
-  mediaType: string;
-  digest: string;
-  size: number;
-}
-
 
 for (const driver of DRIVERS) {
   describe(`manifests, tags, referrers, catalog (${driver})`, () => {
     const r = useRegistry(driver);
-    let seed = 1000;
-
-    async function blob(repo: string, mediaType: string, size = 500): Promise<Blob> {
-      const data = bytes(size, seed++);
-      const { digest } = await pushInPut(r.url, repo, data);
-      return { mediaType, digest, size };
-    }
-
-    /** An OCI image manifest over freshly pushed blobs; returns its JSON text. */
-    async function image(repo: string, extra: Record<string, unknown> = {}): Promise<{ text: string; digest: string; config: Blob; layers: Blob[] }> {
-      const config = await blob(repo, CONFIG_TYPE, 200);
-      const layers = [await blob(repo, LAYER_TYPE), await blob(repo, LAYER_TYPE, 1500)];
-      const text = JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config, layers, ...extra });
-      return { text, digest: sha256(Buffer.from(text)), config, layers };
-    }
-
-    function put(repo: string, reference: string, text: string | Buffer, contentType: string | undefined = MediaTypes.ociManifest) {
-      return call(`${r.url}/v2/${repo}/manifests/${reference}`, {
-        method: 'PUT',
-        body: typeof text === 'string' ? Buffer.from(text) : text,
-        headers: contentType ? { 'Content-Type': contentType } : {},
-      });
-    }
-
-    const get = (repo: string, reference: string, headers: Record<string, string> = {}, method = 'GET') =>
-      call(`${r.url}/v2/${repo}/manifests/${reference}`, { method, headers });
+    const { blob, image, put, get } = manifestClient(r);
 
     it('stores a manifest by tag and serves the exact bytes by tag and by digest', async () => {
       const m = await image('img/one');

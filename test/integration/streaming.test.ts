@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createHash } from 'node:crypto';
-import { MiB, asyncStream, bytes, stream } from '../helpers/data.js';
+import { MiB, asyncStream, bytes, sha256, stream } from '../helpers/data.js';
 import { call, resolve } from '../helpers/http.js';
 import { pushChunked, pushInPut, withDigest } from '../helpers/oci.js';
 import { DRIVERS } from '../helpers/registry.js';
@@ -17,11 +17,7 @@ const SIZE = 256 * MiB;
 /** Part size 8 MiB x (4 in flight + 1 filling) plus buffers: far below the body's size. */
 const BOUND = 128 * MiB;
 
-function digestOf(size: number, seed: number): string {
-  const h = createHash('sha256');
-  for (const c of stream(size, seed)) h.update(c);
-  return `sha256:${h.digest('hex')}`;
-}
+const digestOf = (size: number, seed: number) => sha256(stream(size, seed));
 
 for (const driver of DRIVERS) {
   describe(`streaming a 256 MiB body (${driver})`, () => {
