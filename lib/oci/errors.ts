@@ -91,10 +91,6 @@ export class RegistryError extends Error {
   }
 }
 
-export function isRegistryError(err: unknown): err is RegistryError {
-  return err instanceof RegistryError;
-}
-
 /** 405 for a deletion the configuration disables; `allow` lists the methods that remain (RFC 9110 requires Allow). */
 export function deletionDisabled(what: string, allow: string): RegistryError {
   return new RegistryError('UNSUPPORTED', `${what} deletion is disabled on this registry`, { status: 405, headers: { Allow: allow } });

@@ -5,7 +5,6 @@
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
 import { batchGet, deleteExisting, key } from './table.js';
-import { toDescriptor } from './uploads.js';
 
 export class DynamoBlobIndex implements BlobIndex {
   constructor(
@@ -19,7 +18,7 @@ export class DynamoBlobIndex implements BlobIndex {
   }
 
   async getLinks(repo: string, digests: string[]): Promise<Map<string, Link>> {
-    const items = await batchGet(this.db, this.table, [...new Set(digests)].map((d) => key.link(repo, d)));
+    const items = await batchGet(this.db, this.table, digests.map((d) => key.link(repo, d)));
     return new Map(items.map((item) => [item.digest as string, { ...toDescriptor(item), repo }]));
   }
 
@@ -41,4 +40,14 @@ export class DynamoBlobIndex implements BlobIndex {
     const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.descriptor(digest), ConsistentRead: true }));
     return res.Item ? toDescriptor(res.Item) : undefined;
   }
+}
+
+export function toDescriptor(item: Record<string, unknown>): Descriptor {
+  return {
+    digest: item.digest as string,
+    size: item.size as number,
+    key: item.key as string,
+    mediaType: item.mediaType as string,
+    createdAt: item.createdAt as number,
+  };
 }

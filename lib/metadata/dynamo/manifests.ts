@@ -27,7 +27,7 @@ export class DynamoManifestIndex implements ManifestIndex {
   }
 
   async manifestSizes(repo: string, digests: string[]): Promise<Map<string, number>> {
-    const items = await batchGet(this.db, this.table, [...new Set(digests)].map((d) => key.manifest(repo, d)));
+    const items = await batchGet(this.db, this.table, digests.map((d) => key.manifest(repo, d)));
     return new Map(items.map((i) => [i.digest as string, i.size as number]));
   }
 
@@ -102,7 +102,8 @@ export class DynamoManifestIndex implements ManifestIndex {
   }
 
   private async tagsOf(repo: string, digest: string): Promise<string[]> {
-    return (await this.queryAll(repo, 'TAG#')).filter((i) => i.digest === digest).map((i) => i.tag as string);
+    const { items } = await this.page(`REPO#${repo}`, 'TAG#', undefined, undefined);
+    return items.filter((i) => i.digest === digest).map((i) => i.tag as string);
   }
 
   deleteTag(repo: string, tag: string): Promise<boolean> {
@@ -142,10 +143,6 @@ export class DynamoManifestIndex implements ManifestIndex {
 
   private page(pk: string, prefix: string, after: string | undefined, n: number | undefined): Promise<Page<Record<string, unknown>>> {
     return queryPrefix(this.db, this.table, pk, prefix, { after, limit: n });
-  }
-
-  private async queryAll(repo: string, prefix: string): Promise<Record<string, unknown>[]> {
-    return (await this.page(`REPO#${repo}`, prefix, undefined, undefined)).items;
   }
 }
 

@@ -45,8 +45,6 @@ import type { InitializeMiddleware, MetadataBearer } from '@smithy/types';
 import { Contended } from '../types.js';
 import definition from '../../../infra/dynamodb-table.json' with { type: 'json' };
 
-export const tableDefinition = definition;
-
 export const key = {
   descriptor: (digest: string) => ({ pk: `BLOB#${digest}`, sk: 'BLOB' }),
   link: (repo: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `BLOB#${digest}` }),
@@ -154,8 +152,12 @@ export async function ensureTable(client: DynamoDBDocumentClient, table: string)
   });
 }
 
-/** Consistent BatchGetItem of any number of keys, retrying what DynamoDB leaves unprocessed. */
-export async function batchGet(db: DynamoDBDocumentClient, table: string, keys: Record<string, string>[]): Promise<Record<string, unknown>[]> {
+/**
+ * Consistent BatchGetItem of any number of keys, retrying what DynamoDB leaves unprocessed.
+ * Duplicate keys are read once (BatchGetItem refuses a request that repeats a key).
+ */
+export async function batchGet(db: DynamoDBDocumentClient, table: string, wanted: Record<string, string>[]): Promise<Record<string, unknown>[]> {
+  const keys = [...new Map(wanted.map((k) => [`${k.pk}\u0000${k.sk}`, k])).values()];
   const out: Record<string, unknown>[] = [];
   for (let i = 0; i < keys.length; i += 100) {
     let pending: Record<string, unknown>[] | undefined = keys.slice(i, i + 100);

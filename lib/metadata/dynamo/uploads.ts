@@ -15,7 +15,6 @@ import {
   type DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
-  QueryCommand,
   ScanCommand,
   type ScanCommandOutput,
   TransactWriteCommand,
@@ -33,7 +32,8 @@ import {
   UploadGone,
   type UploadStore,
 } from '../types.js';
-import { key, partSk } from './table.js';
+import { toDescriptor } from './blobs.js';
+import { key, queryPrefix } from './table.js';
 
 export interface UploadTimings {
   /** How long an upload lives after its last write. */
@@ -212,10 +212,10 @@ export class DynamoUploadStore implements UploadStore {
   /** An update of the session that only the lease holder may make. */
   private async fenced(
     lease: Lease,
-    update: Pick<UpdateCommand['input'], 'UpdateExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues' | 'ReturnValues'>,
-  ): Promise<Record<string, unknown> | undefined> {
+    update: Pick<UpdateCommand['input'], 'UpdateExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'>,
+  ): Promise<void> {
     try {
-      const res = await this.db.send(
+      await this.db.send(
         new UpdateCommand({
           TableName: this.table,
           Key: key.upload(lease.upload.id),
@@ -223,7 +223,6 @@ export class DynamoUploadStore implements UploadStore {
           ...update,
         }),
       );
-      return res.Attributes;
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) throw new LeaseLost(lease.upload.id);
       throw err;
@@ -238,22 +237,9 @@ export class DynamoUploadStore implements UploadStore {
         lease.parts.push(part);
       },
       async list(count: number) {
-        const parts: Part[] = [];
-        let start: Record<string, unknown> | undefined;
-        while (count > 0) {
-          const res = await store.db.send(
-            new QueryCommand({
-              TableName: store.table,
-              KeyConditionExpression: 'pk = :pk AND sk BETWEEN :from AND :to',
-              ExpressionAttributeValues: { ':pk': key.upload(id).pk, ':from': partSk(1), ':to': partSk(count) },
-              ConsistentRead: true,
-              ExclusiveStartKey: start,
-            }),
-          );
-          for (const item of res.Items ?? []) parts.push({ number: item.number, etag: item.etag, size: item.size });
-          start = res.LastEvaluatedKey;
-          if (!start) break;
-        }
+        // Part numbers are zero-padded in the sort key, so the first `count` items are parts 1..count.
+        const { items } = count > 0 ? await queryPrefix(store.db, store.table, key.upload(id).pk, 'PART#', { limit: count }) : { items: [] };
+        const parts: Part[] = items.map((item) => ({ number: item.number as number, etag: item.etag as string, size: item.size as number }));
         if (parts.length !== count || parts.some((p, i) => p.number !== i + 1)) {
           throw new Error(`upload ${id}: part records are incomplete (${parts.length} of ${count})`);
         }
@@ -380,16 +366,6 @@ function toUpload(item: Record<string, unknown>): Upload {
     updatedAt: item.updatedAt as number,
     expiresAt: item.expiresAt as number,
     seq: (item.seq as number) ?? 0,
-  };
-}
-
-export function toDescriptor(item: Record<string, unknown>): Descriptor {
-  return {
-    digest: item.digest as string,
-    size: item.size as number,
-    key: item.key as string,
-    mediaType: item.mediaType as string,
-    createdAt: item.createdAt as number,
   };
 }
 
