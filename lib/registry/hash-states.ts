@@ -5,6 +5,7 @@
  */
 import { RegistryError } from '../oci/errors.js';
 import { ResumableSha256 } from '../hash/sha256-state.js';
+import type { Upload } from '../metadata/types.js';
 import { NotReadable, type StorageDriver, type WriteState, keys } from '../storage/types.js';
 
 export class HashStates {
@@ -53,4 +54,12 @@ export class HashStates {
     if (hash.bytesHashed !== offset) throw new Error(`hash resume reached ${hash.bytesHashed}, expected ${offset}`);
     return hash;
   }
+}
+
+/**
+ * Frees what an upload that will never finish holds in storage (cancelled, refused, expired):
+ * its write and the hash state at its offset. Best effort: S3's lifecycle rule is the backstop.
+ */
+export async function freeUpload(storage: StorageDriver, upload: Pick<Upload, 'id' | 'offset' | 'write'>): Promise<void> {
+  await Promise.allSettled([storage.ingester.abort(upload.write), new HashStates(storage).drop(upload.id, upload.offset)]);
 }

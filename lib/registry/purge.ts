@@ -7,7 +7,7 @@
  */
 import type { MetadataStore } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
-import { HashStates } from './hash-states.js';
+import { freeUpload } from './hash-states.js';
 
 export interface PurgeResult {
   purged: number;
@@ -15,7 +15,6 @@ export interface PurgeResult {
 }
 
 export async function purgeExpiredUploads(meta: MetadataStore, storage: StorageDriver, now = Date.now(), limit = 1000): Promise<PurgeResult> {
-  const states = new HashStates(storage);
   let purged = 0;
   let skipped = 0;
   for (const upload of await meta.uploads.expired(now, limit)) {
@@ -25,7 +24,7 @@ export async function purgeExpiredUploads(meta: MetadataStore, storage: StorageD
       skipped++;
       continue;
     }
-    await Promise.allSettled([storage.ingester.abort(upload.write), states.drop(upload.id, upload.offset)]);
+    await freeUpload(storage, upload);
     purged++;
   }
   return { purged, skipped };

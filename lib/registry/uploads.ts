@@ -14,7 +14,7 @@ import { Contended, LeaseLost, OffsetConflict, UploadGone } from '../metadata/ty
 import { type AppendContext, type Committed, type StorageDriver, keys } from '../storage/types.js';
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
-import { HashStates } from './hash-states.js';
+import { HashStates, freeUpload } from './hash-states.js';
 
 export interface UploadSettings {
   /** Largest chunk accepted in one request; 0 for no limit. */
@@ -132,7 +132,7 @@ export class UploadService {
   async cancel(repo: string, id: string): Promise<void> {
     const upload = await this.meta.uploads.remove(id, repo);
     if (!upload) throw unknownUpload(id);
-    await Promise.allSettled([this.storage.ingester.abort(upload.write), this.states.drop(id, upload.offset)]);
+    await freeUpload(this.storage, upload);
   }
 
   /**
@@ -141,11 +141,7 @@ export class UploadService {
    */
   private async reject(upload: Upload, digest: Digest, assembled: string | undefined): Promise<never> {
     await this.meta.uploads.remove(upload.id, upload.repo);
-    await Promise.allSettled([
-      this.storage.ingester.abort(upload.write),
-      this.states.drop(upload.id, upload.offset),
-      assembled ? this.storage.objects.delete([assembled]) : Promise.resolve(),
-    ]);
+    await Promise.allSettled([freeUpload(this.storage, upload), assembled ? this.storage.objects.delete([assembled]) : undefined]);
     throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', { detail: { digest: digest.value } });
   }
 

@@ -1,7 +1,7 @@
 /**
  * ObjectStore on a local directory: the embedded default. Keys map to paths under `root`.
  */
-import { createReadStream } from 'node:fs';
+import { type Dirent, createReadStream } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -64,17 +64,18 @@ export class FsObjectStore implements ObjectStore {
   async list(prefix: string): Promise<string[]> {
     countRequest(this.stats, 'list');
     const dir = this.path(prefix.replace(/\/+$/, ''));
-    let entries: string[];
+    let entries: Dirent[];
     try {
-      entries = await readdir(dir, { recursive: true });
+      entries = await readdir(dir, { recursive: true, withFileTypes: true });
     } catch (err) {
       if (isNotFound(err)) return [];
       throw err;
     }
     const out: string[] = [];
+    // Objects are files; the directories between them are not keys.
     for (const entry of entries) {
-      if (entry.endsWith('.tmp')) continue;
-      const full = join(dir, entry);
+      if (!entry.isFile() || entry.name.endsWith('.tmp')) continue;
+      const full = join(entry.parentPath, entry.name);
       const key = relative(this.root, full).split(sep).join('/');
       out.push(key);
     }
