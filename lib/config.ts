@@ -138,7 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
       redirectSeconds: int('SKIFF_REDIRECT_SECONDS', 300, 1),
     },
     auth: {
-      mode: oneOf('SKIFF_AUTH', ['open', 'required'] as const, 'open'),
+      mode: authMode,
       tokenKeys: opt('SKIFF_TOKEN_KEYS'),
       tokenKeysParameter: opt('SKIFF_TOKEN_KEYS_PARAMETER'),
       tokenSeconds: int('SKIFF_TOKEN_SECONDS', 300, 10),

@@ -102,15 +102,18 @@ export class Authorizer {
 
   /** `source`: the client's address, for counting failed logins (see the module comment). */
   async authenticate(authorization: string | undefined, source?: string): Promise<Principal> {
-    const anonymous = await this.anonymousGrants();
-    if (!authorization) return { via: 'anonymous', grants: anonymous };
+    // Read alongside the credentials' check rather than before it (awaited where used; the
+    // catch only keeps an early refusal from leaving its failure unhandled).
+    const anonymous = this.anonymousGrants();
+    anonymous.catch(() => undefined);
+    if (!authorization) return { via: 'anonymous', grants: await anonymous };
     const space = authorization.indexOf(' ');
     const scheme = authorization.slice(0, space < 0 ? undefined : space).toLowerCase();
     const value = space < 0 ? '' : authorization.slice(space + 1).trim();
     if (scheme === 'bearer') {
       try {
         const { subject, access } = await (await this.tokens()).verify(value);
-        return { user: subject === ANONYMOUS ? undefined : subject, via: 'bearer', grants: anonymous, access };
+        return { user: subject === ANONYMOUS ? undefined : subject, via: 'bearer', grants: await anonymous, access };
       } catch (err) {
         if (err instanceof InvalidToken) throw unauthorized(`invalid token: ${err.message}`);
         throw err;
@@ -118,7 +121,7 @@ export class Authorizer {
     }
     if (scheme === 'basic') {
       const { user, grants } = await this.checkPassword(value, source);
-      return { user, via: 'basic', grants: [...grants, ...anonymous] };
+      return { user, via: 'basic', grants: [...grants, ...(await anonymous)] };
     }
     throw unauthorized('unsupported authorization scheme (use Basic or Bearer)');
   }
@@ -150,8 +153,7 @@ export class Authorizer {
       throw unauthorized('invalid username or password');
     }
     if (failures > 0) await this.users.clearFailures(user, from);
-    const grants = await this.users.grants(user);
-    this.userGrantCache.set(user, { grants, until: Date.now() + this.settings.cacheMs });
+    const grants = await this.userGrants(user);
     const entry: Cached = { user, grants, until: Date.now() + this.settings.cacheMs };
     if (this.verified.size > 1000) this.verified.clear();
     this.verified.set(cacheKey, entry);

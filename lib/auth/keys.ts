@@ -16,10 +16,21 @@ export interface KeySource {
 
 export type ParameterReader = (name: string, region: string) => Promise<string>;
 
-/** Reads a SecureString; the SSM client is loaded on first use, outside the cold start. */
+/**
+ * Reads a SecureString; the SSM client is loaded on first use, outside the cold start, and then
+ * kept for every later refresh (one per region).
+ */
+const ssmClients = new Map<string, Promise<{ client: import('@aws-sdk/client-ssm').SSMClient; Get: typeof import('@aws-sdk/client-ssm').GetParameterCommand }>>();
 export const readSsmParameter: ParameterReader = async (name, region) => {
-  const { SSMClient, GetParameterCommand } = await import('@aws-sdk/client-ssm');
-  const res = await new SSMClient({ region }).send(new GetParameterCommand({ Name: name, WithDecryption: true }));
+  if (!ssmClients.has(region)) {
+    ssmClients.set(
+      region,
+      import('@aws-sdk/client-ssm').then(({ SSMClient, GetParameterCommand }) => ({ client: new SSMClient({ region }), Get: GetParameterCommand })),
+    );
+    ssmClients.get(region)!.catch(() => ssmClients.delete(region)); // a failed load is tried again
+  }
+  const { client, Get } = await ssmClients.get(region)!;
+  const res = await client.send(new Get({ Name: name, WithDecryption: true }));
   return res.Parameter?.Value ?? '';
 };
 

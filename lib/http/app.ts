@@ -12,7 +12,8 @@ import { onCatalog, onReferrers, onTags } from './listings.js';
 import { onManifest } from './manifests.js';
 import { type Route, matchRoute } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { notAllowed, onUpload, postUpload } from './uploads.js';
+import { json, notAllowed } from './responses.js';
+import { onUpload, postUpload } from './uploads.js';
 
 /** What the app needs of a logger (Powertools' Logger in production). */
 export interface Log {
@@ -102,7 +103,3 @@ function describe(err: unknown): Record<string, unknown> {
   return { value: String(err) };
 }
 
-export function json(status: number, value: unknown): RegistryResponse {
-  const body = JSON.stringify(value);
-  return { status, headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }, body };
-}

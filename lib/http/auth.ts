@@ -28,11 +28,9 @@ import { ANONYMOUS, type Principal, type RequestOrigin } from '../auth/authorize
 import type { Registry } from '../registry/index.js';
 import type { Route } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { json } from './app.js';
-import { notAllowed } from './uploads.js';
+import { json, notAllowed } from './responses.js';
 
 export interface RequestContext {
-  principal?: Principal;
   /** Whether the caller may pull from `repo` (always, on an open registry). */
   canPull(repo: string): boolean;
 }
@@ -104,7 +102,7 @@ export async function authorize(reg: Registry, route: Route, req: RegistryReques
 }
 
 function contextOf(auth: NonNullable<Registry['auth']>, principal: Principal): RequestContext {
-  return { principal, canPull: (repo) => auth.may(principal, repo, 'pull') };
+  return { canPull: (repo) => auth.may(principal, repo, 'pull') };
 }
 
 function originOf(req: RegistryRequest): RequestOrigin {

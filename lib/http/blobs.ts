@@ -7,7 +7,7 @@ import type { Link } from '../metadata/types.js';
 import type { Registry } from '../registry/index.js';
 import { parseReadRange } from './ranges.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { notAllowed } from './uploads.js';
+import { notAllowed } from './responses.js';
 
 export async function onBlob(reg: Registry, req: RegistryRequest, repo: string, ref: string): Promise<RegistryResponse> {
   const digest = parseDigest(ref).value;

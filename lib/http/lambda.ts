@@ -11,7 +11,8 @@ import { bufferBody } from '../registry/body.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Telemetry } from '../telemetry.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { type RegistryApp, json } from './app.js';
+import type { RegistryApp } from './app.js';
+import { json } from './responses.js';
 
 /** One invocation: event in, result out, one log line and one metrics document. */
 export async function handleEvent(app: RegistryApp, telemetry: Telemetry, event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {

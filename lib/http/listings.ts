@@ -9,10 +9,9 @@ import { MediaTypes } from '../oci/manifest.js';
 import type { Page } from '../metadata/types.js';
 import type { Registry } from '../registry/index.js';
 import { badQuery } from '../registry/manifests.js';
-import { json } from './app.js';
+import { json, notAllowed } from './responses.js';
 import type { RequestContext } from './auth.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { notAllowed } from './uploads.js';
 
 export async function onTags(reg: Registry, req: RegistryRequest, repo: string): Promise<RegistryResponse> {
   readOnly(req);

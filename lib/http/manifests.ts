@@ -5,7 +5,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Registry } from '../registry/index.js';
 import { type Reference, parseReference } from '../registry/manifests.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { notAllowed } from './uploads.js';
+import { notAllowed } from './responses.js';
 
 export const manifestLocation = (repo: string, digest: string) => `/v2/${repo}/manifests/${digest}`;
 

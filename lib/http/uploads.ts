@@ -9,6 +9,7 @@ import type { Registry } from '../registry/index.js';
 import { uploadRange } from '../registry/uploads.js';
 import type { Status } from '../metadata/types.js';
 import { parseContentRange } from './ranges.js';
+import { notAllowed } from './responses.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -94,8 +95,4 @@ function created(repo: string, digest: string): RegistryResponse {
     status: 201,
     headers: { Location: blobLocation(repo, digest), 'Docker-Content-Digest': digest, 'Content-Length': '0' },
   };
-}
-
-export function notAllowed(allow: string): RegistryError {
-  return new RegistryError('UNSUPPORTED', 'method not allowed on this endpoint', { status: 405, headers: { Allow: allow } });
 }

@@ -1,0 +1,15 @@
+/**
+ * Response pieces every endpoint module uses. Kept apart from app.ts so that the endpoint
+ * modules do not import the app that imports them.
+ */
+import { RegistryError } from '../oci/errors.js';
+import type { RegistryResponse } from './types.js';
+
+export function json(status: number, value: unknown): RegistryResponse {
+  const body = JSON.stringify(value);
+  return { status, headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }, body };
+}
+
+export function notAllowed(allow: string): RegistryError {
+  return new RegistryError('UNSUPPORTED', 'method not allowed on this endpoint', { status: 405, headers: { Allow: allow } });
+}
