@@ -12,7 +12,7 @@ import { onCatalog, onReferrers, onTags } from './listings.js';
 import { onManifest } from './manifests.js';
 import { type Route, matchRoute } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
-import { json, notAllowed } from './responses.js';
+import { API_VERSION, errorResponse, json, notAllowed } from './responses.js';
 import { onUpload, postUpload } from './uploads.js';
 
 /** What the app needs of a logger (Powertools' Logger in production). */
@@ -39,7 +39,7 @@ export class RegistryApp {
       res = this.failure(err, req);
     }
     res.route = route?.name;
-    res.headers['Docker-Distribution-API-Version'] = 'registry/2.0';
+    Object.assign(res.headers, API_VERSION);
     if (req.method === 'HEAD') delete res.body;
     return res;
   }
@@ -78,9 +78,7 @@ export class RegistryApp {
     if (!known || known.status >= 500) {
       this.log.error('request failed', { method: req.method, path: req.path, error: describe(err) });
     }
-    const e = known ?? new RegistryError('UNKNOWN', 'internal server error');
-    const res = json(e.status, e.toJSON());
-    return { ...res, headers: { ...e.headers, ...res.headers, 'Docker-Distribution-API-Version': 'registry/2.0' } };
+    return errorResponse(known ?? new RegistryError('UNKNOWN', 'internal server error'));
   }
 }
 

@@ -29,6 +29,7 @@ import type { Registry } from '../registry/index.js';
 import type { Route } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
 import { json, notAllowed } from './responses.js';
+import { readAll } from '../registry/body.js';
 
 export interface RequestContext {
   /** Whether the caller may pull from `repo` (always, on an open registry). */
@@ -127,7 +128,8 @@ export async function onToken(reg: Registry, req: RegistryRequest): Promise<Regi
     if (header && !/^basic /i.test(header)) throw basicChallenge(auth.settings.service, new RegistryError('UNAUTHORIZED', 'the token endpoint takes Basic credentials'));
     basic = header?.slice(6).trim();
   } else if (req.method === 'POST') {
-    params = new URLSearchParams(await readForm(req));
+    const form = await readAll(req.body, 64 * 1024, () => new RegistryError('SIZE_INVALID', 'token request too large', { status: 413 }));
+    params = new URLSearchParams(form.toString('utf8'));
     const grant = params.get('grant_type');
     if (grant !== 'password') {
       return json(400, { error: 'unsupported_grant_type', error_description: 'only the password grant is supported' });
@@ -167,13 +169,3 @@ function basicChallenge(service: string, err: RegistryError): RegistryError {
   return err;
 }
 
-async function readForm(req: RegistryRequest): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of req.body.stream) {
-    size += chunk.length;
-    if (size > 64 * 1024) throw new RegistryError('SIZE_INVALID', 'token request too large', { status: 413 });
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}

@@ -12,7 +12,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Telemetry } from '../telemetry.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
 import type { RegistryApp } from './app.js';
-import { json } from './responses.js';
+import { errorResponse } from './responses.js';
 
 /** One invocation: event in, result out, one log line and one metrics document. */
 export async function handleEvent(app: RegistryApp, telemetry: Telemetry, event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {
@@ -72,9 +72,7 @@ export async function toResult(res: RegistryResponse): Promise<APIGatewayProxySt
           status: 413,
           detail: { maxResponseBytes: MAX_RESPONSE_BYTES },
         });
-        const refusal = json(err.status, err.toJSON());
-        refusal.headers['Docker-Distribution-API-Version'] = res.headers['Docker-Distribution-API-Version'] ?? 'registry/2.0';
-        return toResult(refusal);
+        return toResult(errorResponse(err));
       }
       chunks.push(Buffer.from(chunk));
     }

@@ -15,8 +15,6 @@ export interface ByteSpan {
   end: number;
 }
 
-export const EMPTY_BODY: Body = { stream: (async function* () {})(), length: 0 };
-
 export function bufferBody(bytes: Uint8Array): Body {
   return {
     stream: (async function* () {
@@ -24,6 +22,19 @@ export function bufferBody(bytes: Uint8Array): Body {
     })(),
     length: bytes.length,
   };
+}
+
+/** The whole of a small body (a manifest, a form), refused with `refusal()` past `max` bytes, declared or sent. */
+export async function readAll(body: Body, max: number, refusal: () => RegistryError): Promise<Buffer> {
+  if (body.length !== undefined && body.length > max) throw refusal();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of body.stream) {
+    size += chunk.length;
+    if (size > max) throw refusal();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 /**

@@ -13,7 +13,7 @@ import { type Manifest, parseManifest } from '../oci/manifest.js';
 import { isValidName, isValidTag } from '../oci/names.js';
 import type { IndexedReferrer, ManifestRecord, MetadataStore, Page, Referrer, ReferrerDetails } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
-import type { Body } from './body.js';
+import { type Body, readAll } from './body.js';
 
 /** Manifests larger than this are refused (413), as distribution and most registries do. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -64,7 +64,7 @@ export class ManifestService {
   }
 
   async put(repo: string, reference: Reference, contentType: string | undefined, body: Body): Promise<StoredManifest & { subject?: string }> {
-    const bytes = await readManifest(body);
+    const bytes = await readAll(body, MAX_MANIFEST_BYTES, tooLarge);
     const algorithm = reference.digest?.algorithm ?? 'sha256';
     const digest = `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
     if (reference.digest && reference.digest.value !== digest) {
@@ -238,17 +238,6 @@ function manifestKey(digest: string): string {
 }
 
 /** Reads a manifest body, refusing (413) as soon as it passes the limit. */
-async function readManifest(body: Body): Promise<Uint8Array> {
-  if (body.length !== undefined && body.length > MAX_MANIFEST_BYTES) throw tooLarge();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of body.stream) {
-    size += chunk.length;
-    if (size > MAX_MANIFEST_BYTES) throw tooLarge();
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
 
 function tooLarge(): RegistryError {
   return new RegistryError('SIZE_INVALID', `manifest larger than ${MAX_MANIFEST_BYTES} bytes`, { status: 413, detail: { maxBytes: MAX_MANIFEST_BYTES } });
