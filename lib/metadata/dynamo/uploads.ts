@@ -259,11 +259,20 @@ export class DynamoUploadStore implements UploadStore {
         ExpressionAttributeValues: { ':me': lease.attempt },
       },
     };
+    let kept: Descriptor;
     try {
       await this.db.send(
         new TransactWriteCommand({
           TransactItems: [
-            { Put: { TableName: this.table, Item: { ...key.descriptor(descriptor.digest), ...descriptor }, ConditionExpression: 'attribute_not_exists(pk)' } },
+            {
+              Put: {
+                TableName: this.table,
+                Item: { ...key.descriptor(descriptor.digest), ...descriptor },
+                ConditionExpression: 'attribute_not_exists(pk)',
+                // The stored descriptor comes back with the refusal: no second read to dedupe.
+                ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+              },
+            },
             { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), repo, ...descriptor } } },
             removeUpload,
           ],
@@ -274,11 +283,10 @@ export class DynamoUploadStore implements UploadStore {
       if (!(err instanceof TransactionCanceledException)) throw err;
       const reasons = err.CancellationReasons ?? [];
       if (reasons[2]?.Code === 'ConditionalCheckFailed') throw new LeaseLost(lease.upload.id);
-      if (reasons[0]?.Code !== 'ConditionalCheckFailed') throw err;
+      if (reasons[0]?.Code !== 'ConditionalCheckFailed' || !reasons[0].Item) throw err;
+      kept = toDescriptor(unmarshall(reasons[0].Item));
     }
     // The digest is already stored: link the existing bytes and let the caller drop ours.
-    const existing = await this.db.send(new GetCommand({ TableName: this.table, Key: key.descriptor(descriptor.digest), ConsistentRead: true }));
-    const kept = toDescriptor(existing.Item ?? {});
     try {
       await this.db.send(
         new TransactWriteCommand({
