@@ -40,7 +40,10 @@ export interface RepairInput {
 }
 
 /** Fixes what can be fixed and completes; returns the key now holding the blob. */
-export async function repairAndComplete(store: S3ObjectStore, input: RepairInput): Promise<string> {
+export async function repairAndComplete(store: S3ObjectStore, given: RepairInput): Promise<string> {
+  // The tail is read at most once, however many parts need it (the repair, then the padding).
+  let tailRead: Promise<Uint8Array | undefined> | undefined;
+  const input: RepairInput = { ...given, tail: given.tail && (() => (tailRead ??= given.tail!())) };
   const { key, multipartId, parts } = input;
   const listed = await listParts(store, key, multipartId);
   for (const part of parts) {
