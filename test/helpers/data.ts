@@ -29,6 +29,11 @@ export async function* asyncStream(size: number, seed = 1, chunk = 1024 * 1024):
   for (const c of stream(size, seed, chunk)) yield c;
 }
 
+/** `data` as a streamed request body (no Content-Length), in pieces of `size` bytes. */
+export async function* chunked(data: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
+  for (let o = 0; o < data.length; o += size) yield data.subarray(o, o + size);
+}
+
 /**
  * A request body that sends `data` up to `at`, then waits until `release()`: a request held
  * open mid-body while the test does something else.

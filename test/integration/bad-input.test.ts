@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MiB, bytes, sha256 } from '../helpers/data.js';
+import { MiB, bytes, chunked, sha256 } from '../helpers/data.js';
 import { call, resolve } from '../helpers/http.js';
 import { errorCode, expectError, patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, delta, useRegistry } from '../helpers/registry.js';
@@ -123,10 +123,7 @@ for (const driver of DRIVERS) {
         const first = bytes(100, 6);
         assert.equal((await patch(location, first, 0)).status, 202);
         const data = bytes(sent, 7);
-        async function* body() {
-          for (let o = 0; o < data.length; o += 64 * 1024) yield data.subarray(o, o + 64 * 1024);
-        }
-        const res = await call(location, { method: 'PATCH', body: body(), headers: { 'Content-Range': `100-${100 + declared - 1}` } });
+        const res = await call(location, { method: 'PATCH', body: chunked(data, 64 * 1024), headers: { 'Content-Range': `100-${100 + declared - 1}` } });
         expectError(res, 400, 'BLOB_UPLOAD_INVALID');
         assert.equal((await call(location)).header('range'), '0-99', `declared ${declared}, sent ${sent}`);
         // The upload is still good: the rest of a real blob can follow and finish.
@@ -148,12 +145,9 @@ for (const driver of DRIVERS) {
         const first = bytes(6 * MiB + 100, 30);
         assert.equal((await patch(location, first, 0)).status, 202);
         const wrongBody = bytes(sent, 31);
-        async function* body() {
-          for (let o = 0; o < wrongBody.length; o += 64 * 1024) yield wrongBody.subarray(o, o + 64 * 1024);
-        }
         const last = bytes(declared, 31);
         const whole = Buffer.concat([first, last]);
-        const res = await call(withDigest(location, sha256(whole)), { method: 'PUT', body: body(), headers: { 'Content-Range': `${first.length}-${first.length + declared - 1}` } });
+        const res = await call(withDigest(location, sha256(whole)), { method: 'PUT', body: chunked(wrongBody, 64 * 1024), headers: { 'Content-Range': `${first.length}-${first.length + declared - 1}` } });
         expectError(res, 400, 'BLOB_UPLOAD_INVALID');
         assert.equal((await call(location)).header('range'), `0-${first.length - 1}`, `declared ${declared}, sent ${sent}`);
         assert.equal((await call(`${r.url}/v2/finish/mismatch/blobs/${sha256(whole)}`, { method: 'HEAD' })).status, 404);

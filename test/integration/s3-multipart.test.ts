@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { MiB, bytes, sha256 } from '../helpers/data.js';
+import { MiB, bytes, chunked, sha256 } from '../helpers/data.js';
 import { call, type Received } from '../helpers/http.js';
 import { errorCode, patch, startUpload, withDigest } from '../helpers/oci.js';
 import { delta, useRegistry } from '../helpers/registry.js';
@@ -16,10 +16,7 @@ describe('S3 multipart uploads', () => {
 
   /** A PATCH whose streamed body stops short of its Content-Range: 400, nothing committed. */
   async function failedPatch(location: string, start: number, declared: number, data: Buffer): Promise<Received> {
-    async function* body() {
-      for (let o = 0; o < data.length; o += MiB) yield data.subarray(o, o + MiB);
-    }
-    const res = await call(location, { method: 'PATCH', body: body(), headers: { 'Content-Range': `${start}-${start + declared - 1}` } });
+    const res = await call(location, { method: 'PATCH', body: chunked(data, MiB), headers: { 'Content-Range': `${start}-${start + declared - 1}` } });
     assert.equal(res.status, 400);
     assert.equal(errorCode(res), 'BLOB_UPLOAD_INVALID');
     return res;
