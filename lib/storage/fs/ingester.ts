@@ -46,19 +46,9 @@ export class FsIngester implements Ingester {
   }
 
   async commit(state: WriteState, body: AsyncIterable<Uint8Array> | undefined, ctx: AppendContext): Promise<Committed> {
-    const final = body ? await this.append(state, body, ctx) : state;
-    if (!body) {
-      // Ensure the file exists at exactly the committed size (zero-length blobs, strays).
-      const path = this.objects.path(final.key);
-      await mkdir(dirname(path), { recursive: true });
-      const file = await open(path, READ_WRITE_CREATE);
-      try {
-        await file.truncate(final.size);
-        await file.sync();
-      } finally {
-        await file.close();
-      }
-    }
+    // Without a final chunk, append still leaves the file at exactly the committed size
+    // (zero-length blobs, bytes of a failed attempt past the end), synced.
+    const final = await this.append(state, body ?? (async function* () {})(), ctx);
     return { key: final.key, size: final.size };
   }
 
