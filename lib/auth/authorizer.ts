@@ -127,7 +127,7 @@ export class Authorizer {
   }
 
   /** Verifies Basic credentials (`base64(user:password)`); returns the user and their grants. */
-  async checkPassword(basic: string, source?: string): Promise<{ user: string; grants: Grant[] }> {
+  private async checkPassword(basic: string, source?: string): Promise<{ user: string; grants: Grant[] }> {
     const decoded = Buffer.from(basic, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     const user = colon < 0 ? '' : decoded.slice(0, colon);

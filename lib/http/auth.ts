@@ -22,7 +22,7 @@
  * (as the spec allows), so nothing about the source is revealed.
  */
 import { RegistryError } from '../oci/errors.js';
-import { type Access, type Action, type Grant, grantable, parseScope, scopeString } from '../auth/access.js';
+import { type Access, type Action, grantable, parseScope, scopeString } from '../auth/access.js';
 import { isValidName } from '../oci/names.js';
 import { ANONYMOUS, type Principal, type RequestOrigin } from '../auth/authorizer.js';
 import type { Registry } from '../registry/index.js';
@@ -143,20 +143,20 @@ export async function onToken(reg: Registry, req: RegistryRequest): Promise<Regi
   if (service && service !== auth.settings.service) {
     throw new RegistryError('DENIED', `this registry issues tokens for service "${auth.settings.service}"`, { detail: { service } });
   }
-  let caller: { user: string; grants: Grant[] } | undefined;
+  // The caller's grants and the anonymous ones, exactly as a Basic request to the registry gets them.
+  let caller: Principal;
   try {
-    caller = basic ? await auth.checkPassword(basic, req.sourceIp) : undefined;
+    caller = await auth.authenticate(basic ? `Basic ${basic}` : undefined, req.sourceIp);
   } catch (err) {
     throw err instanceof RegistryError && err.status === 401 ? basicChallenge(auth.settings.service, err) : err;
   }
-  const grants = [...(caller?.grants ?? []), ...(await auth.authenticate(undefined)).grants];
   const asked = params
     .getAll('scope')
     .flatMap((s) => s.split(' '))
     .map(parseScope)
     .filter((a): a is Access => a !== undefined);
-  const access = grantable(asked, grants, caller !== undefined);
-  const issued = await (await auth.tokens()).issue(caller?.user ?? ANONYMOUS, access);
+  const access = grantable(asked, caller.grants, caller.user !== undefined);
+  const issued = await (await auth.tokens()).issue(caller.user ?? ANONYMOUS, access);
   if (req.method === 'POST') {
     return json(200, { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, issued_at: issued.issuedAt, scope: access.map(scopeString).join(' ') });
   }
