@@ -10,7 +10,7 @@ import { notAllowed } from './responses.js';
 export const manifestLocation = (repo: string, digest: string) => `/v2/${repo}/manifests/${digest}`;
 
 export async function onManifest(reg: Registry, req: RegistryRequest, repo: string, ref: string): Promise<RegistryResponse> {
-  const reference = parseReference(ref);
+  const reference = req.method === 'GET' || req.method === 'HEAD' ? lookupReference(ref) : parseReference(ref);
   switch (req.method) {
     case 'HEAD': {
       // One read: a tag's record carries the digest, type and size.
@@ -39,6 +39,20 @@ export async function onManifest(reg: Registry, req: RegistryRequest, repo: stri
       return { status: 202, headers: { 'Content-Length': '0' } };
     default:
       throw notAllowed('GET, HEAD, PUT, DELETE');
+  }
+}
+
+/**
+ * A reference to read. Nothing can be stored under one that is neither a tag nor a digest, so
+ * reading it answers what reading any absent manifest answers (404, as distribution does and
+ * the OCI conformance suite expects); only writing it is a client error (400).
+ */
+function lookupReference(ref: string): Reference {
+  try {
+    return parseReference(ref);
+  } catch (err) {
+    if (!(err instanceof RegistryError) || err.status !== 400) throw err;
+    throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { detail: { reference: ref } });
   }
 }
 

@@ -148,23 +148,50 @@ export interface Page<T> {
   more: boolean;
 }
 
+/**
+ * The most distinct blobs and manifests one manifest may reference: the write that stores it
+ * checks each of them in the same DynamoDB transaction (at most 100 items), next to up to seven
+ * items of its own. Docker images rarely pass 60 layers; larger manifests are refused (400).
+ */
+export const MAX_MANIFEST_REFERENCES = 90;
+
+/** What a manifest push read before writing: the state its write is conditioned on. */
+export interface ManifestPlan {
+  repo: string;
+  tag?: string;
+  /** Sizes of the referenced blobs the repository links (missing ones are absent). */
+  blobs: Map<string, number>;
+  /** Sizes of the referenced manifests the repository holds (missing ones are absent). */
+  manifests: Map<string, number>;
+  /** The digest `tag` pointed at when read. */
+  previous?: string;
+  /** Whether the repository already has its catalog entry. */
+  listed: boolean;
+}
+
 export interface ManifestIndex {
   getManifest(repo: string, digest: string): Promise<ManifestRecord | undefined>;
-  /** The sizes of the manifests among `digests` that the repository holds (missing ones are absent). */
-  manifestSizes(repo: string, digests: string[]): Promise<Map<string, number>>;
   getTag(repo: string, tag: string): Promise<TagRecord | undefined>;
   /**
-   * Stores the manifest, points `tag` at it, indexes it as a referrer of its subject (with
-   * `referrer`'s details) and lists the repository: atomically. Every item stays far below
-   * DynamoDB's 400 KB whatever the details' size: large ones are left in the manifest.
+   * One read of everything a push of a manifest referencing `blobs` and `manifests` under `tag`
+   * depends on; putManifest() writes only if none of it changed in a way that matters.
    */
-  putManifest(record: ManifestRecord, tag?: string, referrer?: ReferrerDetails): Promise<void>;
+  planPut(repo: string, tag: string | undefined, blobs: string[], manifests: string[]): Promise<ManifestPlan>;
+  /**
+   * Stores the manifest, points the plan's tag at it, indexes it as a referrer of its subject
+   * (with `referrer`'s details) and lists a new repository: atomically, and only while every
+   * reference in the plan is still there (else ReferenceGone, nothing written). `attempt`
+   * identifies this push in what it writes. Every item stays far below DynamoDB's 400 KB
+   * whatever the details' size: large ones are left in the manifest.
+   */
+  putManifest(record: ManifestRecord, plan: ManifestPlan, attempt: string, referrer?: ReferrerDetails): Promise<void>;
   /**
    * Deletes the manifest and every tag pointing at it, including one that a concurrent push
-   * added meanwhile (unless that push stored the manifest again); false if the repository
-   * does not hold it.
+   * added meanwhile (unless that push stored the manifest again), and none that moved away;
+   * false if the repository does not hold it.
    */
   deleteManifest(repo: string, digest: string): Promise<boolean>;
+  /** Deletes the tag wherever it points; false if there is no such tag. */
   deleteTag(repo: string, tag: string): Promise<boolean>;
   /** Tags in case-insensitive lexical order, after `last`, at most `n` (all when undefined). */
   listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>>;
@@ -231,6 +258,14 @@ export class LeaseLost extends Error {
   constructor(readonly id: string) {
     super(`upload ${id}: another request took over the write`);
     this.name = 'LeaseLost';
+  }
+}
+
+/** A manifest push whose referenced blob or manifest went away before it could be stored. */
+export class ReferenceGone extends Error {
+  constructor(readonly digest: string) {
+    super(`referenced ${digest} is no longer in the repository`);
+    this.name = 'ReferenceGone';
   }
 }
 

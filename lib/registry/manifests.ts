@@ -6,12 +6,22 @@
  * their DynamoDB record, so reading one by tag costs two reads and no storage request; larger
  * ones go to a content-addressed object.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { RegistryError, deletionDisabled } from '../oci/errors.js';
 import { type Digest, parseDigest } from '../oci/digest.js';
 import { type Manifest, parseManifest } from '../oci/manifest.js';
 import { isValidName, isValidTag } from '../oci/names.js';
-import type { IndexedReferrer, ManifestRecord, MetadataStore, Page, Referrer, ReferrerDetails } from '../metadata/types.js';
+import {
+  type IndexedReferrer,
+  MAX_MANIFEST_REFERENCES,
+  type ManifestPlan,
+  type ManifestRecord,
+  type MetadataStore,
+  type Page,
+  ReferenceGone,
+  type Referrer,
+  type ReferrerDetails,
+} from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
 import { type Body, readAll } from './body.js';
 
@@ -21,6 +31,8 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 export const INLINE_MANIFEST_BYTES = 64 * 1024;
 /** Default for SKIFF_MAX_PAGE: the most entries one page of tags, repositories or referrers holds. */
 export const DEFAULT_MAX_PAGE = 1000;
+/** The most repository names one read of the catalog asks for while filling a page. */
+export const CATALOG_READ = 1000;
 /**
  * A referrers page stops before its JSON passes this size (one referrer always fits). Lambda
  * answers at most 6 MB, and API Gateway's envelope escapes the JSON text once more, which can
@@ -71,7 +83,7 @@ export class ManifestService {
       throw new RegistryError('DIGEST_INVALID', 'manifest digest does not match the reference', { detail: { reference: reference.digest.value, digest } });
     }
     const manifest = parseManifest(bytes, contentType);
-    await this.checkReferences(repo, manifest);
+    const plan = await this.checkReferences(repo, reference.tag, manifest);
 
     const record: ManifestRecord = {
       repo,
@@ -88,7 +100,13 @@ export class ManifestService {
     }
     // The referrers API's details matter only for a manifest with a subject.
     const details: ReferrerDetails | undefined = manifest.subject ? { artifactType: manifest.artifactType, annotations: manifest.annotations } : undefined;
-    await this.meta.manifests.putManifest(record, reference.tag, details);
+    try {
+      await this.meta.manifests.putManifest(record, plan, randomUUID(), details);
+    } catch (err) {
+      // Deleted between the check and the write: the check's answer, only later.
+      if (err instanceof ReferenceGone) throw plan.blobs.has(err.digest) ? blobUnknown(err.digest) : childUnknown(err.digest);
+      throw err;
+    }
     return { digest, mediaType: record.mediaType, size: record.size, subject: record.subject };
   }
 
@@ -179,46 +197,68 @@ export class ManifestService {
 
   /**
    * Repositories in lexical order after `last`, at most `n`, keeping only those `visible`
-   * accepts. Hidden ones do not count towards `n`: pages are read until `n` are found. A Link
-   * may then lead to a page with nothing visible on it; it never skips a visible repository.
+   * accepts. Hidden ones do not count towards `n`: the catalog is read until `n` are found, in
+   * reads that grow (n, then 8 times more each time, up to CATALOG_READ names) so that a caller
+   * who sees few of many repositories costs a Query per CATALOG_READ names, not one per name.
+   * A Link may then lead to a page with nothing visible on it; it never skips a visible
+   * repository, and it never names a hidden one.
    */
   async repositories(n: number | undefined, last: string | undefined, visible: (repo: string) => boolean = () => true): Promise<Page<string>> {
     if (last !== undefined && !isValidName(last)) throw badQuery('last must be a repository name');
     if (n === 0) return { items: [], more: false };
     const items: string[] = [];
     let after = last;
+    let read = n === undefined ? undefined : Math.min(n, CATALOG_READ);
     for (;;) {
-      const page = await this.meta.manifests.listRepositories(n === undefined ? undefined : n - items.length, after);
-      items.push(...page.items.filter(visible));
-      after = page.items[page.items.length - 1] ?? after;
+      const page = await this.meta.manifests.listRepositories(read, after);
+      for (const [i, name] of page.items.entries()) {
+        if (!visible(name)) continue;
+        items.push(name);
+        if (items.length === n) return { items, more: page.more || i < page.items.length - 1 };
+      }
       if (!page.more) return { items, more: false };
-      if (n !== undefined && items.length >= n) return { items, more: true };
+      after = page.items[page.items.length - 1]!;
+      read = Math.min((read ?? CATALOG_READ) * 8, CATALOG_READ);
     }
   }
 
-  /** Everything a manifest references must be in the repository, at the size it claims. */
-  private async checkReferences(repo: string, manifest: Manifest): Promise<void> {
-    const [links, manifests] = await Promise.all([
-      manifest.blobs.length ? this.meta.blobs.getLinks(repo, manifest.blobs.map((b) => b.digest)) : new Map(),
-      manifest.manifests.length ? this.meta.manifests.manifestSizes(repo, manifest.manifests.map((m) => m.digest)) : new Map<string, number>(),
-    ]);
+  /**
+   * Everything a manifest references must be in the repository, at the size it claims. One read,
+   * which also sees what the write depends on (the plan); the write then re-checks it atomically.
+   */
+  private async checkReferences(repo: string, tag: string | undefined, manifest: Manifest): Promise<ManifestPlan> {
+    const blobs = [...new Set(manifest.blobs.map((b) => b.digest))];
+    const children = [...new Set(manifest.manifests.map((m) => m.digest))];
+    if (blobs.length + children.length > MAX_MANIFEST_REFERENCES) {
+      throw new RegistryError('MANIFEST_INVALID', `manifest references more than ${MAX_MANIFEST_REFERENCES} distinct blobs and manifests`, {
+        detail: { references: blobs.length + children.length, max: MAX_MANIFEST_REFERENCES },
+      });
+    }
+    const plan = await this.meta.manifests.planPut(repo, tag, blobs, children);
     for (const blob of manifest.blobs) {
-      const link = links.get(blob.digest);
-      if (!link) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'manifest references a blob the repository does not have', { detail: { digest: blob.digest } });
-      if (link.size !== blob.size) {
-        throw new RegistryError('MANIFEST_INVALID', 'manifest gives a blob a size other than its own', { detail: { digest: blob.digest, size: blob.size, actual: link.size } });
+      const size = plan.blobs.get(blob.digest);
+      if (size === undefined) throw blobUnknown(blob.digest);
+      if (size !== blob.size) {
+        throw new RegistryError('MANIFEST_INVALID', 'manifest gives a blob a size other than its own', { detail: { digest: blob.digest, size: blob.size, actual: size } });
       }
     }
     for (const child of manifest.manifests) {
-      const size = manifests.get(child.digest);
-      if (size === undefined) {
-        throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'index references a manifest the repository does not have', { detail: { digest: child.digest } });
-      }
+      const size = plan.manifests.get(child.digest);
+      if (size === undefined) throw childUnknown(child.digest);
       if (size !== child.size) {
         throw new RegistryError('MANIFEST_INVALID', 'index gives a manifest a size other than its own', { detail: { digest: child.digest, size: child.size, actual: size } });
       }
     }
+    return plan;
   }
+}
+
+function blobUnknown(digest: string): RegistryError {
+  return new RegistryError('MANIFEST_BLOB_UNKNOWN', 'manifest references a blob the repository does not have', { detail: { digest } });
+}
+
+function childUnknown(digest: string): RegistryError {
+  return new RegistryError('MANIFEST_BLOB_UNKNOWN', 'index references a manifest the repository does not have', { detail: { digest } });
 }
 
 /** A tag or a digest; anything else is a 400. */

@@ -261,14 +261,14 @@ for (const driver of DRIVERS) {
       assert.equal((await get('race/del', 'one', {}, 'HEAD')).status, 404);
 
       // The same manifest pushed again under a new tag while a delete runs: between the delete's
-      // read of the tags and its removal of the manifest.
+      // read of the tags on the digest and its removal of the manifest.
       assert.equal((await put('race/del', 'one', m.text)).status, 201);
       let armed = true;
       let racedPut: Received | undefined;
       r.db.middlewareStack.add(
         (next, ctx) => async (args) => {
           const result = await next(args);
-          if (armed && ctx.commandName === 'QueryCommand' && JSON.stringify(args.input).includes('TAG#')) {
+          if (armed && ctx.commandName === 'QueryCommand' && JSON.stringify(args.input).includes(`TAGGED#${m.digest}#`)) {
             armed = false;
             racedPut = await put('race/del', 'late', m.text);
           }

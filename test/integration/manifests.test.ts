@@ -147,14 +147,20 @@ for (const driver of DRIVERS) {
       assert.equal((await put('missing/blobs', 'foreign', JSON.stringify({ ...base, layers: [...base.layers, foreign] }))).status, 201);
     });
 
-    it('refuses invalid tags and malformed digests with 400, never 500', async () => {
+    it('refuses to store under invalid tags and malformed digests (400); reading them is 404 MANIFEST_UNKNOWN, never 500', async () => {
       const m = await image('bad/ref');
       for (const tag of ['-dash', '.dot', 'a'.repeat(129), 'with%20space', 'sha256:abc', 'md5:' + 'a'.repeat(32)]) {
         const res = await put('bad/ref', tag, m.text);
         assert.equal(res.status, 400, `${tag}: ${res.body}`);
         assert.ok(['MANIFEST_INVALID', 'DIGEST_INVALID'].includes(errorCode(res)!), tag);
-        assert.equal((await get('bad/ref', tag)).status, 400);
+        // Nothing can exist there: a read answers as for any absent manifest (OCI conformance).
+        expectError(await get('bad/ref', tag), 404, 'MANIFEST_UNKNOWN', tag);
+        const head = await get('bad/ref', tag, {}, 'HEAD');
+        assert.equal(head.status, 404, tag);
       }
+      expectError(await get('bad/ref', '.INVALID_MANIFEST_NAME'), 404, 'MANIFEST_UNKNOWN');
+      assert.equal((await get('bad/ref', '.INVALID_MANIFEST_NAME', {}, 'HEAD')).status, 404);
+      expectError(await put('bad/ref', '.INVALID_MANIFEST_NAME', m.text), 400, 'MANIFEST_INVALID');
       expectError(await get('bad/ref', 'nosuchtag'), 404, 'MANIFEST_UNKNOWN');
       expectError(await get('bad/ref', sha256(bytes(3, 3))), 404, 'MANIFEST_UNKNOWN');
       assert.equal((await get('bad/ref', 'nosuchtag', {}, 'HEAD')).status, 404);

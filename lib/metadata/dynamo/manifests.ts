@@ -2,10 +2,17 @@
  * Manifests, tags, referrers and the repository catalog in DynamoDB (key design in table.ts).
  * Every lookup is a GetItem or a Query on one partition: never a Scan, never an S3 listing.
  */
-import { TransactionCanceledException } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, TransactWriteCommand } from '@aws-sdk/lib-dynamodb';
-import type { IndexedReferrer, ManifestIndex, ManifestRecord, Page, ReferrerDetails, TagRecord } from '../types.js';
-import { batchGet, deleteExisting, key, queryPrefix, tagSk } from './table.js';
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { type DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { Contended, type IndexedReferrer, type ManifestIndex, type ManifestPlan, type ManifestRecord, type Page, ReferenceGone, type ReferrerDetails, type TagRecord } from '../types.js';
+import { type TransactItems, batchGet, cancellationReasons, key, queryPrefix, tagSk, taggedPrefix, transact } from './table.js';
+
+/**
+ * How often a write that found a tag or manifest changed since it read it reads again and
+ * retries, before it gives up as contended (429).
+ */
+const MOVES = 8;
 
 /**
  * A referrer's artifactType and annotations are kept in its index item up to this size (as
@@ -26,88 +33,154 @@ export class DynamoManifestIndex implements ManifestIndex {
     return res.Item ? toManifest(res.Item, repo) : undefined;
   }
 
-  async manifestSizes(repo: string, digests: string[]): Promise<Map<string, number>> {
-    const items = await batchGet(this.db, this.table, digests.map((d) => key.manifest(repo, d)));
-    return new Map(items.map((i) => [i.digest as string, i.size as number]));
-  }
-
   async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
     const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.tag(repo, tag), ConsistentRead: true }));
     return res.Item ? toTag(res.Item, repo) : undefined;
   }
 
-  async putManifest(record: ManifestRecord, tag?: string, referrer: ReferrerDetails = {}): Promise<void> {
+  async planPut(repo: string, tag: string | undefined, blobs: string[], manifests: string[]): Promise<ManifestPlan> {
+    const keys = [...blobs.map((d) => key.link(repo, d)), ...manifests.map((d) => key.manifest(repo, d)), key.marker(repo)];
+    if (tag !== undefined) keys.push(key.tag(repo, tag));
+    const plan: ManifestPlan = { repo, tag, blobs: new Map(), manifests: new Map(), listed: false };
+    for (const item of await batchGet(this.db, this.table, keys)) {
+      const sk = item.sk as string;
+      if (sk.startsWith('BLOB#')) plan.blobs.set(item.digest as string, item.size as number);
+      else if (sk.startsWith('MANIFEST#')) plan.manifests.set(item.digest as string, item.size as number);
+      else if (sk === key.marker(repo).sk) plan.listed = true;
+      else plan.previous = item.digest as string;
+    }
+    return plan;
+  }
+
+  async putManifest(record: ManifestRecord, plan: ManifestPlan, attempt: string, referrer: ReferrerDetails = {}): Promise<void> {
     const { repo, digest, mediaType, size } = record;
     const { body, key: objectKey, subject, createdAt } = record;
-    const puts: Record<string, unknown>[] = [
-      // Only what serving the manifest needs: the referrers API's details live on the referrer item.
-      { ...key.manifest(repo, digest), ...withoutUndefined({ repo, digest, mediaType, size, body: body ? Buffer.from(body) : undefined, key: objectKey, subject, createdAt }) },
-      { ...key.repository(repo), name: repo, createdAt },
-    ];
-    if (tag) puts.push({ ...key.tag(repo, tag), tag, digest, mediaType, size, updatedAt: createdAt });
+    // What the service checked stays checked: the write fails if a referenced blob link or
+    // child manifest went meanwhile (a concurrent DELETE), instead of storing a broken image.
+    const references = [...[...plan.blobs.keys()].map((d) => ({ digest: d, Key: key.link(repo, d) })), ...[...plan.manifests.keys()].map((d) => ({ digest: d, Key: key.manifest(repo, d) }))];
+    const fixed: TransactItems = references.map(({ Key }) => ({ ConditionCheck: { TableName: this.table, Key, ConditionExpression: 'attribute_exists(pk)' } }));
+    const put = (Item: Record<string, unknown>) => ({ Put: { TableName: this.table, Item } });
+    // Only what serving the manifest needs: the referrers API's details live on the referrer item.
+    fixed.push(put({ ...key.manifest(repo, digest), ...withoutUndefined({ repo, digest, mediaType, size, body: body ? Buffer.from(body) : undefined, key: objectKey, subject, createdAt, attempt }) }));
     if (subject) {
       const details = withoutUndefined({ artifactType: referrer.artifactType, annotations: referrer.annotations });
       const inline = Buffer.byteLength(JSON.stringify(details)) <= INLINE_REFERRER_BYTES;
       // Detached, a short artifactType still stays, so filtering by it needs no read of the manifest.
       const kept = inline ? details : withoutUndefined({ artifactType: (referrer.artifactType?.length ?? 0) <= 1024 ? referrer.artifactType : undefined, detached: true });
-      puts.push({ ...key.referrer(repo, subject, digest), digest, mediaType, size, ...kept });
+      fixed.push(put({ ...key.referrer(repo, subject, digest), digest, mediaType, size, ...kept }));
     }
-    await this.db.send(new TransactWriteCommand({ TransactItems: puts.map((Item) => ({ Put: { TableName: this.table, Item } })) }));
+    // The catalog's partition is shared by every repository: only a repository's first push
+    // writes there, so pushes to known repositories never meet there.
+    if (!plan.listed) fixed.push(put({ ...key.marker(repo), name: repo, createdAt }), put({ ...key.repository(repo), name: repo, createdAt }));
+
+    let previous = plan.previous;
+    for (let tries = 0; tries < MOVES; tries++) {
+      const items = [...fixed];
+      const tag = plan.tag;
+      if (tag !== undefined) {
+        // The tag and its reverse-index entries move together, and only from where we saw it.
+        items.push({
+          Put: {
+            TableName: this.table,
+            Item: { ...key.tag(repo, tag), tag, digest, mediaType, size, updatedAt: createdAt, attempt },
+            ...(previous === undefined
+              ? { ConditionExpression: 'attribute_not_exists(pk)' }
+              : { ConditionExpression: '#digest = :previous', ExpressionAttributeNames: { '#digest': 'digest' }, ExpressionAttributeValues: { ':previous': previous } }),
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          },
+        });
+        items.push(put({ ...key.tagged(repo, digest, tag), tag, digest }));
+        if (previous !== undefined && previous !== digest) items.push({ Delete: { TableName: this.table, Key: key.tagged(repo, previous, tag) } });
+      }
+      try {
+        await transact(this.db, items);
+        return;
+      } catch (err) {
+        const reasons = cancellationReasons(err);
+        if (!reasons) throw err;
+        const gone = references.find((_, i) => reasons[i]?.Code === 'ConditionalCheckFailed');
+        if (gone) throw new ReferenceGone(gone.digest);
+        const moved = reasons[fixed.length];
+        if (tag === undefined || moved?.Code !== 'ConditionalCheckFailed') throw err;
+        const now = moved.Item ? unmarshall(moved.Item as Record<string, AttributeValue>) : undefined;
+        // Our own write, applied although its answer was lost: done.
+        if (now?.attempt === attempt) return;
+        previous = now?.digest as string | undefined;
+      }
+    }
+    throw new Contended();
   }
 
   async deleteManifest(repo: string, digest: string): Promise<boolean> {
-    const manifest = await this.getManifest(repo, digest);
-    if (!manifest) return false;
-    const keys = [key.manifest(repo, digest)];
-    if (manifest.subject) keys.push(key.referrer(repo, manifest.subject, digest));
-    for (const tag of await this.tagsOf(repo, digest)) keys.push(key.tag(repo, tag));
-    // A manifest with more than 100 tags is rare; delete in chunks, the manifest itself last.
-    const [first, ...rest] = keys;
-    for (let i = 0; i < rest.length; i += 100) {
-      await this.db.send(new TransactWriteCommand({ TransactItems: rest.slice(i, i + 100).map((Key) => ({ Delete: { TableName: this.table, Key } })) }));
+    for (let tries = 0; tries < MOVES; tries++) {
+      const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.manifest(repo, digest), ConsistentRead: true }));
+      const manifest = res.Item;
+      if (!manifest) return false;
+      // Only the tags on this digest, from the reverse index (never every tag of the repository).
+      const { items: tagged } = await queryPrefix(this.db, this.table, `REPO#${repo}`, taggedPrefix(digest));
+      const tags = tagged.map((i) => i.tag as string);
+      // The manifest goes only as it was read: a push of it meanwhile (maybe under a new tag)
+      // changes its attempt, and the delete starts over with that tag in view.
+      const last: TransactItems = [
+        {
+          Delete: {
+            TableName: this.table,
+            Key: key.manifest(repo, digest),
+            ...(manifest.attempt === undefined
+              ? { ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(attempt)' }
+              : { ConditionExpression: 'attempt = :attempt', ExpressionAttributeValues: { ':attempt': manifest.attempt } }),
+          },
+        },
+      ];
+      if (manifest.subject) last.push({ Delete: { TableName: this.table, Key: key.referrer(repo, manifest.subject as string, digest) } });
+      // Tags in transactions of at most 100 items, the manifest with the last of them.
+      const groups: TransactItems[] = [];
+      let current = last;
+      for (const tag of tags.reverse()) {
+        if (current.length + 2 > 100) groups.push((current = []));
+        current.push(...this.untag(repo, tag, digest));
+      }
+      try {
+        for (const group of [...groups.reverse(), last]) await transact(this.db, group);
+        return true;
+      } catch (err) {
+        // A tag moved away (it stays: its reverse entry moved with it), or the manifest was
+        // pushed again or deleted: read again and start over.
+        if (!cancellationReasons(err)?.some((r) => r.Code === 'ConditionalCheckFailed')) throw err;
+      }
     }
-    await this.db.send(new DeleteCommand({ TableName: this.table, Key: first }));
-    // A push of this manifest under another tag may have landed between reading the tags and
-    // deleting the manifest, leaving that tag pointing at nothing (HEAD by tag, one read of the
-    // tag, would answer 200 and GET 404). Sweep once more: such a tag goes, unless the manifest
-    // is back (pushed again since, which makes the tag valid).
-    for (const tag of await this.tagsOf(repo, digest)) await this.deleteDanglingTag(repo, tag, digest);
-    return true;
+    throw new Contended();
   }
 
-  /** Deletes `tag` if it still points at `digest` and the repository no longer holds that manifest. */
-  private async deleteDanglingTag(repo: string, tag: string, digest: string): Promise<void> {
-    try {
-      await this.db.send(
-        new TransactWriteCommand({
-          TransactItems: [
-            { ConditionCheck: { TableName: this.table, Key: key.manifest(repo, digest), ConditionExpression: 'attribute_not_exists(pk)' } },
-            {
-              Delete: {
-                TableName: this.table,
-                Key: key.tag(repo, tag),
-                ConditionExpression: '#digest = :digest',
-                ExpressionAttributeNames: { '#digest': 'digest' },
-                ExpressionAttributeValues: { ':digest': digest },
-              },
-            },
-          ],
-        }),
-      );
-    } catch (err) {
-      // The manifest is back, or the tag moved or went: either way it no longer dangles.
-      if (err instanceof TransactionCanceledException && err.CancellationReasons?.some((r) => r.Code === 'ConditionalCheckFailed')) return;
-      throw err;
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    for (let tries = 0; tries < MOVES; tries++) {
+      const current = await this.getTag(repo, tag);
+      if (!current) return false;
+      try {
+        await transact(this.db, this.untag(repo, tag, current.digest));
+        return true;
+      } catch (err) {
+        // Moved or deleted since it was read: look again.
+        if (!cancellationReasons(err)?.some((r) => r.Code === 'ConditionalCheckFailed')) throw err;
+      }
     }
+    throw new Contended();
   }
 
-  private async tagsOf(repo: string, digest: string): Promise<string[]> {
-    const { items } = await this.page(`REPO#${repo}`, 'TAG#', undefined, undefined);
-    return items.filter((i) => i.digest === digest).map((i) => i.tag as string);
-  }
-
-  deleteTag(repo: string, tag: string): Promise<boolean> {
-    return deleteExisting(this.db, this.table, key.tag(repo, tag));
+  /** Deletes `tag` and its reverse-index entry, only while it points at `digest`. */
+  private untag(repo: string, tag: string, digest: string): TransactItems {
+    return [
+      {
+        Delete: {
+          TableName: this.table,
+          Key: key.tag(repo, tag),
+          ConditionExpression: '#digest = :digest',
+          ExpressionAttributeNames: { '#digest': 'digest' },
+          ExpressionAttributeValues: { ':digest': digest },
+        },
+      },
+      { Delete: { TableName: this.table, Key: key.tagged(repo, digest, tag) } },
+    ];
   }
 
   async listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>> {

@@ -9,8 +9,12 @@
  *   upload session      UPLOAD#<id>         UPLOAD             repo offset write seq writer leaseUntil
  *                                                              startedAt updatedAt expiresAt ttl
  *   upload part         UPLOAD#<id>         PART#<00001>       number etag size seq ttl
- *   manifest            REPO#<name>         MANIFEST#<digest>  digest mediaType size body|key subject createdAt
- *   tag                 REPO#<name>         TAG#<lower>#<tag>  tag digest mediaType size updatedAt
+ *   manifest            REPO#<name>         MANIFEST#<digest>  digest mediaType size body|key subject createdAt attempt
+ *   tag                 REPO#<name>         TAG#<lower>#<tag>  tag digest mediaType size updatedAt attempt
+ *   tag of a manifest   REPO#<name>         TAGGED#<digest>#<tag>  tag digest (the reverse index: written and
+ *                                                              deleted in the transaction that moves the tag)
+ *   repository marker   REPO#<name>         REPOSITORY         name createdAt (in the repository's own partition:
+ *                                                              a push reads it to know the catalog lists it)
  *   referrer            REPO#<name>         REFERRER#<subject>#<digest>  mediaType digest size artifactType
  *                                                              annotations | detached (details over 32 KiB
  *                                                              are read from the manifest itself)
@@ -40,7 +44,9 @@ import {
   DynamoDBDocumentClient,
   QueryCommand,
   type QueryCommandOutput,
+  TransactWriteCommand,
 } from '@aws-sdk/lib-dynamodb';
+import { randomUUID } from 'node:crypto';
 import type { InitializeMiddleware, MetadataBearer } from '@smithy/types';
 import { Contended } from '../types.js';
 import definition from '../../../infra/dynamodb-table.json' with { type: 'json' };
@@ -52,6 +58,8 @@ export const key = {
   part: (id: string, n: number) => ({ pk: `UPLOAD#${id}`, sk: partSk(n) }),
   manifest: (repo: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `MANIFEST#${digest}` }),
   tag: (repo: string, tag: string) => ({ pk: `REPO#${repo}`, sk: tagSk(tag) }),
+  tagged: (repo: string, digest: string, tag: string) => ({ pk: `REPO#${repo}`, sk: `${taggedPrefix(digest)}${tag}` }),
+  marker: (repo: string) => ({ pk: `REPO#${repo}`, sk: 'REPOSITORY' }),
   referrer: (repo: string, subject: string, digest: string) => ({ pk: `REPO#${repo}`, sk: `REFERRER#${subject}#${digest}` }),
   repository: (repo: string) => ({ pk: 'CATALOG', sk: `REPO#${repo}` }),
   user: (name: string) => ({ pk: 'USERS', sk: `USER#${name}` }),
@@ -65,6 +73,11 @@ export const key = {
  */
 export function tagSk(tag: string): string {
   return `TAG#${tag.toLowerCase()}#${tag}`;
+}
+
+/** Sort-key prefix of the reverse index: the tags pointing at `digest`. */
+export function taggedPrefix(digest: string): string {
+  return `TAGGED#${digest}#`;
 }
 
 export function partSk(n: number): string {
@@ -212,4 +225,55 @@ export async function queryPrefix(
   } while (start && items.length < want);
   const more = items.length > (opts.limit ?? Infinity);
   return { items: more ? items.slice(0, opts.limit) : items, more };
+}
+
+export type TransactItems = NonNullable<TransactWriteCommand['input']['TransactItems']>;
+
+/** How often a transaction whose outcome is unknown is sent again before the failure is reported. */
+const RESENDS = 3;
+
+/**
+ * A transaction that is safe to send again: it carries a ClientRequestToken, and DynamoDB
+ * answers a token it already applied (for ten minutes) with success, applying nothing twice.
+ * The SDK resends the same serialized request, token included, when an answer is lost; a
+ * failure that reaches us without being DynamoDB's answer (a timeout, a reset connection, a 5xx
+ * after the SDK's own retries) may still have applied, so it is sent again here, identically,
+ * until DynamoDB answers. Its answer then decides: success (ours, now or before) or a refusal
+ * (a condition, contention, throttling), which applied nothing. Tokens are global to the account
+ * and bound to the request's parameters, so every distinct transaction gets a fresh one.
+ */
+export async function transact(db: DynamoDBDocumentClient, items: TransactItems, token: string = randomUUID()): Promise<void> {
+  const command = new TransactWriteCommand({ TransactItems: items, ClientRequestToken: token });
+  for (let sent = 1; ; sent++) {
+    try {
+      await db.send(command);
+      return;
+    } catch (err) {
+      if (isAnswer(err) || sent > RESENDS) throw err;
+      // Still running under the same token: wait for it to end, then ask again.
+      await new Promise((r) => setTimeout(r, 20 * 2 ** sent));
+    }
+  }
+}
+
+/**
+ * Whether an error is DynamoDB's answer to the request (a 4xx it sent: a refused condition,
+ * throttling, a bad request; or contention we gave up on), so nothing of the request applied.
+ * A transaction still in progress under the same token is no answer yet.
+ */
+export function isAnswer(err: unknown): boolean {
+  if (err instanceof Contended) return true;
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } } | undefined;
+  if (e?.name === 'TransactionInProgressException') return false;
+  const status = e?.$metadata?.httpStatusCode;
+  return status !== undefined && status >= 400 && status < 500;
+}
+
+/**
+ * The reasons of a cancelled transaction, one per item in order (Code 'None' for items that
+ * passed; Item, raw, for a failed condition that asked for ALL_OLD); undefined for any other error.
+ */
+export function cancellationReasons(err: unknown): { Code?: string; Item?: Record<string, unknown> }[] | undefined {
+  if ((err as { name?: string } | undefined)?.name !== 'TransactionCanceledException') return undefined;
+  return (err as { CancellationReasons?: { Code?: string; Item?: Record<string, unknown> }[] }).CancellationReasons ?? [];
 }
