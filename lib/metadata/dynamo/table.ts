@@ -216,7 +216,8 @@ export async function queryPrefix(
         KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
         ExpressionAttributeValues: { ':pk': pk, ':prefix': prefix },
         ExclusiveStartKey: start,
-        Limit: Number.isFinite(want) ? Math.min(want - items.length, 1000) : undefined,
+        // DynamoDB ends a page at 1 MB whatever the Limit, which bounds what one call holds.
+        Limit: Number.isFinite(want) ? want - items.length : undefined,
         ConsistentRead: true,
       }),
     );
