@@ -22,8 +22,7 @@
  *   faults.record();  await flow();  const calls = faults.disarm();   // what the flow calls
  *   faults.arm(3, 'lose');  await flow();  faults.disarm();            // lose call #3's answer
  */
-import type { S3Client } from '@aws-sdk/client-s3';
-import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { MiddlewareStack } from '@smithy/types';
 import type { TestRegistry } from './registry.js';
 
 export type FaultKind = 'fail' | 'lose' | 'lose-retried' | 'delay' | 'throttle';
@@ -151,7 +150,11 @@ export function injectFaults(r: TestRegistry, opts: FaultOptions = {}): FaultLay
 
 const CALL = Symbol('skiffFaultCall');
 
-function addMiddleware(layer: FaultLayer, client: S3Client | DynamoDBDocumentClient, backend: Backend): void {
+// Both clients' stacks take the same initialize middleware; their input/output unions differ.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyStack = { middlewareStack: MiddlewareStack<any, any> };
+
+function addMiddleware(layer: FaultLayer, client: AnyStack, backend: Backend): void {
   // Outermost: one count per call the code makes, before the registry's own conflict retries.
   client.middlewareStack.add(
     (next, context) => async (args) => {
