@@ -36,8 +36,19 @@ export interface CallRecord {
   backend: Backend;
   /** Command name (UpdateItemCommand, PutObjectCommand) or driver method (objects.put, ingester.append). */
   name: string;
+  /** The command's input (SDK) or the method's arguments (fs), for predicates. */
+  input: unknown;
   /** What was injected into this call, if anything. */
   fault?: FaultKind;
+}
+
+/** Which call to hit: its index since arm(), or the first call the predicate accepts. */
+export type Target = number | ((call: CallRecord) => boolean);
+
+/** The `n`-th call (0-based) of a command, optionally one whose input the predicate accepts. */
+export function nth(name: string, n: number, where: (input: any) => boolean = () => true): (call: CallRecord) => boolean {
+  let seen = 0;
+  return (call) => call.name === name && where(call.input) && seen++ === n;
 }
 
 /** The faults that make sense for a call: the filesystem neither throttles nor retries. */
@@ -51,7 +62,7 @@ export interface FaultOptions {
 }
 
 interface Plan {
-  at: number;
+  at: Target;
   fault: FaultKind;
 }
 
@@ -72,8 +83,8 @@ export class FaultLayer {
     this.counting = true;
   }
 
-  /** Counts calls from now on and injects `fault` into call number `at` (0-based). */
-  arm(at: number, fault: FaultKind): void {
+  /** Counts calls from now on and injects `fault` into call number `at` (0-based), or the first call `at` accepts. */
+  arm(at: Target, fault: FaultKind): void {
     this.record();
     this.plan = { at, fault };
   }
@@ -91,11 +102,12 @@ export class FaultLayer {
   }
 
   /** Registers a call; returns the fault to inject into it, if any. */
-  enter(backend: Backend, name: string): FaultKind | undefined {
+  enter(backend: Backend, name: string, input: unknown): FaultKind | undefined {
     if (!this.counting) return undefined;
-    const call: CallRecord = { index: this.calls.length, backend, name };
+    const call: CallRecord = { index: this.calls.length, backend, name, input };
     this.calls.push(call);
-    if (this.plan?.at === call.index) {
+    const at = this.plan?.at;
+    if (this.plan && !this.fired && (typeof at === 'number' ? at === call.index : at!(call))) {
       call.fault = this.plan.fault;
       if (backend === 'fs' && !faultsFor(call).includes(call.fault)) throw new Error(`fault ${call.fault} does not apply to ${name}`);
     }
@@ -158,7 +170,7 @@ function addMiddleware(layer: FaultLayer, client: AnyStack, backend: Backend): v
   // Outermost: one count per call the code makes, before the registry's own conflict retries.
   client.middlewareStack.add(
     (next, context) => async (args) => {
-      const fault = layer.enter(backend, context.commandName ?? 'unknown');
+      const fault = layer.enter(backend, context.commandName ?? 'unknown', args.input);
       (context as Record<symbol, unknown>)[CALL] = fault;
       return next(args);
     },
@@ -185,7 +197,7 @@ function wrapMethods(layer: FaultLayer, target: object, prefix: string, methods:
     if (typeof original !== 'function') continue;
     const name = `${prefix}.${method}`;
     obj[method] = function (this: unknown, ...args: unknown[]) {
-      const fault = layer.enter('fs', name);
+      const fault = layer.enter('fs', name, args);
       return layer.inject('fs', name, fault, () => Promise.resolve((original as (...a: unknown[]) => unknown).apply(this, args)));
     };
   }
