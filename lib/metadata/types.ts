@@ -37,6 +37,12 @@ export interface Upload {
   expiresAt: number;
   /** Incremented by every lease: the fence that orders writers. */
   seq: number;
+  /**
+   * The attempt (a request's unique id) whose write the record holds: the one that created it
+   * or last committed it. Scratch objects of that write (hash state, tail) carry it, and a
+   * request whose answer was lost recognises its own write by it. Absent on older records.
+   */
+  attempt?: string;
 }
 
 /** Status of a write in flight (as opposed to Info of a committed blob). */
@@ -60,17 +66,26 @@ export interface Lease {
 }
 
 export interface UploadStore {
+  /**
+   * Records a new upload. Safe to retry: a write that landed although its answer was lost is
+   * recognised by its attempt and is success.
+   */
   create(id: string, repo: string, write: WriteState): Promise<Upload>;
   /** The upload if it exists, belongs to `repo` and has not expired. */
   get(id: string, repo: string): Promise<Upload | undefined>;
   /**
    * Takes the upload's write lease. With `offset`, only if the upload stands exactly there.
    * Throws UploadGone or OffsetConflict (offset elsewhere, or another writer holds the lease).
+   * A lease taken although the answer was lost (found held by this attempt) is success.
    */
   acquire(id: string, repo: string, offset?: number): Promise<Lease>;
   /** Extends the lease; throws LeaseLost if another writer took it. */
   renew(lease: Lease): Promise<void>;
-  /** Publishes a new write state (and offset) and ends the lease. Throws LeaseLost. */
+  /**
+   * Publishes a new write state (and offset) under the lease's attempt and ends the lease.
+   * Throws LeaseLost. A commit that landed although its answer was lost (or whose retry met its
+   * own write) is recognised by the attempt in the record and is success.
+   */
   commit(lease: Lease, write: WriteState): Promise<Upload>;
   /** Ends the lease without changing anything. */
   release(lease: Lease): Promise<void>;

@@ -24,7 +24,7 @@ export async function purgeExpiredUploads(meta: MetadataStore, storage: StorageD
       skipped++;
       continue;
     }
-    await freeUpload(storage, upload);
+    await freeUpload(storage, upload.id, upload.write);
     purged++;
   }
   return { purged, skipped };

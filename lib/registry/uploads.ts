@@ -11,7 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
 import { Contended, LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
-import { type AppendContext, type Committed, type StorageDriver, keys } from '../storage/types.js';
+import type { AppendContext, Committed, StorageDriver } from '../storage/types.js';
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
 import { HashStates, freeUpload } from './hash-states.js';
@@ -52,7 +52,7 @@ export class UploadService {
     const expected = checkDeclared(body, range, this.settings.maxChunkBytes);
     return this.withLease(repo, id, range?.start, async (lease, ctx) => {
       const before = lease.upload;
-      const hash = resumeSha256(await this.states.resume(id, before.write), expected, this.settings.hashThread);
+      const hash = resumeSha256(await this.states.resume(before), expected, this.settings.hashThread);
       try {
         const stream = checked(body.stream, expected, this.settings.maxChunkBytes, (chunk) => hash.update(chunk));
         const write = await this.storage.ingester.append(before.write, stream, ctx);
@@ -60,17 +60,17 @@ export class UploadService {
           await this.meta.uploads.release(lease);
           return statusOf(before);
         }
-        await this.states.save(id, write.size, await hash.marshal());
+        await this.states.save(id, write.size, lease.attempt, await hash.marshal());
         let after: Upload;
         try {
           after = await this.meta.uploads.commit(lease, write);
         } catch (err) {
-          await Promise.allSettled([this.storage.ingester.release(write, before.write), this.states.drop(id, write.size)]);
+          await this.freeUncommitted(lease, write);
           throw err;
         }
         // What the old offset needed and the new one does not: best effort, the lifecycle rule
         // and the purge are the backstop.
-        await Promise.allSettled([this.storage.ingester.release(before.write, write), this.states.drop(id, before.offset)]);
+        await Promise.allSettled([this.storage.ingester.release(before.write, write), this.states.drop(id, before.offset, before.attempt)]);
         return statusOf(after);
       } finally {
         hash.close();
@@ -88,7 +88,7 @@ export class UploadService {
       let stream: AsyncIterable<Uint8Array> | undefined;
       if (digest.algorithm === 'sha256') {
         // A blob sent whole in this request needs no resumable state: nothing will continue it.
-        hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(id, before.write), final ? expected : 0, this.settings.hashThread);
+        hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(before), final ? expected : 0, this.settings.hashThread);
         // With no final chunk the digest is known now: refuse before assembling anything.
         if (!final && !sameDigest(await hash.digest(), digest)) return this.reject(before, digest, undefined);
       }
@@ -107,7 +107,7 @@ export class UploadService {
       const result = await this.meta.uploads
         .finish(lease, { digest: digest.value, size: committed.size, key: committed.key, mediaType: 'application/octet-stream', createdAt: Date.now() })
         .catch((err) => this.afterFailedLink(err, before, digest, committed.key));
-      const cleanup: Promise<unknown>[] = [this.storage.ingester.release(before.write, undefined), this.states.drop(id, before.offset)];
+      const cleanup: Promise<unknown>[] = [this.storage.ingester.release(before.write, undefined), this.states.drop(id, before.offset, before.attempt)];
       // Same digest already stored: keep one copy of the bytes.
       if (!result.created && result.descriptor.key !== committed.key) cleanup.push(this.storage.objects.delete([committed.key]));
       await Promise.allSettled(cleanup);
@@ -132,7 +132,7 @@ export class UploadService {
   async cancel(repo: string, id: string): Promise<void> {
     const upload = await this.meta.uploads.remove(id, repo);
     if (!upload) throw unknownUpload(id);
-    await freeUpload(this.storage, upload);
+    await freeUpload(this.storage, upload.id, upload.write);
   }
 
   /**
@@ -141,7 +141,7 @@ export class UploadService {
    */
   private async reject(upload: Upload, digest: Digest, assembled: string | undefined): Promise<never> {
     await this.meta.uploads.remove(upload.id, upload.repo);
-    await Promise.allSettled([freeUpload(this.storage, upload), assembled ? this.storage.objects.delete([assembled]) : undefined]);
+    await Promise.allSettled([freeUpload(this.storage, upload.id, upload.write), assembled ? this.storage.objects.delete([assembled]) : undefined]);
     throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', { detail: { digest: digest.value } });
   }
 
@@ -170,6 +170,22 @@ export class UploadService {
     }
     await Promise.allSettled([this.storage.objects.delete([assembled]), this.meta.uploads.remove(upload.id, upload.repo)]);
     throw err;
+  }
+
+  /**
+   * A commit failed: free what this attempt wrote (its tail, its hash state, a multipart upload
+   * it started), except what the durable record holds, which it does if the commit landed after
+   * all and a later request built on it. Nothing is freed when the record cannot be read, and
+   * nothing when it is gone (translateAsync frees the scratch of a dead upload).
+   */
+  private async freeUncommitted(lease: Lease, write: Upload['write']): Promise<void> {
+    const { id, repo } = lease.upload;
+    const record = await this.meta.uploads.get(id, repo).catch(() => undefined);
+    if (!record) return;
+    await Promise.allSettled([
+      this.storage.ingester.release(write, record.write),
+      record.attempt === lease.attempt ? undefined : this.states.drop(id, write.size, lease.attempt),
+    ]);
   }
 
   /** Digests other than the canonical sha256 are verified by reading the assembled blob back. */
@@ -234,16 +250,10 @@ export class UploadService {
     if (upload === undefined) {
       // A lost lease means another request took the upload over; had it finished the upload,
       // the write is now a blob (on the filesystem the very same file), so only scratch goes.
-      await this.discard(id, err instanceof LeaseLost ? undefined : lease.upload.write);
+      await freeUpload(this.storage, id, err instanceof LeaseLost ? undefined : lease.upload.write);
       return unknownUpload(id);
     }
     return upload && err instanceof LeaseLost ? rangeConflict(upload.offset, err.message) : err;
-  }
-
-  /** What a dead upload may still hold: hash states and tails under its prefix, and its write. */
-  private async discard(id: string, write: Upload['write'] | undefined): Promise<void> {
-    const leftovers = await this.storage.objects.list(keys.uploadPrefix(id)).catch(() => [] as string[]);
-    await Promise.allSettled([write ? this.storage.ingester.abort(write) : undefined, this.storage.objects.delete(leftovers)]);
   }
 }
 

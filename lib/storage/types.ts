@@ -156,7 +156,14 @@ export class NotReadable extends Error {
 export const keys = {
   blob: (uploadId: string) => `blobs/${uploadId}`,
   uploadPrefix: (uploadId: string) => `uploads/${uploadId}/`,
-  hashState: (uploadId: string, algorithm: string, offset: number) => `uploads/${uploadId}/hashstates/${algorithm}/${offset}`,
+  /**
+   * The hash state of the first `offset` bytes as written by `attempt` (the request that wrote
+   * them), so racing attempts never overwrite or delete each other's state: the upload record
+   * names the attempt whose state counts. Without an attempt: the layout of records written
+   * before states were keyed by attempt.
+   */
+  hashState: (uploadId: string, algorithm: string, offset: number, attempt?: string) =>
+    attempt ? `uploads/${uploadId}/hashstates/${algorithm}/${attempt}/${offset}` : `uploads/${uploadId}/hashstates/${algorithm}/${offset}`,
   hashStatePrefix: (uploadId: string, algorithm: string) => `uploads/${uploadId}/hashstates/${algorithm}/`,
   tail: (uploadId: string, attempt: string) => `uploads/${uploadId}/tail/${attempt}`,
 };

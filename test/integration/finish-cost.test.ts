@@ -76,14 +76,16 @@ for (const driver of DRIVERS) {
       const location = await startUpload(r.url, 'finish/gap');
       const id = uploadId(location);
       assert.equal((await patch(location, first, 0)).status, 202);
-      const older = await r.registry.storage.objects.get(keys.hashState(id, 'sha256', first.length));
+      const attempt = async () => (await r.registry.meta.uploads.get(id, 'finish/gap'))!.attempt;
+      const firstAttempt = await attempt();
+      const older = await r.registry.storage.objects.get(keys.hashState(id, 'sha256', first.length, firstAttempt));
       assert.ok(older, 'a state is stored for the committed offset');
       assert.equal((await patch(location, second, first.length)).status, 202);
       const end = first.length + second.length;
-      assert.equal(await r.registry.storage.objects.get(keys.hashState(id, 'sha256', first.length)), undefined, 'the superseded state was removed');
+      assert.equal(await r.registry.storage.objects.get(keys.hashState(id, 'sha256', first.length, firstAttempt)), undefined, 'the superseded state was removed');
       // Lose the current state, keep only the older one.
-      await r.registry.storage.objects.delete([keys.hashState(id, 'sha256', end)]);
-      await r.registry.storage.objects.put(keys.hashState(id, 'sha256', first.length), older);
+      await r.registry.storage.objects.delete([keys.hashState(id, 'sha256', end, await attempt())]);
+      await r.registry.storage.objects.put(keys.hashState(id, 'sha256', first.length, firstAttempt), older);
       const data = Buffer.concat([first, second]);
       const cost = await measuredFinish(location, sha256(data));
       assert.equal(cost.bytesRead, SHA256_STATE_SIZE + second.length, 'the older state plus exactly the gap');
@@ -94,7 +96,8 @@ for (const driver of DRIVERS) {
       it('refuses with a clear 400 when the hash state is lost and the gap is in sealed parts', async () => {
         const data = bytes(9 * MiB, 3);
         const location = await patched('finish/lost', data, 9 * MiB);
-        await r.registry.storage.objects.delete([keys.hashState(uploadId(location), 'sha256', data.length)]);
+        const { attempt } = (await r.registry.meta.uploads.get(uploadId(location), 'finish/lost'))!;
+        await r.registry.storage.objects.delete([keys.hashState(uploadId(location), 'sha256', data.length, attempt)]);
         const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
         assert.equal(put.status, 400);
         assert.equal(errorCode(put), 'BLOB_UPLOAD_INVALID');

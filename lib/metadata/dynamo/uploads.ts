@@ -50,6 +50,7 @@ const NAMES = {
   '#offset': 'offset',
   '#write': 'write',
   '#writer': 'writer',
+  '#attempt': 'attempt',
   '#leaseUntil': 'leaseUntil',
   '#seq': 'seq',
   '#expiresAt': 'expiresAt',
@@ -79,15 +80,36 @@ export class DynamoUploadStore implements UploadStore {
       updatedAt: now,
       expiresAt: now + this.timings.ttlMs,
       seq: 0,
+      attempt: randomUUID(),
     };
-    await this.db.send(
-      new PutCommand({
-        TableName: this.table,
-        Item: { ...key.upload(id), ...upload, ttl: ttlOf(upload.expiresAt) },
-        ConditionExpression: 'attribute_not_exists(pk)',
-      }),
-    );
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: { ...key.upload(id), ...upload, ttl: ttlOf(upload.expiresAt) },
+          ConditionExpression: 'attribute_not_exists(pk)',
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+    } catch (err) {
+      // A retry (the SDK's) that meets the item its first try created: that is our upload.
+      const found = err instanceof ConditionalCheckFailedException && err.Item ? unmarshall(err.Item) : await this.lookAfter(id, err);
+      if (found?.attempt !== upload.attempt) throw err;
+    }
     return upload;
+  }
+
+  /**
+   * After a write to the session whose outcome is unknown (its answer was lost): the item as it
+   * stands now, so the writer can look for its attempt in it. Unreadable: the original failure.
+   */
+  private async lookAfter(id: string, failure: unknown): Promise<Record<string, unknown> | undefined> {
+    try {
+      const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.upload(id), ConsistentRead: true }));
+      return res.Item;
+    } catch {
+      throw failure;
+    }
   }
 
   async get(id: string, repo: string): Promise<Upload | undefined> {
@@ -126,8 +148,14 @@ export class DynamoUploadStore implements UploadStore {
       const upload = toUpload(res.Attributes!);
       return { upload, attempt, seq: upload.seq, until, parts: [] };
     } catch (err) {
-      if (!(err instanceof ConditionalCheckFailedException)) throw err;
-      const old = err.Item ? unmarshall(err.Item) : undefined;
+      const refused = err instanceof ConditionalCheckFailedException;
+      const old = refused ? (err.Item ? unmarshall(err.Item) : undefined) : await this.lookAfter(id, err);
+      // Our own lease, taken by a try whose answer was lost: we hold it.
+      if (old?.writer === attempt) {
+        const upload = toUpload(old);
+        return { upload, attempt, seq: upload.seq, until: old.leaseUntil as number, parts: [] };
+      }
+      if (!refused) throw err;
       const current = this.live(old, repo);
       if (!current) throw new UploadGone(id);
       const busy = old!.writer !== undefined && (old!.leaseUntil as number) >= now;
@@ -157,8 +185,8 @@ export class DynamoUploadStore implements UploadStore {
       TableName: this.table,
       Key: key.upload(lease.upload.id),
       ConditionExpression: '#writer = :me',
-      UpdateExpression: 'SET #offset = :offset, #write = :write, #updatedAt = :now, #expiresAt = :exp, #ttl = :ttl REMOVE #leaseUntil, #writer',
-      ExpressionAttributeNames: pick(NAMES, '#writer', '#offset', '#write', '#updatedAt', '#expiresAt', '#ttl', '#leaseUntil'),
+      UpdateExpression: 'SET #offset = :offset, #write = :write, #attempt = :me, #updatedAt = :now, #expiresAt = :exp, #ttl = :ttl REMOVE #leaseUntil, #writer',
+      ExpressionAttributeNames: pick(NAMES, '#writer', '#offset', '#write', '#attempt', '#updatedAt', '#expiresAt', '#ttl', '#leaseUntil'),
       ExpressionAttributeValues: { ':me': lease.attempt, ':offset': write.size, ':write': write, ':now': now, ':exp': expiresAt, ':ttl': ttlOf(expiresAt) },
     };
     const puts = lease.parts.map((part) => ({
@@ -170,11 +198,26 @@ export class DynamoUploadStore implements UploadStore {
         ExpressionAttributeValues: { ':seq': lease.seq },
       },
     }));
-    const committed: Upload = { ...lease.upload, offset: write.size, write, updatedAt: now, expiresAt };
-    if (!puts.length) {
-      await this.fenced(lease, update);
-      return committed;
+    const committed: Upload = { ...lease.upload, offset: write.size, write, updatedAt: now, expiresAt, attempt: lease.attempt };
+    try {
+      await this.commitItems(lease, update, puts);
+    } catch (err) {
+      // The answer may have been lost while the commit landed (and a retry then met our own
+      // write as a refused condition): the record names the attempt whose write it holds.
+      const found = await this.lookAfter(lease.upload.id, err);
+      if (found?.attempt === lease.attempt && found.offset === write.size) return toUpload(found);
+      throw err;
     }
+    lease.parts = [];
+    return committed;
+  }
+
+  private async commitItems(
+    lease: Lease,
+    update: NonNullable<NonNullable<TransactWriteCommand['input']['TransactItems']>[number]['Update']> & { TableName: string },
+    puts: NonNullable<TransactWriteCommand['input']['TransactItems']>,
+  ): Promise<void> {
+    if (!puts.length) return this.fenced(lease, update);
     const holding = {
       ConditionCheck: { TableName: this.table, Key: key.upload(lease.upload.id), ConditionExpression: '#writer = :me', ExpressionAttributeNames: { '#writer': 'writer' }, ExpressionAttributeValues: { ':me': lease.attempt } },
     };
@@ -184,8 +227,6 @@ export class DynamoUploadStore implements UploadStore {
       const last = i + size >= puts.length;
       await this.transact(lease, [last ? { Update: update } : holding, ...batch]);
     }
-    lease.parts = [];
-    return committed;
   }
 
   private async transact(lease: Lease, items: NonNullable<TransactWriteCommand['input']['TransactItems']>): Promise<void> {
@@ -374,6 +415,7 @@ function toUpload(item: Record<string, unknown>): Upload {
     updatedAt: item.updatedAt as number,
     expiresAt: item.expiresAt as number,
     seq: (item.seq as number) ?? 0,
+    attempt: item.attempt as string | undefined,
   };
 }
 

@@ -1,0 +1,95 @@
+/**
+ * Upload writes whose answer is lost: the create (POST), the lease (PATCH's first write) and the
+ * commit of a chunk. Each write carries its attempt, so a retry that meets its own applied write
+ * (the SDK's retry answered "condition failed") or code that looks after a timeout recognises
+ * it as success instead of failing, and nothing the committed record points at is deleted.
+ * Also: a stale attempt (its lease taken over) never overwrites or deletes the hash state of
+ * the attempt that committed.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { key } from '../../lib/metadata/dynamo/table.js';
+import { MiB, bytes, gated, sha256 } from '../helpers/data.js';
+import { type FaultKind, injectFaults, nth } from '../helpers/faults.js';
+import { call, resolve } from '../helpers/http.js';
+import { getBlob, patch, startUpload, withDigest } from '../helpers/oci.js';
+import { DRIVERS, useRegistry } from '../helpers/registry.js';
+
+const isCommit = (input: { UpdateExpression?: string }) => input.UpdateExpression?.includes('#offset = :offset') ?? false;
+const isAcquire = (input: { UpdateExpression?: string }) => input.UpdateExpression?.includes('#seq = #seq') ?? false;
+const LOST: FaultKind[] = ['lose-retried', 'lose'];
+
+for (const driver of DRIVERS) {
+  describe(`upload writes whose answer is lost (${driver})`, () => {
+    const r = useRegistry(driver);
+
+    for (const fault of LOST) {
+      it(`a PATCH commit that landed (${fault}) is success, and the upload finishes (issue 11's reproduction)`, async () => {
+        const faults = injectFaults(r);
+        const data = bytes(3_000_000, 11);
+        const location = await startUpload(r.url, 'retries/commit');
+        assert.equal((await patch(location, data.subarray(0, 1048576), 0)).status, 202);
+        faults.arm(nth('UpdateItemCommand', 0, isCommit), fault);
+        const second = await patch(location, data.subarray(1048576), 1048576);
+        assert.ok(faults.fired, 'the commit was hit');
+        faults.disarm();
+        assert.equal(second.status, 202, second.body.toString());
+        assert.equal(second.header('range'), '0-2999999');
+        const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
+        assert.equal(put.status, 201, put.body.toString());
+        assert.ok((await getBlob(r.url, 'retries/commit', sha256(data))).body.equals(data), 'the blob reads back');
+      });
+
+      it(`a lease taken although its answer was lost (${fault}) is held by the request that took it`, async () => {
+        const faults = injectFaults(r);
+        const data = bytes(70_000, 12);
+        const location = await startUpload(r.url, 'retries/lease');
+        faults.arm(nth('UpdateItemCommand', 0, isAcquire), fault);
+        const res = await patch(location, data, 0);
+        assert.ok(faults.fired);
+        faults.disarm();
+        assert.equal(res.status, 202, res.body.toString());
+        const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
+        assert.equal(put.status, 201, put.body.toString());
+      });
+
+      it(`a POST whose create landed (${fault}) answers 202 with a Location that works`, async () => {
+        const faults = injectFaults(r);
+        const data = bytes(1000, 13);
+        faults.arm(nth('PutItemCommand', 0), fault);
+        const res = await call(`${r.url}/v2/retries/create/blobs/uploads/`, { method: 'POST' });
+        assert.ok(faults.fired);
+        faults.disarm();
+        assert.equal(res.status, 202, res.body.toString());
+        const location = resolve(r.url, res.header('location'));
+        assert.equal((await patch(location, data, 0)).status, 202);
+        assert.equal((await call(withDigest(location, sha256(data)), { method: 'PUT' })).status, 201);
+      });
+    }
+
+    it('a stale attempt neither overwrites nor deletes the hash state the winner committed', async () => {
+      // Both requests send the same 6 MiB (a client retrying a chunk): on S3 that is a sealed
+      // part, so a lost hash state cannot be rebuilt from stored data.
+      const data = bytes(6 * MiB, 14);
+      const location = await startUpload(r.url, 'retries/stale');
+      const id = location.split('/').pop()!;
+      const { body, release } = gated(data, MiB);
+      const stale = call(location, { method: 'PATCH', body, headers: { 'Content-Range': `0-${data.length - 1}` } });
+      await sleep(300); // the stale request holds the lease, waiting on the gate
+      // Its lease runs out (a stall whose renewals did not arrive): expire it in the record.
+      await r.db.send(
+        new UpdateCommand({ TableName: r.config.dynamo.table, Key: key.upload(id), UpdateExpression: 'SET leaseUntil = :past', ExpressionAttributeValues: { ':past': 1 } }),
+      );
+      const winner = await patch(location, data, 0);
+      assert.equal(winner.status, 202, winner.body.toString());
+      release();
+      const late = await stale;
+      assert.equal(late.status, 416, late.body.toString());
+      const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
+      assert.equal(put.status, 201, put.body.toString());
+      assert.ok((await getBlob(r.url, 'retries/stale', sha256(data))).body.equals(data));
+    });
+  });
+}
