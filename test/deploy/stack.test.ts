@@ -5,18 +5,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
+import { packageStack, type Resource, root } from './package.js';
 
 const run = promisify(execFile);
-const root = join(import.meta.dirname, '..', '..');
 /** The per-function bundle budget: JavaScript loaded by the function, source maps excluded. */
 const BUNDLE_BUDGET = 1024 * 1024;
-
-type Resource = { Type: string; Properties: any; DependsOn?: unknown };
 
 const FUNCTIONS: Record<string, { routes: string[] }> = {
   Read: { routes: ['GET /{proxy+}', 'HEAD /{proxy+}'] },
@@ -29,18 +27,23 @@ const FUNCTIONS: Record<string, { routes: string[] }> = {
 
 describe('deployable stack (osls package, offline)', () => {
   let out: string;
+  let scratch: string;
   let resources: Record<string, Resource>;
   let template: any;
 
   before(async () => {
-    out = await mkdtemp(join(tmpdir(), 'skiff-package-'));
     // No credentials anywhere: packaging must not need an AWS account.
-    const env: Record<string, string> = { PATH: process.env.PATH!, HOME: out, AWS_CONFIG_FILE: '/nonexistent', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent', SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off' };
-    await run(join(root, 'node_modules/.bin/osls'), ['package', '--stage', 'ci', '--region', 'eu-west-1', '--package', out], { cwd: root, env, timeout: 240_000 });
-    template = JSON.parse(await readFile(join(out, 'cloudformation-template-update-stack.json'), 'utf8'));
+    ({ dir: out, scratch, template } = await packageStack());
     resources = template.Resources;
   });
-  after(() => rm(out, { recursive: true, force: true }));
+  after(() => rm(scratch, { recursive: true, force: true }));
+
+  it('keeps the build directories osls leaves behind in the run's temporary directory, not in /tmp', async () => {
+    // serverless-esbuild builds each function in <os.tmpdir()>/<function>-<pid>-<time>-<hex> and
+    // never removes it: packageStack points the child's TMPDIR next to the package directory.
+    const left = (await readdir(join(scratch, 'tmp'))).filter((d) => /^(read|upload|chunk|finish|delete|purge)-\d+-\d+-[0-9a-f]+$/.test(d));
+    assert.deepEqual(left.map((d) => d.split('-')[0]).sort(), Object.keys(FUNCTIONS).map((n) => n.toLowerCase()).sort());
+  });
 
   const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
 
