@@ -38,7 +38,7 @@ describe('deployable stack (osls package, offline)', () => {
   });
   after(() => rm(scratch, { recursive: true, force: true }));
 
-  it('keeps the build directories osls leaves behind in the run's temporary directory, not in /tmp', async () => {
+  it("keeps the build directories osls leaves behind in the test run's temporary directory, not in /tmp", async () => {
     // serverless-esbuild builds each function in <os.tmpdir()>/<function>-<pid>-<time>-<hex> and
     // never removes it: packageStack points the child's TMPDIR next to the package directory.
     const left = (await readdir(join(scratch, 'tmp'))).filter((d) => /^(read|upload|chunk|finish|delete|purge)-\d+-\d+-[0-9a-f]+$/.test(d));
