@@ -3,7 +3,7 @@
  * credentials, no login and no config files, into a fresh directory under the run's TMPDIR.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -40,7 +40,13 @@ export async function packageStack(params: Record<string, string> = {}): Promise
     SLS_NOTIFICATIONS_MODE: 'off',
   };
   const paramArgs = Object.entries(params).map(([k, v]) => `--param=${k}=${v}`);
-  await run(join(root, 'node_modules/.bin/osls'), ['package', '--stage', 'ci', '--region', 'eu-west-1', '--package', dir, ...paramArgs], { cwd: root, env, timeout: 240_000 });
+  try {
+    await run(join(root, 'node_modules/.bin/osls'), ['package', '--stage', 'ci', '--region', 'eu-west-1', '--package', dir, ...paramArgs], { cwd: root, env, timeout: 240_000 });
+  } catch (err) {
+    await rm(scratch, { recursive: true, force: true });
+    const { stdout = '', stderr = '' } = err as { stdout?: string; stderr?: string };
+    throw new Error(`osls package ${paramArgs.join(' ')} failed:\n${stdout}${stderr}`);
+  }
   const template = JSON.parse(await readFile(join(dir, 'cloudformation-template-update-stack.json'), 'utf8'));
   return { dir, scratch, template };
 }
