@@ -213,6 +213,12 @@ const lambdaEnvironments = (resources: Record<string, Resource>) =>
     .map(([name, r]) => [name, r.Properties.Environment.Variables] as const);
 const upstreamTypes = (resources: Record<string, Resource>) => Object.values(resources).map((r) => r.Type).filter((t) => /^AWS::(ECS|ECR)::/.test(t));
 const statementsOf = (role: Resource) => role.Properties.Policies.flatMap((p: any) => p.PolicyDocument.Statement);
+/** The role is assumed by `service` only, and its statements, all inline. */
+function inlineRoleOf(role: Resource, service: string): any[] {
+  assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement.map((st: any) => st.Principal), [{ Service: [service] }]);
+  assert.equal(role.Properties.ManagedPolicyArns, undefined);
+  return statementsOf(role);
+}
 
 describe('the upload host in the stack (osls package, offline)', () => {
   const packaged: Awaited<ReturnType<typeof packageStack>>[] = [];
@@ -275,6 +281,8 @@ describe('the upload host in the stack (osls package, offline)', () => {
       assert.equal(env.SKIFF_SERVE, 'uploads');
       assert.equal(env.SKIFF_PORT, '8080');
       assert.equal(env.SKIFF_HOST, '0.0.0.0');
+      // Without an endpoint `npm start` would start an embedded DynamoDB Local.
+      assert.deepEqual(env.DYNAMODB_ENDPOINT, { 'Fn::Sub': 'https://dynamodb.${AWS::Region}.${AWS::URLSuffix}' });
       const fn = resources.ReadLambdaFunction!.Properties.Environment.Variables;
       for (const name of ['SKIFF_STORAGE', 'S3_BUCKET', 'DYNAMODB_TABLE', 'SKIFF_AUTH', 'SKIFF_TOKEN_KEYS_PARAMETER', 'SKIFF_UPLOAD_TTL_SECONDS', 'SKIFF_DELETE_ENABLED']) {
         assert.deepEqual(env[name], fn[name], name);
@@ -294,30 +302,23 @@ describe('the upload host in the stack (osls package, offline)', () => {
     });
 
     it('gives the task least privilege: upload-session actions on the bucket, the table (upload, blob and link items only) and the token keys', () => {
-      const role = resources.UploadHostTaskRole!;
-      assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: ['ecs-tasks.amazonaws.com'] });
-      assert.equal(role.Properties.ManagedPolicyArns, undefined);
-      for (const st of statementsOf(role)) {
+      for (const st of inlineRoleOf(resources.UploadHostTaskRole!, 'ecs-tasks.amazonaws.com')) {
         const actions = [st.Action].flat() as string[];
         assert.ok(actions.every((a) => /^(s3|dynamodb|ssm):[A-Za-z]+$/.test(a)), `${actions}`);
         for (const res of [st.Resource].flat()) {
           const text = JSON.stringify(res);
           assert.ok(/BlobBucket\.Arn|"BlobBucket","Arn"|"MetadataTable","Arn"|:parameter\/skiff\/ci\/token-keys/.test(text), text);
         }
-        if (actions.some((a) => a.startsWith('dynamodb:'))) {
-          // Never users, grants, failed-login counters or the catalog; never a Scan.
+        // Item actions: never users, grants, failed-login counters or the catalog; never a Scan.
+        if (actions.some((a) => a.startsWith('dynamodb:') && a !== 'dynamodb:DescribeTable')) {
           assert.deepEqual(st.Condition['ForAllValues:StringLike']['dynamodb:LeadingKeys'], ['UPLOAD#*', 'BLOB#*', 'REPO#*']);
           assert.ok(!actions.includes('dynamodb:Scan') && !actions.includes('dynamodb:BatchWriteItem'));
         }
-        if (actions.includes('s3:ListBucket')) assert.deepEqual(st.Condition, { StringLike: { 's3:prefix': ['uploads/*'] } });
       }
     });
 
     it('lets ECS pull only its repository and write only its log group; Express Mode manages the load balancer with its own service-role policy', () => {
-      const exec = resources.UploadHostExecutionRole!;
-      assert.deepEqual(exec.Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: ['ecs-tasks.amazonaws.com'] });
-      assert.equal(exec.Properties.ManagedPolicyArns, undefined);
-      for (const st of statementsOf(exec)) {
+      for (const st of inlineRoleOf(resources.UploadHostExecutionRole!, 'ecs-tasks.amazonaws.com')) {
         const actions = [st.Action].flat() as string[];
         // ecr:GetAuthorizationToken has no resource-level permissions: it alone may name `*`.
         if (st.Resource === '*') assert.deepEqual(actions, ['ecr:GetAuthorizationToken']);

@@ -32,20 +32,22 @@ export interface Needed {
 }
 
 export interface RecordedCall {
-  origin: { method: string; path: string } | string;
+  /** The request (method, path, and the address:port it came in on), or why there was none. */
+  origin: { method: string; path: string; local: string } | string;
   command: string;
   needs: Needed[];
 }
 
 const file = process.env.SKIFF_RECORD_CALLS;
 if (!file) throw new Error('record-calls: SKIFF_RECORD_CALLS (the output file) is not set');
-const request = new AsyncLocalStorage<{ method: string; path: string }>();
+const request = new AsyncLocalStorage<{ method: string; path: string; local: string }>();
 
 const emit = Server.prototype.emit as (this: Server, event: string | symbol, ...args: unknown[]) => boolean;
 Server.prototype.emit = function (this: Server, event: string | symbol, ...args: unknown[]) {
   if (event !== 'request') return emit.call(this, event, ...args);
-  const req = args[0] as { method: string; url: string };
-  return request.run({ method: req.method, path: req.url }, () => emit.call(this, event, ...args));
+  const req = args[0] as { method: string; url: string; socket: { localAddress?: string; localPort?: number } };
+  const local = `${req.socket.localAddress}:${req.socket.localPort}`;
+  return request.run({ method: req.method, path: req.url, local }, () => emit.call(this, event, ...args));
 };
 
 const write = (line: object) => appendFileSync(file, `${JSON.stringify(line)}\n`);
