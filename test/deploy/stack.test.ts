@@ -5,18 +5,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
+import { packageStack, type Resource, root } from './package.js';
 
 const run = promisify(execFile);
-const root = join(import.meta.dirname, '..', '..');
 /** The per-function bundle budget: JavaScript loaded by the function, source maps excluded. */
 const BUNDLE_BUDGET = 1024 * 1024;
-
-type Resource = { Type: string; Properties: any; DependsOn?: unknown };
 
 const FUNCTIONS: Record<string, { routes: string[] }> = {
   Read: { routes: ['GET /{proxy+}', 'HEAD /{proxy+}'] },
@@ -29,18 +27,23 @@ const FUNCTIONS: Record<string, { routes: string[] }> = {
 
 describe('deployable stack (osls package, offline)', () => {
   let out: string;
+  let scratch: string;
   let resources: Record<string, Resource>;
   let template: any;
 
   before(async () => {
-    out = await mkdtemp(join(tmpdir(), 'skiff-package-'));
     // No credentials anywhere: packaging must not need an AWS account.
-    const env: Record<string, string> = { PATH: process.env.PATH!, HOME: out, AWS_CONFIG_FILE: '/nonexistent', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent', SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off' };
-    await run(join(root, 'node_modules/.bin/osls'), ['package', '--stage', 'ci', '--region', 'eu-west-1', '--package', out], { cwd: root, env, timeout: 240_000 });
-    template = JSON.parse(await readFile(join(out, 'cloudformation-template-update-stack.json'), 'utf8'));
+    ({ dir: out, scratch, template } = await packageStack());
     resources = template.Resources;
   });
-  after(() => rm(out, { recursive: true, force: true }));
+  after(() => rm(scratch, { recursive: true, force: true }));
+
+  it("keeps the build directories osls leaves behind in the test run's temporary directory, not in /tmp", async () => {
+    // serverless-esbuild builds each function in <os.tmpdir()>/<function>-<pid>-<time>-<hex> and
+    // never removes it: packageStack points the child's TMPDIR next to the package directory.
+    const left = (await readdir(join(scratch, 'tmp'))).filter((d) => /^(read|upload|chunk|finish|delete|purge)-\d+-\d+-[0-9a-f]+$/.test(d));
+    assert.deepEqual(left.map((d) => d.split('-')[0]).sort(), Object.keys(FUNCTIONS).map((n) => n.toLowerCase()).sort());
+  });
 
   const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
 
@@ -197,5 +200,138 @@ describe('deployable stack (osls package, offline)', () => {
     } finally {
       await rm(unpacked, { recursive: true, force: true });
     }
+  });
+});
+
+/** What a pushed upload host image is deployed as: its repository and digest. */
+const UPLOAD_IMAGE = `123456789012.dkr.ecr.eu-west-1.amazonaws.com/skiff-ci-upload-host@sha256:${'ab'.repeat(32)}`;
+const ORIGIN = { 'Fn::Sub': 'https://${UploadHostService.Endpoint}' };
+
+const lambdaEnvironments = (resources: Record<string, Resource>) =>
+  Object.entries(resources)
+    .filter(([, r]) => r.Type === 'AWS::Lambda::Function')
+    .map(([name, r]) => [name, r.Properties.Environment.Variables] as const);
+const upstreamTypes = (resources: Record<string, Resource>) => Object.values(resources).map((r) => r.Type).filter((t) => /^AWS::(ECS|ECR)::/.test(t));
+const statementsOf = (role: Resource) => role.Properties.Policies.flatMap((p: any) => p.PolicyDocument.Statement);
+/** The role is assumed by `service` only, and its statements, all inline. */
+function inlineRoleOf(role: Resource, service: string): any[] {
+  assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement.map((st: any) => st.Principal), [{ Service: [service] }]);
+  assert.equal(role.Properties.ManagedPolicyArns, undefined);
+  return statementsOf(role);
+}
+
+describe('the upload host in the stack (osls package, offline)', () => {
+  const packaged: Awaited<ReturnType<typeof packageStack>>[] = [];
+  after(() => Promise.all(packaged.map((p) => rm(p.scratch, { recursive: true, force: true }))));
+  const pack = async (params: Record<string, string>) => {
+    const p = await packageStack(params);
+    packaged.push(p);
+    return p.template;
+  };
+
+  it('is not there by default: no ECS or ECR resources, no SKIFF_UPLOAD_ORIGIN, uploads stay on API Gateway', async () => {
+    const { Resources, Outputs } = await pack({});
+    assert.deepEqual(upstreamTypes(Resources), []);
+    assert.deepEqual(Object.keys(Resources).filter((n) => n.startsWith('UploadHost')), []);
+    assert.deepEqual(Object.keys(Outputs).filter((n) => n.startsWith('UploadHost')), []);
+    for (const [name, env] of lambdaEnvironments(Resources)) assert.equal(env.SKIFF_UPLOAD_ORIGIN, undefined, name);
+  });
+
+  it('with uploadRepository=true, creates only the ECR repository the image is pushed to: retained, scanned on push, with a lifecycle', async () => {
+    const { Resources, Outputs } = await pack({ uploadRepository: 'true' });
+    assert.deepEqual(upstreamTypes(Resources), ['AWS::ECR::Repository']);
+    const repo = Resources.UploadHostRepository!;
+    assert.equal(repo.DeletionPolicy, 'Retain');
+    assert.equal(repo.UpdateReplacePolicy, 'Retain');
+    assert.equal(repo.Properties.RepositoryName, 'skiff-ci-upload-host');
+    assert.equal(repo.Properties.ImageScanningConfiguration.ScanOnPush, true);
+    const lifecycle = JSON.parse(repo.Properties.LifecyclePolicy.LifecyclePolicyText);
+    assert.ok(lifecycle.rules.length > 0 && lifecycle.rules.every((r: any) => r.action.type === 'expire'));
+    assert.deepEqual(Outputs.UploadHostRepositoryUri.Value, { 'Fn::GetAtt': ['UploadHostRepository', 'RepositoryUri'] });
+    for (const [name, env] of lambdaEnvironments(Resources)) assert.equal(env.SKIFF_UPLOAD_ORIGIN, undefined, name);
+  });
+
+  it('refuses an image named by tag: only a digest says which image runs', async () => {
+    await assert.rejects(packageStack({ uploadImage: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/skiff-ci-upload-host:latest' }), /uploadImage must be <repository>@sha256:<digest>/);
+  });
+
+  describe('with uploadImage set', () => {
+    let resources: Record<string, Resource>;
+    let outputs: Record<string, any>;
+    before(async () => ({ Resources: resources, Outputs: outputs } = await pack({ uploadImage: UPLOAD_IMAGE })));
+
+    it('runs the image as an ECS Express Mode service: Fargate, 0.25 vCPU / 0.5 GB, port 8080, /healthz, at least one task', () => {
+      assert.deepEqual(upstreamTypes(resources).sort(), ['AWS::ECR::Repository', 'AWS::ECS::Cluster', 'AWS::ECS::ExpressGatewayService']);
+      const p = resources.UploadHostService!.Properties;
+      assert.equal(p.PrimaryContainer.Image, UPLOAD_IMAGE);
+      assert.equal(p.PrimaryContainer.ContainerPort, 8080);
+      assert.equal(p.HealthCheckPath, '/healthz');
+      assert.equal(p.Cpu, '256');
+      assert.equal(p.Memory, '512');
+      assert.equal(p.ScalingTarget.MinTaskCount, 1);
+      assert.ok(p.ScalingTarget.MaxTaskCount >= 1);
+      assert.deepEqual(p.Cluster, { Ref: 'UploadHostCluster' });
+      for (const role of ['InfrastructureRoleArn', 'ExecutionRoleArn', 'TaskRoleArn']) assert.equal(p[role]['Fn::GetAtt'][1], 'Arn', role);
+      assert.deepEqual(p.PrimaryContainer.AwsLogsConfiguration.LogGroup, { Ref: 'UploadHostLogGroup' });
+      assert.ok(resources.UploadHostLogGroup!.Properties.RetentionInDays > 0);
+    });
+
+    it("serves only uploads, on 0.0.0.0:8080, with the functions' bucket, table, authentication and token keys", () => {
+      const env = Object.fromEntries(resources.UploadHostService!.Properties.PrimaryContainer.Environment.map((v: any) => [v.Name, v.Value]));
+      assert.equal(env.SKIFF_SERVE, 'uploads');
+      assert.equal(env.SKIFF_PORT, '8080');
+      assert.equal(env.SKIFF_HOST, '0.0.0.0');
+      // Without an endpoint `npm start` would start an embedded DynamoDB Local.
+      assert.deepEqual(env.DYNAMODB_ENDPOINT, { 'Fn::Sub': 'https://dynamodb.${AWS::Region}.${AWS::URLSuffix}' });
+      const fn = resources.ReadLambdaFunction!.Properties.Environment.Variables;
+      for (const name of ['SKIFF_STORAGE', 'S3_BUCKET', 'DYNAMODB_TABLE', 'SKIFF_AUTH', 'SKIFF_TOKEN_KEYS_PARAMETER', 'SKIFF_UPLOAD_TTL_SECONDS', 'SKIFF_DELETE_ENABLED']) {
+        assert.deepEqual(env[name], fn[name], name);
+      }
+      for (const v of Object.values(env)) assert.ok(typeof v === 'string' || typeof v === 'object', `environment values are strings: ${v}`);
+      // Streaming bodies: no Lambda chunk limit, hashing on a worker thread; no key material.
+      assert.equal(env.SKIFF_MAX_CHUNK_BYTES, undefined);
+      assert.equal(env.SKIFF_HASH_THREAD, undefined);
+      assert.equal(env.SKIFF_TOKEN_KEYS, undefined);
+    });
+
+    it("hands every function the service's HTTPS endpoint as SKIFF_UPLOAD_ORIGIN", () => {
+      const envs = lambdaEnvironments(resources);
+      assert.equal(envs.length, Object.keys(FUNCTIONS).length);
+      for (const [name, env] of envs) assert.deepEqual(env.SKIFF_UPLOAD_ORIGIN, ORIGIN, name);
+      assert.deepEqual(outputs.UploadHostUrl.Value, ORIGIN);
+    });
+
+    it('gives the task least privilege: upload-session actions on the bucket, the table (upload, blob and link items only) and the token keys', () => {
+      for (const st of inlineRoleOf(resources.UploadHostTaskRole!, 'ecs-tasks.amazonaws.com')) {
+        const actions = [st.Action].flat() as string[];
+        assert.ok(actions.every((a) => /^(s3|dynamodb|ssm):[A-Za-z]+$/.test(a)), `${actions}`);
+        for (const res of [st.Resource].flat()) {
+          const text = JSON.stringify(res);
+          assert.ok(/BlobBucket\.Arn|"BlobBucket","Arn"|"MetadataTable","Arn"|:parameter\/skiff\/ci\/token-keys/.test(text), text);
+        }
+        // Item actions: never users, grants, failed-login counters or the catalog; never a Scan.
+        if (actions.some((a) => a.startsWith('dynamodb:') && a !== 'dynamodb:DescribeTable')) {
+          assert.deepEqual(st.Condition['ForAllValues:StringLike']['dynamodb:LeadingKeys'], ['UPLOAD#*', 'BLOB#*', 'REPO#*']);
+          assert.ok(!actions.includes('dynamodb:Scan') && !actions.includes('dynamodb:BatchWriteItem'));
+        }
+      }
+    });
+
+    it('lets ECS pull only its repository and write only its log group; Express Mode manages the load balancer with its own service-role policy', () => {
+      for (const st of inlineRoleOf(resources.UploadHostExecutionRole!, 'ecs-tasks.amazonaws.com')) {
+        const actions = [st.Action].flat() as string[];
+        // ecr:GetAuthorizationToken has no resource-level permissions: it alone may name `*`.
+        if (st.Resource === '*') assert.deepEqual(actions, ['ecr:GetAuthorizationToken']);
+        else if (actions.some((a) => a.startsWith('ecr:'))) assert.deepEqual(st.Resource, { 'Fn::GetAtt': ['UploadHostRepository', 'Arn'] });
+        else assert.deepEqual([actions, st.Resource], [['logs:CreateLogStream', 'logs:PutLogEvents'], { 'Fn::GetAtt': ['UploadHostLogGroup', 'Arn'] }]);
+      }
+      const infra = resources.UploadHostInfrastructureRole!;
+      assert.deepEqual(infra.Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: ['ecs.amazonaws.com'] });
+      assert.deepEqual(infra.Properties.ManagedPolicyArns, [{ 'Fn::Sub': 'arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSInfrastructureRoleforExpressGatewayServices' }]);
+      assert.equal(infra.Properties.Policies, undefined);
+      // No other managed policy anywhere in the stack (AdministratorAccess, PowerUserAccess, ...).
+      const managed = Object.entries(resources).filter(([, r]) => r.Type === 'AWS::IAM::Role' && r.Properties.ManagedPolicyArns).map(([n]) => n);
+      assert.deepEqual(managed, ['UploadHostInfrastructureRole']);
+    });
   });
 });

@@ -45,8 +45,9 @@ export function processEnv(storage: DriverKind, extra: Record<string, string> = 
   };
 }
 
-export async function spawnRegistry(env: Record<string, string>): Promise<RegistryProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/local/main.ts'], {
+/** `nodeArgs` go before the entry point (e.g. `--import` of a test-only module, after tsx). */
+export async function spawnRegistry(env: Record<string, string>, nodeArgs: string[] = []): Promise<RegistryProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...nodeArgs, 'lib/local/main.ts'], {
     cwd: root,
     env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
