@@ -17,7 +17,7 @@ import { BufferPool } from '../storage/s3/buffers.js';
 import { S3Ingester } from '../storage/s3/ingester.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
 import type { StorageDriver } from '../storage/types.js';
-import { Authorizer } from '../auth/authorizer.js';
+import { Authorizer, authSettings } from '../auth/authorizer.js';
 import { tokenServiceProvider } from '../auth/keys.js';
 import { BlobService } from './blobs.js';
 import { ManifestService } from './manifests.js';
@@ -87,13 +87,7 @@ export function createRegistry(config: Config, clients: Clients = {}): Registry 
             { keys: config.auth.tokenKeys, parameter: config.auth.tokenKeysParameter, region: config.region },
             { issuer: 'skiff', service: config.auth.service, ttlSeconds: config.auth.tokenSeconds },
           ),
-          {
-            service: config.auth.service,
-            realm: config.auth.realm,
-            failureLimit: config.auth.failureLimit,
-            failureWindowMs: config.auth.failureWindowSeconds * 1000,
-            cacheMs: config.auth.cacheSeconds * 1000,
-          },
+          authSettings(config.auth),
         )
       : undefined;
   return {
