@@ -63,6 +63,8 @@ export async function storeCredentials(dbPath: string, region: string): Promise<
   const own = join(dbPath, `${accessKeyId}_${region}.db`);
   const shared = join(dbPath, SHARED_DB_FILE);
   if ((await exists(shared)) && !(await exists(own))) await rename(shared, own);
+  // Made before the umask of lib/local/main.ts (e.g. the -sharedDb file just renamed): ours alone.
+  if (await exists(own)) await chmod(own, 0o600);
   return { accessKeyId, secretAccessKey: accessKeyId };
 }
 
