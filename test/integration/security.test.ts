@@ -126,13 +126,18 @@ describe('security: logins, challenges and credentials', () => {
     const put = await call(`${r.url}/v2/erin/app/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', body: blob, headers: bearer });
     assert.equal(put.status, 201, put.body.toString());
 
+    // The read starts once the logins' password checks are under way (the first has answered 401).
     let answered = 0;
+    let firstChecked!: () => void;
+    const checking = new Promise<void>((ok) => (firstChecked = ok));
     const burst = Array.from({ length: 48 }, (_, i) =>
       v2(basic(`burst-${i}`, 'whatever-password'), `127.0.1.${i + 1}`).then((res) => {
         answered++;
+        if (res.status === 401) firstChecked();
         return res;
       }),
     );
+    await checking;
     const get = await call(`${r.url}/v2/erin/app/blobs/${sha256(blob)}`, { headers: bearer });
     const pendingAtGet = burst.length - answered;
     assert.equal(get.status, 200);
