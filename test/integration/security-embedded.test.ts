@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -21,6 +21,7 @@ import { DynamoUserStore } from '../../lib/metadata/dynamo/users.js';
 import { freePort } from '../backends/start.js';
 import { bytes, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
+import { assertPrivateTree } from '../helpers/modes.js';
 import { type Started, npmStart, stop } from '../helpers/npm-start.js';
 
 const KEYS = `k1=${randomBytes(32).toString('base64url')}`;
@@ -136,19 +137,7 @@ describe('the embedded store of npm start', () => {
     const blob = bytes(5000, 9);
     const post = await call(`${running!.url}/v2/ivy/app/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', body: blob, headers: { Authorization: basic('ivy', PASSWORD) } });
     assert.equal(post.status, 201, post.body.toString());
-    const seen: string[] = [];
-    const walk = async (dir: string): Promise<void> => {
-      assert.equal((await stat(dir)).mode & 0o777, 0o700, dir);
-      for (const entry of await readdir(dir, { withFileTypes: true })) {
-        const path = join(dir, entry.name);
-        if (entry.isDirectory()) await walk(path);
-        else {
-          seen.push(entry.name);
-          assert.equal((await stat(path)).mode & 0o777, 0o600, path);
-        }
-      }
-    };
-    await walk(dataDir);
+    const seen = await assertPrivateTree(dataDir);
     assert.ok(seen.some((s) => s.endsWith('.db')) && seen.includes(ACCESS_KEY_FILE), seen.join(' '));
     assert.ok((await readdir(join(dataDir, 'storage'))).length > 0, 'the blob is under storage/');
   });

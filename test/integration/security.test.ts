@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { run as admin } from '../../lib/admin/cli.js';
@@ -15,6 +14,7 @@ import { hashPassword } from '../../lib/auth/passwords.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 import { bytes, sha256 } from '../helpers/data.js';
 import { call, type Received } from '../helpers/http.js';
+import { assertPrivateTree } from '../helpers/modes.js';
 import { expectError } from '../helpers/oci.js';
 import { delta, useRegistry } from '../helpers/registry.js';
 
@@ -232,20 +232,7 @@ describe('security: logins, challenges and credentials', () => {
   });
 
   it('creates blob directories 0700 and files 0600', async () => {
-    const root = join(r.config.dataDir, 'storage');
-    const seen: string[] = [];
-    const walk = async (dir: string): Promise<void> => {
-      assert.equal((await stat(dir)).mode & 0o777, 0o700, dir);
-      for (const entry of await readdir(dir, { withFileTypes: true })) {
-        const path = join(dir, entry.name);
-        if (entry.isDirectory()) await walk(path);
-        else {
-          seen.push(path);
-          assert.equal((await stat(path)).mode & 0o777, 0o600, path);
-        }
-      }
-    };
-    await walk(root);
+    const seen = await assertPrivateTree(join(r.config.dataDir, 'storage'));
     assert.ok(seen.length > 0, 'the tests above stored blobs');
   });
 });
