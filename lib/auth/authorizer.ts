@@ -134,18 +134,22 @@ export class Authorizer {
     const ticket = this.gate.admit();
     if (!ticket) throw tooMany('too many logins in progress; try again shortly', 1);
     try {
-      const from = source || 'unknown';
-      const { failureLimit, sourceFailureLimit, failureWindowMs } = this.settings;
-      // The same steps for every name (see the module comment): the user read and both
-      // reservations together, then one scrypt; nothing is written after it on a failure.
-      const [record, forName, forSource] = await Promise.all([
-        this.users.getUser(user),
-        this.users.reserveAttempt(user, from, failureLimit, failureWindowMs),
-        this.users.reserveAttempt(ANY_NAME, from, sourceFailureLimit, failureWindowMs),
-      ]);
-      if (!forName || !forSource) throw tooMany('too many failed logins from this address; try again later', Math.ceil(failureWindowMs / 1000));
-      if (!(await ticket.run(() => verifyPassword(password, record?.passwordHash)))) throw unauthorized('invalid username or password');
-      await Promise.all([this.users.clearFailures(user, from), this.users.releaseAttempt(ANY_NAME, from)]);
+      // The whole check runs in a slot, its writes too: a burst of logins then costs the table
+      // (as well as the thread pool) at most `verifyConcurrency` checks at a time.
+      await ticket.run(async () => {
+        const from = source || 'unknown';
+        const { failureLimit, sourceFailureLimit, failureWindowMs } = this.settings;
+        // The same steps for every name (see the module comment): the user read and both
+        // reservations together, then one scrypt; nothing is written after it on a failure.
+        const [record, forName, forSource] = await Promise.all([
+          this.users.getUser(user),
+          this.users.reserveAttempt(user, from, failureLimit, failureWindowMs),
+          this.users.reserveAttempt(ANY_NAME, from, sourceFailureLimit, failureWindowMs),
+        ]);
+        if (!forName || !forSource) throw tooMany('too many failed logins from this address; try again later', Math.ceil(failureWindowMs / 1000));
+        if (!(await verifyPassword(password, record?.passwordHash))) throw unauthorized('invalid username or password');
+        await Promise.all([this.users.clearFailures(user, from), this.users.releaseAttempt(ANY_NAME, from)]);
+      });
     } finally {
       ticket.leave();
     }
