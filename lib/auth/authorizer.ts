@@ -75,7 +75,6 @@ export function authSettings(c: Config['auth']): AuthSettings {
   };
 }
 
-
 interface Cached {
   user: string;
   grants: Grant[];
@@ -139,14 +138,14 @@ export class Authorizer {
       await ticket.run(async () => {
         const from = source || 'unknown';
         const { failureLimit, sourceFailureLimit, failureWindowMs } = this.settings;
-        // The same steps for every name (see the module comment): the user read and both
-        // reservations together, then one scrypt; nothing is written after it on a failure.
-        const [record, forName, forSource] = await Promise.all([
-          this.users.getUser(user),
-          this.users.reserveAttempt(user, from, failureLimit, failureWindowMs),
-          this.users.reserveAttempt(ANY_NAME, from, sourceFailureLimit, failureWindowMs),
-        ]);
-        if (!forName || !forSource) throw tooMany('too many failed logins from this address; try again later', Math.ceil(failureWindowMs / 1000));
+        // The same steps for every name (see the module comment): the user read alongside the
+        // reservations, then one scrypt; nothing is written after it on a failure. The source's
+        // reservation comes first, so a source past its budget creates no counter per new name.
+        const reserve = async () =>
+          (await this.users.reserveAttempt(ANY_NAME, from, sourceFailureLimit, failureWindowMs)) &&
+          (await this.users.reserveAttempt(user, from, failureLimit, failureWindowMs));
+        const [record, reserved] = await Promise.all([this.users.getUser(user), reserve()]);
+        if (!reserved) throw tooMany('too many failed logins from this address; try again later', Math.ceil(failureWindowMs / 1000));
         if (!(await verifyPassword(password, record?.passwordHash))) throw unauthorized('invalid username or password');
         await Promise.all([this.users.clearFailures(user, from), this.users.releaseAttempt(ANY_NAME, from)]);
       });

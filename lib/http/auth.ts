@@ -24,14 +24,13 @@
 import { RegistryError } from '../oci/errors.js';
 import { type Access, type Action, grantable, parseScope, scopeString } from '../auth/access.js';
 import { isValidName } from '../oci/names.js';
-import { ANONYMOUS, type Authorizer, type Principal } from '../auth/authorizer.js';
+import { ANONYMOUS, type Authorizer, type Principal, quoted } from '../auth/authorizer.js';
 import { type ClientView, TrustedProxies, clientView } from './forwarded.js';
 import type { Registry } from '../registry/index.js';
 import type { Route } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
 import { json, notAllowed } from './responses.js';
 import { readAll } from '../registry/body.js';
-import { quoted } from '../auth/authorizer.js';
 
 export interface RequestContext {
   /** Whether the caller may pull from `repo` (always, on an open registry). */

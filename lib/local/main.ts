@@ -24,9 +24,11 @@ async function main(): Promise<void> {
   // The data directory holds password hashes and private layers: ours alone. The umask covers
   // what this process and its DynamoDB Local create; the chmod, directories made before it.
   process.umask(0o077);
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  await chmod(config.dataDir, 0o700);
-  await chmod(join(config.dataDir, 'storage'), 0o700).catch(() => undefined); // absent until the first blob
+  if (config.storage === 'fs' || !config.dynamo.endpoint) {
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await chmod(config.dataDir, 0o700);
+    await chmod(join(config.dataDir, 'storage'), 0o700).catch(() => undefined); // absent until the first blob
+  }
   let embedded: DynamoDbLocal | undefined;
   if (!config.dynamo.endpoint) {
     embedded = await startDynamoDbLocal({ port: config.dynamo.localPort, dbPath: join(config.dataDir, 'dynamodb'), region: config.region });

@@ -10,10 +10,10 @@
  */
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Action, Grant } from '../../auth/access.js';
 import type { User, UserStore } from '../types.js';
 import { deleteExisting, key, queryPrefix } from './table.js';
-import { unmarshall } from '@aws-sdk/util-dynamodb';
 
 export class DynamoUserStore implements UserStore {
   constructor(
