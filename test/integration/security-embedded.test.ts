@@ -141,4 +141,20 @@ describe('the embedded store of npm start', () => {
     assert.ok(seen.some((s) => s.endsWith('.db')) && seen.includes(ACCESS_KEY_FILE), seen.join(' '));
     assert.ok((await readdir(join(dataDir, 'storage'))).length > 0, 'the blob is under storage/');
   });
+
+  it('serves Lambda mode from the same store: the handler signs with the store\'s key, whatever AWS_* says', async () => {
+    await stop(running);
+    running = await npmStart({
+      SKIFF_DATA_DIR: dataDir,
+      SKIFF_PORT: '0',
+      SKIFF_DYNAMODB_LOCAL_PORT: String(ddbPort),
+      SKIFF_AUTH: 'required',
+      SKIFF_TOKEN_KEYS: KEYS,
+      SKIFF_LAMBDA_MODE: 'true',
+      AWS_ACCESS_KEY_ID: 'AKIAFROMTHEENVIRONMENT',
+      AWS_SECRET_ACCESS_KEY: 'an-aws-secret-from-the-environment',
+    });
+    assert.match(running.banner, /mode: Lambda/);
+    assert.equal((await call(`${running.url}/v2/`, { headers: { Authorization: basic('ivy', PASSWORD) } })).status, 200);
+  });
 });
