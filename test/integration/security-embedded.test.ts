@@ -77,20 +77,16 @@ describe('the embedded store of npm start', () => {
   let ddbPort = 0;
   let running: Started | undefined;
   const endpoint = () => `http://127.0.0.1:${ddbPort}`;
+  /** npm start on this data directory with authentication required, plus `extra`. */
+  const start = (extra: Record<string, string>) =>
+    npmStart({ SKIFF_DATA_DIR: dataDir, SKIFF_PORT: '0', SKIFF_DYNAMODB_LOCAL_PORT: String(ddbPort), SKIFF_AUTH: 'required', SKIFF_TOKEN_KEYS: KEYS, ...extra });
 
   before(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'skiff-embedded-sec-'));
     await legacyDataDir(dataDir);
     await chmod(dataDir, 0o755); // as a data directory made before this fix
     ddbPort = await freePort();
-    running = await npmStart({
-      SKIFF_DATA_DIR: dataDir,
-      SKIFF_PORT: '0',
-      SKIFF_DYNAMODB_LOCAL_PORT: String(ddbPort),
-      SKIFF_AUTH: 'required',
-      SKIFF_TOKEN_KEYS: KEYS,
-      AWS_SECRET_ACCESS_KEY: 'an-aws-secret-from-the-environment',
-    });
+    running = await start({ AWS_SECRET_ACCESS_KEY: 'an-aws-secret-from-the-environment' });
   });
   after(async () => {
     await stop(running);
@@ -144,16 +140,7 @@ describe('the embedded store of npm start', () => {
 
   it('serves Lambda mode from the same store: the handler signs with the store\'s key, whatever AWS_* says', async () => {
     await stop(running);
-    running = await npmStart({
-      SKIFF_DATA_DIR: dataDir,
-      SKIFF_PORT: '0',
-      SKIFF_DYNAMODB_LOCAL_PORT: String(ddbPort),
-      SKIFF_AUTH: 'required',
-      SKIFF_TOKEN_KEYS: KEYS,
-      SKIFF_LAMBDA_MODE: 'true',
-      AWS_ACCESS_KEY_ID: 'AKIAFROMTHEENVIRONMENT',
-      AWS_SECRET_ACCESS_KEY: 'an-aws-secret-from-the-environment',
-    });
+    running = await start({ SKIFF_LAMBDA_MODE: 'true', AWS_ACCESS_KEY_ID: 'AKIAFROMTHEENVIRONMENT', AWS_SECRET_ACCESS_KEY: 'an-aws-secret-from-the-environment' });
     assert.match(running.banner, /mode: Lambda/);
     assert.equal((await call(`${running.url}/v2/`, { headers: { Authorization: basic('ivy', PASSWORD) } })).status, 200);
   });
