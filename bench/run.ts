@@ -11,6 +11,8 @@
  *   4. HEAD latency p50 / p99 over 1,000 requests
  *   5. each Lambda function's bundle size (target <= 1 MB) and cold initialisation: a fresh Node
  *      process loading the bundle and answering one event (target <= 150 ms)
+ *   6. an authorized blob GET during a burst of made-up-name logins, next to the same GET idle
+ *      (bench/logins.ts)
  *
  * The registry runs as its own process (the real `npm start` entry point) on the S3 path, against
  * Ceph RGW and DynamoDB Local started for the run (or S3_ENDPOINT / DYNAMODB_ENDPOINT).
@@ -29,6 +31,7 @@ import { call, resolve } from '../test/helpers/http.js';
 import { withDigest } from '../test/helpers/oci.js';
 import { processEnv, spawnRegistry, type RegistryProcess } from '../test/helpers/process.js';
 import { type BundleFigures, measureBundles } from './bundles.js';
+import { measureLoginBurst } from './logins.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -168,6 +171,9 @@ async function main() {
       if (res.status !== 200) throw new Error(`HEAD: ${res.status}`);
     }
 
+    // 6. Logins under attack.
+    const logins = await measureLoginBurst(log);
+
     const [small, , large] = sizes as [number, number, number];
     const rows: [string, string, string][] = [
       ...sizes.map((s) => [`finish latency, ${s / MiB} MiB`, `${finish[s]!.toFixed(1)} ms`, ''] as [string, string, string]),
@@ -178,6 +184,7 @@ async function main() {
       [`node:crypto sha256, ${hashSize / MiB} MiB`, `${nativeRate.toFixed(0)} MiB/s`, 'baseline'],
       ['resumable sha256 (@noble/hashes)', `${nobleRate.toFixed(0)} MiB/s`, `${(nobleRate / nativeRate).toFixed(2)} of node:crypto`],
       ['HEAD p50 / p99 (1,000 requests)', `${percentile(heads, 50).toFixed(2)} / ${percentile(heads, 99).toFixed(2)} ms`, ''],
+      ...logins,
       ...bundles.map(
         (b) =>
           [

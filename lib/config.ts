@@ -3,6 +3,7 @@
  * the README with its default; a malformed value stops the process with a clear message rather
  * than running with a surprise.
  */
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 
 export interface Config {
@@ -45,7 +46,12 @@ export interface Config {
     service: string;
     realm?: string;
     failureLimit: number;
+    sourceFailureLimit: number;
     failureWindowSeconds: number;
+    verifyConcurrency: number;
+    verifyQueue: number;
+    /** CIDRs of the proxies in front of the registry, whose forwarding headers are believed. */
+    trustedProxies: string[];
     /** How long a verified password and the grants read with it are reused. */
     cacheSeconds: number;
   };
@@ -107,6 +113,12 @@ export function loadConfig(env: Env = process.env): Config {
     return raw as T;
   };
 
+  const cidrs = (name: string) => {
+    const list = (env[name] ?? '').split(',').map((c) => c.trim()).filter(Boolean);
+    for (const c of list) if (!isCidr(c)) throw new ConfigError(`${name} must be a comma-separated list of addresses or CIDRs (10.0.0.0/8, ::1), got "${c}"`);
+    return list;
+  };
+
   const s3Endpoint = opt('S3_ENDPOINT');
   const s3Key = opt('S3_ACCESS_KEY_ID');
   const s3Secret = opt('S3_SECRET_ACCESS_KEY');
@@ -161,7 +173,11 @@ export function loadConfig(env: Env = process.env): Config {
       service: str('SKIFF_AUTH_SERVICE', 'skiff'),
       realm: opt('SKIFF_AUTH_REALM'),
       failureLimit: int('SKIFF_AUTH_FAILURE_LIMIT', 10, 1),
+      sourceFailureLimit: int('SKIFF_AUTH_SOURCE_FAILURE_LIMIT', 100, 1),
       failureWindowSeconds: int('SKIFF_AUTH_FAILURE_WINDOW_SECONDS', 900, 1),
+      verifyConcurrency: int('SKIFF_AUTH_VERIFY_CONCURRENCY', 2, 1),
+      verifyQueue: int('SKIFF_AUTH_VERIFY_QUEUE', 32, 0),
+      trustedProxies: cidrs('SKIFF_TRUSTED_PROXIES'),
       cacheSeconds: int('SKIFF_AUTH_CACHE_SECONDS', 10),
     },
     listings: { maxPage },
@@ -191,4 +207,13 @@ function parseOrigin(name: string, raw: string): string {
     throw new ConfigError(`${name} must be an http(s) origin without path, query or credentials, got "${raw}"`);
   }
   return url.origin;
+}
+
+/** An address, or an address and a prefix length that fits it (`10.0.0.0/8`, `fd00::/8`). */
+export function isCidr(value: string): boolean {
+  const [address, prefix, extra] = value.split('/');
+  const family = isIP(address ?? '');
+  if (!family || extra !== undefined) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
 }

@@ -4,6 +4,7 @@
  *   user add <name>                      create a user; the password is read from stdin
  *   user passwd <name>                   set a user's password (stdin)
  *   user remove <name>                   delete a user and their grants
+ *   user unlock <name>                   clear the user's failed-login counters (every source)
  *   user list                            users and their grants
  *   grant <user|anonymous> <pattern> <actions>   e.g. grant alice 'team/*' pull,push
  *   revoke <user|anonymous> <pattern>
@@ -31,6 +32,7 @@ const USAGE = `usage:
   skiff-admin user add <name>          (password from stdin)
   skiff-admin user passwd <name>       (password from stdin)
   skiff-admin user remove <name>
+  skiff-admin user unlock <name>
   skiff-admin user list
   skiff-admin grant <user|anonymous> <pattern> <pull,push,delete>
   skiff-admin revoke <user|anonymous> <pattern>
@@ -78,9 +80,19 @@ async function dispatch(argv: string[], users: () => UserStore, io: Io): Promise
       if (sub === 'passwd' && !existing) throw new Error(`no user ${name} (use: user add ${name})`);
       const password = await io.readSecret(`password for ${name}: `);
       if (password.length < 8) throw new Error('the password must be at least 8 characters');
+      // U+FFFD is what lenient decoders make of invalid bytes: a password holding it would
+      // match logins carrying any invalid byte there (the registry refuses those, but a hash
+      // stored from such input would still be a password nobody can type).
+      if (password.includes('\uFFFD')) throw new Error('the password holds U+FFFD (invalid UTF-8 in the input?); choose another');
       const now = Date.now();
       await store.putUser({ name, passwordHash: await hashPassword(password), createdAt: existing?.createdAt ?? now, updatedAt: now });
       io.out(sub === 'add' ? `created user ${name}` : `changed the password of ${name}`);
+      return;
+    }
+    if (sub === 'unlock') {
+      if (!(await store.getUser(name))) throw new Error(`no user ${name}`);
+      await store.clearFailures(name);
+      io.out(`cleared the failed logins of ${name}`);
       return;
     }
     if (sub === 'remove') {

@@ -43,14 +43,14 @@ function readHidden(prompt: string): Promise<string> {
   });
 }
 
-/** From a pipe: the first line. */
+/** From a pipe: the first line, which must be UTF-8 (invalid bytes are refused, not replaced). */
 async function readLine(): Promise<string> {
-  let text = '';
+  const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) {
-    text += chunk.toString();
-    if (text.includes('\n')) break;
+    chunks.push(chunk as Buffer);
+    if ((chunk as Buffer).includes(0x0a)) break;
   }
-  return text.split(/\r?\n/)[0]!;
+  return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks)).split(/\r?\n/)[0]!;
 }
 
 async function main(): Promise<number> {

@@ -9,17 +9,21 @@
  * with error="insufficient_scope" (the client asks for a new one); a user whose grants do not
  * allow the action gets 403 DENIED.
  *
- * Failed logins are counted per user and source address and, past a limit within a window, that
- * source's logins as that user are refused outright (429) until the window ends: someone
- * guessing from one address locks only that address out, never the user everywhere. Failures
- * for names that are no user are counted in memory only (bounded), so made-up names write
- * nothing to the table, and they lock out the same way (the lockout does not tell users apart
- * from non-users).
+ * Logins are limited per source address, so that a guesser slows only their own guessing and
+ * never locks a user out everywhere. Before a password is checked, the attempt is reserved with
+ * a conditional increment of two counters: the name at this source (`failureLimit`) and every
+ * name at this source (`sourceFailureLimit`, the budget for made-up names and for spraying one
+ * password over many users). A full counter refuses the attempt outright (429) until its window
+ * ends; a right password gives its reservation back. Real and made-up names take exactly the
+ * same steps (the same reads and writes, then one scrypt), so neither the answer nor its timing
+ * tells them apart. At most `verifyConcurrency` scrypts run at once (see gate.ts).
  */
 import { createHash } from 'node:crypto';
+import type { Config } from '../config.js';
 import { RegistryError } from '../oci/errors.js';
 import type { UserStore } from '../metadata/types.js';
 import { type Access, type Action, type Grant, allowedActions, scopeString } from './access.js';
+import { VerificationGate } from './gate.js';
 import { verifyPassword } from './passwords.js';
 import { InvalidToken, type TokenService } from './tokens.js';
 
@@ -45,41 +49,30 @@ export interface AuthSettings {
   /** Absolute token endpoint URL; derived from the request's host when unset. */
   realm?: string;
   failureLimit: number;
+  /** Failed logins from one source, whatever the names, within the window. */
+  sourceFailureLimit: number;
   failureWindowMs: number;
+  /** Password verifications running at once, and callers that may wait for one. */
+  verifyConcurrency: number;
+  verifyQueue: number;
   /** How long a verified password (and its grants) is trusted without checking again. */
   cacheMs: number;
+  /** CIDRs of proxies whose X-Forwarded-For/-Host/-Proto are believed (see lib/http/forwarded.ts). */
+  trustedProxies: string[];
 }
 
-
-/** Failed logins for names that are no user: in memory, at most `max` counters, each for a window. */
-class TransientFailures {
-  private readonly counts = new Map<string, { failures: number; windowEnds: number }>();
-
-  constructor(private readonly max = 10_000) {}
-
-  failures(key: string): number {
-    const entry = this.counts.get(key);
-    return entry && entry.windowEnds > Date.now() ? entry.failures : 0;
-  }
-
-  record(key: string, windowMs: number): void {
-    const now = Date.now();
-    const entry = this.counts.get(key);
-    if (entry && entry.windowEnds > now) {
-      entry.failures++;
-      return;
-    }
-    this.counts.delete(key);
-    if (this.counts.size >= this.max) {
-      for (const [k, v] of this.counts) if (v.windowEnds <= now) this.counts.delete(k);
-      // Still full: the oldest counters go first (a Map iterates in insertion order).
-      for (const k of this.counts.keys()) {
-        if (this.counts.size < this.max) break;
-        this.counts.delete(k);
-      }
-    }
-    this.counts.set(key, { failures: 1, windowEnds: now + windowMs });
-  }
+export function authSettings(c: Config['auth']): AuthSettings {
+  return {
+    service: c.service,
+    realm: c.realm,
+    failureLimit: c.failureLimit,
+    sourceFailureLimit: c.sourceFailureLimit,
+    failureWindowMs: c.failureWindowSeconds * 1000,
+    cacheMs: c.cacheSeconds * 1000,
+    verifyConcurrency: c.verifyConcurrency,
+    verifyQueue: c.verifyQueue,
+    trustedProxies: c.trustedProxies,
+  };
 }
 
 interface Cached {
@@ -91,14 +84,16 @@ interface Cached {
 export class Authorizer {
   private readonly verified = new Map<string, Cached>();
   private readonly userGrantCache = new Map<string, { grants: Grant[]; until: number }>();
-  private readonly strangers = new TransientFailures();
+  private readonly gate: VerificationGate;
   private anonymous: { grants: Grant[]; until: number } | undefined;
 
   constructor(
     private readonly users: UserStore,
     readonly tokens: () => Promise<TokenService>,
     readonly settings: AuthSettings,
-  ) {}
+  ) {
+    this.gate = new VerificationGate(settings.verifyConcurrency, settings.verifyQueue);
+  }
 
   /** `source`: the client's address, for counting failed logins (see the module comment). */
   async authenticate(authorization: string | undefined, source?: string): Promise<Principal> {
@@ -128,31 +123,35 @@ export class Authorizer {
 
   /** Verifies Basic credentials (`base64(user:password)`); returns the user and their grants. */
   private async checkPassword(basic: string, source?: string): Promise<{ user: string; grants: Grant[] }> {
-    const decoded = Buffer.from(basic, 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    const user = colon < 0 ? '' : decoded.slice(0, colon);
-    const password = colon < 0 ? '' : decoded.slice(colon + 1);
+    const { user, password } = parseBasic(basic);
     if (!isValidUserName(user) || !password) throw unauthorized('invalid username or password');
 
     const cacheKey = createHash('sha256').update(`${user}\0${password}`).digest('hex');
     const hit = this.verified.get(cacheKey);
     if (hit && hit.until > Date.now()) return hit;
 
-    const from = source || 'unknown';
-    const stranger = `${user}\0${from}`;
-    const [record, stored] = await Promise.all([this.users.getUser(user), this.users.failures(user, from)]);
-    const failures = record ? stored : this.strangers.failures(stranger);
-    if (failures >= this.settings.failureLimit) {
-      throw new RegistryError('TOOMANYREQUESTS', 'too many failed logins for this user from this address; try again later', {
-        headers: { 'Retry-After': String(Math.ceil(this.settings.failureWindowMs / 1000)) },
+    const ticket = this.gate.admit();
+    if (!ticket) throw tooMany('too many logins in progress; try again shortly', 1);
+    try {
+      // The whole check runs in a slot, its writes too: a burst of logins then costs the table
+      // (as well as the thread pool) at most `verifyConcurrency` checks at a time.
+      await ticket.run(async () => {
+        const from = source || 'unknown';
+        const { failureLimit, sourceFailureLimit, failureWindowMs } = this.settings;
+        // The same steps for every name (see the module comment): the user read alongside the
+        // reservations, then one scrypt; nothing is written after it on a failure. The source's
+        // reservation comes first, so a source past its budget creates no counter per new name.
+        const reserve = async () =>
+          (await this.users.reserveAttempt(ANY_NAME, from, sourceFailureLimit, failureWindowMs)) &&
+          (await this.users.reserveAttempt(user, from, failureLimit, failureWindowMs));
+        const [record, reserved] = await Promise.all([this.users.getUser(user), reserve()]);
+        if (!reserved) throw tooMany('too many failed logins from this address; try again later', Math.ceil(failureWindowMs / 1000));
+        if (!(await verifyPassword(password, record?.passwordHash))) throw unauthorized('invalid username or password');
+        await Promise.all([this.users.clearFailures(user, from), this.users.releaseAttempt(ANY_NAME, from)]);
       });
+    } finally {
+      ticket.leave();
     }
-    if (!(await verifyPassword(password, record?.passwordHash))) {
-      if (record) await this.users.recordFailure(user, from, this.settings.failureWindowMs);
-      else this.strangers.record(stranger, this.settings.failureWindowMs);
-      throw unauthorized('invalid username or password');
-    }
-    if (failures > 0) await this.users.clearFailures(user, from);
     const grants = await this.userGrants(user);
     const entry: Cached = { user, grants, until: Date.now() + this.settings.cacheMs };
     if (this.verified.size > 1000) this.verified.clear();
@@ -198,8 +197,8 @@ export class Authorizer {
     if (principal.via === 'basic') {
       return new RegistryError('DENIED', 'requested access to the resource is denied', { detail: needed ? { scope: scopeString(needed) } : undefined });
     }
-    const params = [`realm="${this.realm(origin)}"`, `service="${this.settings.service}"`];
-    if (needed) params.push(`scope="${scopeString(needed)}"`);
+    const params = [`realm=${quoted(this.realm(origin))}`, `service=${quoted(this.settings.service)}`];
+    if (needed) params.push(`scope=${quoted(scopeString(needed))}`);
     if (principal.via === 'bearer') params.push('error="insufficient_scope"');
     return new RegistryError('UNAUTHORIZED', 'authentication required', {
       headers: { 'WWW-Authenticate': `Bearer ${params.join(',')}` },
@@ -217,6 +216,42 @@ export interface RequestOrigin {
   host: string;
 }
 
+/**
+ * A challenge parameter as an RFC 9110 quoted-string: `"` and `\` escaped, so that a value
+ * taken from the request (the Host in the realm) cannot end the string and add parameters.
+ */
+export function quoted(value: string): string {
+  return `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
 function unauthorized(message: string): RegistryError {
   return new RegistryError('UNAUTHORIZED', message);
+}
+
+function tooMany(message: string, retryAfterSeconds: number): RegistryError {
+  return new RegistryError('TOOMANYREQUESTS', message, { headers: { 'Retry-After': String(retryAfterSeconds) } });
+}
+
+/** The failed-login counter of a source across every name tried from it. */
+export const ANY_NAME = '*';
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * `user:password` from Basic credentials, decoded strictly: canonical base64 (RFC 7617) and
+ * valid UTF-8 only. A lenient decoder ignores trailing garbage and turns every invalid byte into
+ * U+FFFD, so one stored password would match many different byte strings.
+ */
+export function parseBasic(value: string): { user: string; password: string } {
+  if (!BASE64.test(value)) throw unauthorized('malformed Basic credentials');
+  let decoded: string;
+  try {
+    decoded = UTF8.decode(Buffer.from(value, 'base64'));
+  } catch {
+    throw unauthorized('Basic credentials must be UTF-8');
+  }
+  const colon = decoded.indexOf(':');
+  if (colon < 0) throw unauthorized('malformed Basic credentials');
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }

@@ -24,7 +24,8 @@
 import { RegistryError } from '../oci/errors.js';
 import { type Access, type Action, grantable, parseScope, scopeString } from '../auth/access.js';
 import { isValidName } from '../oci/names.js';
-import { ANONYMOUS, type Principal, type RequestOrigin } from '../auth/authorizer.js';
+import { ANONYMOUS, type Authorizer, type Principal, quoted } from '../auth/authorizer.js';
+import { type ClientView, TrustedProxies, clientView } from './forwarded.js';
 import type { Registry } from '../registry/index.js';
 import type { Route } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
@@ -64,7 +65,7 @@ export async function authorize(reg: Registry, route: Route, req: RegistryReques
   if (!auth) return OPEN;
   const need = required(route, req.method);
   if (!need) return OPEN;
-  const origin = originOf(req);
+  const origin = viewOf(auth, req);
   // A scope in a challenge only for a name a token could be asked for (and that is safe to echo).
   const validName = route.repo !== undefined && isValidName(route.repo);
   const needed: Access | undefined =
@@ -73,7 +74,7 @@ export async function authorize(reg: Registry, route: Route, req: RegistryReques
   if ((need === 'authenticated' || need === 'catalog') && !req.headers['authorization']) throw auth.deny(NOBODY, needed, origin);
   let principal: Principal;
   try {
-    principal = await auth.authenticate(req.headers['authorization'], req.sourceIp);
+    principal = await auth.authenticate(req.headers['authorization'], origin.source);
   } catch (err) {
     // Bad credentials: say so, with the challenge that tells the client where to get a token.
     if (err instanceof RegistryError && err.status === 401) {
@@ -106,10 +107,13 @@ function contextOf(auth: NonNullable<Registry['auth']>, principal: Principal): R
   return { canPull: (repo) => auth.may(principal, repo, 'pull') };
 }
 
-function originOf(req: RegistryRequest): RequestOrigin {
-  const proto = req.headers['x-forwarded-proto']?.split(',')[0]!.trim() || 'http';
-  const host = req.headers['x-forwarded-host'] ?? req.headers['host'] ?? 'localhost';
-  return { proto, host };
+const proxiesOf = new WeakMap<Authorizer, TrustedProxies>();
+
+/** The caller's address and the URL they used, believing forwarding headers only from trusted proxies. */
+function viewOf(auth: Authorizer, req: RegistryRequest): ClientView {
+  let proxies = proxiesOf.get(auth);
+  if (!proxies) proxiesOf.set(auth, (proxies = new TrustedProxies(auth.settings.trustedProxies)));
+  return clientView(req, proxies);
 }
 
 /**
@@ -146,7 +150,7 @@ export async function onToken(reg: Registry, req: RegistryRequest): Promise<Regi
   // The caller's grants and the anonymous ones, exactly as a Basic request to the registry gets them.
   let caller: Principal;
   try {
-    caller = await auth.authenticate(basic ? `Basic ${basic}` : undefined, req.sourceIp);
+    caller = await auth.authenticate(basic ? `Basic ${basic}` : undefined, viewOf(auth, req).source);
   } catch (err) {
     throw err instanceof RegistryError && err.status === 401 ? basicChallenge(auth.settings.service, err) : err;
   }
@@ -157,15 +161,21 @@ export async function onToken(reg: Registry, req: RegistryRequest): Promise<Regi
     .filter((a): a is Access => a !== undefined);
   const access = grantable(asked, caller.grants, caller.user !== undefined);
   const issued = await (await auth.tokens()).issue(caller.user ?? ANONYMOUS, access);
-  if (req.method === 'POST') {
-    return json(200, { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, issued_at: issued.issuedAt, scope: access.map(scopeString).join(' ') });
-  }
-  return json(200, { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt });
+  const body =
+    req.method === 'POST'
+      ? { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, issued_at: issued.issuedAt, scope: access.map(scopeString).join(' ') }
+      : { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt };
+  return noStore(json(200, body));
+}
+
+/** A token is a credential: no cache or proxy may keep it (RFC 6749 section 5.1). */
+function noStore(res: RegistryResponse): RegistryResponse {
+  return { ...res, headers: { ...res.headers, 'Cache-Control': 'no-store', Pragma: 'no-cache' } };
 }
 
 /** The token endpoint's refusal of credentials says which ones it takes (RFC 7235: a 401 carries a challenge). */
 function basicChallenge(service: string, err: RegistryError): RegistryError {
-  err.headers['WWW-Authenticate'] = `Basic realm="${service}",charset="UTF-8"`;
+  err.headers['WWW-Authenticate'] = `Basic realm=${quoted(service)},charset="UTF-8"`;
   return err;
 }
 

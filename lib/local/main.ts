@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
 import { RegistryApp } from '../http/app.js';
@@ -19,20 +20,26 @@ import { Telemetry } from '../telemetry.js';
 import { createLambdaModeServer } from './lambda-mode.js';
 import { createRegistryServer } from './server.js';
 
-const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
-
 async function main(): Promise<void> {
   const log = new Telemetry().logger;
   provideEphemeralKey(process.env);
   let config = loadConfig();
+  // The data directory holds password hashes and private layers: ours alone. The umask covers
+  // what this process and its DynamoDB Local create; the chmod, directories made before it.
+  process.umask(0o077);
+  if (config.storage === 'fs' || !config.dynamo.endpoint) {
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await chmod(config.dataDir, 0o700);
+    await chmod(join(config.dataDir, 'storage'), 0o700).catch(() => undefined); // absent until the first blob
+  }
   let embedded: DynamoDbLocal | undefined;
   if (!config.dynamo.endpoint) {
-    embedded = await startDynamoDbLocal({ port: config.dynamo.localPort, dbPath: join(config.dataDir, 'dynamodb') });
+    embedded = await startDynamoDbLocal({ port: config.dynamo.localPort, dbPath: join(config.dataDir, 'dynamodb'), region: config.region });
     config = { ...config, dynamo: { ...config.dynamo, endpoint: embedded.endpoint } };
   }
   const stopEmbedded = () => embedded?.stop() ?? Promise.resolve();
   try {
-    const db = createDynamo(config, embedded ? LOCAL_CREDENTIALS : undefined);
+    const db = createDynamo(config, embedded?.credentials);
     await ensureTable(db, config.dynamo.table);
     const registry = createRegistry(config, { dynamo: db });
     if (registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
@@ -117,8 +124,15 @@ async function lambdaModeServer(embedded: DynamoDbLocal | undefined) {
   if ((env.SKIFF_STORAGE ?? 'fs') === 's3') env.SKIFF_REDIRECT ??= 'true';
   if (embedded) {
     env.DYNAMODB_ENDPOINT = embedded.endpoint;
-    env.AWS_ACCESS_KEY_ID ??= LOCAL_CREDENTIALS.accessKeyId;
-    env.AWS_SECRET_ACCESS_KEY ??= LOCAL_CREDENTIALS.secretAccessKey;
+    // The handler signs DynamoDB requests with AWS_*: they must be the store's key. Credentials
+    // given for AWS stay S3's.
+    if (env.AWS_ACCESS_KEY_ID && !env.S3_ACCESS_KEY_ID) {
+      env.S3_ACCESS_KEY_ID = env.AWS_ACCESS_KEY_ID;
+      env.S3_SECRET_ACCESS_KEY = env.AWS_SECRET_ACCESS_KEY;
+    }
+    env.AWS_ACCESS_KEY_ID = embedded.credentials.accessKeyId;
+    env.AWS_SECRET_ACCESS_KEY = embedded.credentials.secretAccessKey;
+    delete env.AWS_SESSION_TOKEN;
   }
   const { http: handler } = await import('../../functions/handlers.js');
   return createLambdaModeServer(handler);

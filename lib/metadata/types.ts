@@ -235,10 +235,13 @@ export interface UserStore {
   putGrant(name: string, grant: Grant): Promise<void>;
   deleteGrant(name: string, pattern: string): Promise<boolean>;
   /**
-   * Counts a failed login of `user` from `source` (an address); returns the failures in the
-   * current window (started by the first).
+   * Counts one login attempt of `user` (`*`: any name) from `source` (an address) if fewer than
+   * `limit` are counted in the current window (started by the first); false when it is full.
+   * Atomic: concurrent callers never count past `limit`.
    */
-  recordFailure(user: string, source: string, windowMs: number): Promise<number>;
+  reserveAttempt(user: string, source: string, limit: number, windowMs: number): Promise<boolean>;
+  /** Gives one counted attempt back (the login turned out right). */
+  releaseAttempt(user: string, source: string): Promise<void>;
   failures(user: string, source: string): Promise<number>;
   /** Clears the counter of one source, or with no source every counter of the user. */
   clearFailures(user: string, source?: string): Promise<void>;

@@ -57,6 +57,15 @@ function stringMap(value: unknown, where: string): Record<string, string> | unde
   return value as Record<string, string>;
 }
 
+function isFetchableUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && !value.includes('#');
+  } catch {
+    return false;
+  }
+}
+
 function descriptor(value: unknown, where: string): ContentDescriptor {
   if (!isObject(value)) throw invalid(`${where} must be a descriptor object`);
   const { mediaType, digest, size, artifactType, annotations, urls } = value;
@@ -65,6 +74,8 @@ function descriptor(value: unknown, where: string): ContentDescriptor {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw invalid(`${where}.size must be a non-negative integer`);
   if (artifactType !== undefined && typeof artifactType !== 'string') throw invalid(`${where}.artifactType must be a string`);
   if (urls !== undefined && (!Array.isArray(urls) || urls.some((u) => typeof u !== 'string'))) throw invalid(`${where}.urls must be strings`);
+  // As distribution: a client follows these URLs to fetch the blob, so only http(s), no fragment.
+  for (const u of (urls as string[] | undefined) ?? []) if (!isFetchableUrl(u)) throw invalid(`${where}.urls may only hold http or https URLs`, { url: u });
   const out: ContentDescriptor = { mediaType, digest, size };
   if (artifactType) out.artifactType = artifactType;
   const ann = stringMap(annotations, `${where}.annotations`);

@@ -17,7 +17,7 @@ import { BufferPool } from '../storage/s3/buffers.js';
 import { S3Ingester } from '../storage/s3/ingester.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
 import type { StorageDriver } from '../storage/types.js';
-import { Authorizer } from '../auth/authorizer.js';
+import { Authorizer, authSettings } from '../auth/authorizer.js';
 import { tokenServiceProvider } from '../auth/keys.js';
 import { UploadCapabilities } from '../auth/capability.js';
 import { BlobService } from './blobs.js';
@@ -92,13 +92,7 @@ export function createRegistry(config: Config, clients: Clients = {}): Registry 
       : undefined;
   const auth =
     config.auth.mode === 'required'
-      ? new Authorizer(meta.users, tokens!, {
-          service: config.auth.service,
-          realm: config.auth.realm,
-          failureLimit: config.auth.failureLimit,
-          failureWindowMs: config.auth.failureWindowSeconds * 1000,
-          cacheMs: config.auth.cacheSeconds * 1000,
-        })
+      ? new Authorizer(meta.users, tokens!, authSettings(config.auth))
       : undefined;
   const capabilities = tokens && new UploadCapabilities(tokens, { service: config.auth.service, ttlSeconds: config.uploads.ttlSeconds });
   return {

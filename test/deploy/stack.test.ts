@@ -89,6 +89,14 @@ describe('deployable stack (osls package, offline)', () => {
     assert.ok(stage.DefaultRouteSettings.ThrottlingBurstLimit > 0);
   });
 
+  it("sets the token realm from the API's own URL, never from request headers", () => {
+    assert.equal(resources.HttpApi?.Type, 'AWS::ApiGatewayV2::Api');
+    for (const name of Object.keys(FUNCTIONS)) {
+      const env = resources[`${name}LambdaFunction`]!.Properties.Environment.Variables;
+      assert.deepEqual(env.SKIFF_AUTH_REALM, { 'Fn::Sub': 'https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/auth/token' }, name);
+    }
+  });
+
   it('grants each function least privilege: no wildcard action or resource, scoped to the bucket, the table and its log group', () => {
     for (const name of Object.keys(FUNCTIONS)) {
       const fn = resources[`${name}LambdaFunction`]!.Properties;

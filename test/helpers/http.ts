@@ -9,6 +9,8 @@ export interface Sent {
   headers?: Record<string, string | number>;
   /** A buffer (sent with Content-Length) or a stream (sent chunked unless a content-length header is given). */
   body?: Uint8Array | string | AsyncIterable<Uint8Array>;
+  /** The local address to send from (Linux routes all of 127/8 to lo): another client source. */
+  from?: string;
 }
 
 export interface Received {
@@ -31,7 +33,7 @@ export async function call(url: string, sent: Sent = {}): Promise<Received> {
   }
   return new Promise<Received>((resolve, reject) => {
     const req = httpRequest(
-      { host: target.hostname, port: target.port, path: target.path, method: sent.method ?? 'GET', headers },
+      { host: target.hostname, port: target.port, path: target.path, method: sent.method ?? 'GET', headers, localAddress: sent.from },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

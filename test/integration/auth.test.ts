@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
 import { before, describe, it } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { GetCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
@@ -15,7 +14,7 @@ import { run as admin } from '../../lib/admin/cli.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 import { bytes, sha256 } from '../helpers/data.js';
 import { expectError } from '../helpers/oci.js';
-import { call, type Received } from '../helpers/http.js';
+import { call } from '../helpers/http.js';
 import { useRegistry } from '../helpers/registry.js';
 
 const OLD = randomBytes(32);
@@ -25,24 +24,6 @@ const PASSWORDS: Record<string, string> = { alice: 'alice-password-1', bob: 'bob
 
 const basic = (user: string, password = PASSWORDS[user]!) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
-
-/** A GET from another loopback address (Linux routes all of 127/8 to lo): another client source. */
-function callFrom(localAddress: string, url: string, headers: Record<string, string>): Promise<Received> {
-  const u = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, headers, localAddress }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => {
-        const body = Buffer.concat(chunks);
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: () => JSON.parse(body.toString()), header: (n) => [res.headers[n.toLowerCase()]].flat().join(', ') || undefined });
-      });
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('authentication and authorization (s3)', () => {
   const r = useRegistry('s3', {
@@ -133,8 +114,9 @@ describe('authentication and authorization (s3)', () => {
     const res = await call(`${r.url}/v2/team/app/manifests/v1`);
     expectError(res, 401, 'UNAUTHORIZED');
     assert.equal(res.header('www-authenticate'), `Bearer realm="${r.url}/auth/token",service="skiff",scope="repository:team/app:pull"`);
+    // The Host the client used; X-Forwarded-* only from trusted proxies (none here; see security.test.ts).
     const behind = await unchanged(() => call(`${r.url}/v2/team/app/blobs/uploads/`, { method: 'POST', headers: { Host: 'registry.example.com', 'X-Forwarded-Proto': 'https' } }));
-    assert.match(behind.header('www-authenticate')!, /realm="https:\/\/registry\.example\.com\/auth\/token"/);
+    assert.match(behind.header('www-authenticate')!, /realm="http:\/\/registry\.example\.com\/auth\/token"/);
   });
 
   it('issues tokens holding exactly the requested access the user is granted, and honours them', async () => {
@@ -279,22 +261,19 @@ describe('authentication and authorization (s3)', () => {
     expectError(await call(`${r.url}/auth/token?service=skiff`, { headers: as(basic('carol')) }), 429, 'TOOMANYREQUESTS');
     // Someone guessing from one address does not lock carol out everywhere: from another source
     // her password works, and a wrong one there is counted there, apart.
-    assert.equal((await callFrom('127.0.0.2', `${r.url}/v2/`, as(basic('carol')))).status, 200, 'the right password from another source');
-    assert.equal((await callFrom('127.0.0.2', `${r.url}/auth/token?service=skiff`, as(basic('carol')))).status, 200);
-    expectError(await callFrom('127.0.0.3', `${r.url}/v2/`, as(basic('carol', 'wrong-password'))), 401, 'UNAUTHORIZED');
+    assert.equal((await call(`${r.url}/v2/`, { headers: as(basic('carol')), from: '127.0.0.2' })).status, 200, 'the right password from another source');
+    assert.equal((await call(`${r.url}/auth/token?service=skiff`, { headers: as(basic('carol')), from: '127.0.0.2' })).status, 200);
+    expectError(await call(`${r.url}/v2/`, { headers: as(basic('carol', 'wrong-password')), from: '127.0.0.3' }), 401, 'UNAUTHORIZED');
     assert.equal(await r.registry.meta.users.failures('carol', '127.0.0.3'), 1);
     assert.equal(await r.registry.meta.users.failures('carol', '127.0.0.1'), 3);
-    assert.equal((await callFrom('127.0.0.3', `${r.url}/v2/`, as(basic('carol')))).status, 200);
+    assert.equal((await call(`${r.url}/v2/`, { headers: as(basic('carol')), from: '127.0.0.3' })).status, 200);
     assert.equal(await r.registry.meta.users.failures('carol', '127.0.0.3'), 0, 'a good login clears its source');
     expectError(await call(`${r.url}/v2/`, { headers: as(basic('carol')) }), 429, 'TOOMANYREQUESTS');
-    // Made-up names write nothing to the table, yet lock out the same way (no telling users apart).
+    // Made-up names are counted exactly as users are, and lock out the same way (no telling users apart).
     for (let i = 0; i < 3; i++) expectError(await call(`${r.url}/v2/`, { headers: as(basic(`nobody${i % 2}`, 'whatever-password')) }), 401, 'UNAUTHORIZED');
     expectError(await call(`${r.url}/v2/`, { headers: as(basic('nobody0', 'whatever-password')) }), 401, 'UNAUTHORIZED');
     expectError(await call(`${r.url}/v2/`, { headers: as(basic('nobody0', 'whatever-password')) }), 429, 'TOOMANYREQUESTS');
-    for (const name of ['nobody0', 'nobody1']) {
-      const stored = await r.db.send(new ScanCommand({ TableName: r.config.dynamo.table, FilterExpression: 'begins_with(pk, :p)', ExpressionAttributeValues: { ':p': `AUTHFAIL#${name}` } }));
-      assert.equal(stored.Items?.length, 0, `no counter stored for ${name}`);
-    }
+    assert.equal(await r.registry.meta.users.failures('nobody0', '127.0.0.1'), 3);
     // What is stored expires with its window.
     const counter = await r.db.send(new GetCommand({ TableName: r.config.dynamo.table, Key: { pk: 'AUTHFAIL#carol', sk: 'SOURCE#127.0.0.1' } }));
     assert.ok(counter.Item!.ttl > Date.now() / 1000 && counter.Item!.ttl === Math.ceil(counter.Item!.windowEnds / 1000));

@@ -22,6 +22,7 @@
  *   user                USERS               USER#<name>        name passwordHash createdAt updatedAt
  *   grant               USER#<name>         GRANT#<pattern>    pattern actions
  *   failed logins       AUTHFAIL#<user>     SOURCE#<address>   failures windowEnds ttl
+ *                       (user `*`: every name tried from the address)
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body

@@ -1,12 +1,16 @@
 /**
  * Users, grants and failed-login counters in DynamoDB (key design in table.ts).
  *
- * Failed logins are counted per user and source address, one item each (pk `AUTHFAIL#<user>`,
- * sk `SOURCE#<address>`) with a TTL at the end of its window. Clearing every counter of a user
- * is a Query: the admin tool's job, not the functions' (their IAM allows no Query there).
+ * Login attempts are counted per user and source address, one item each (pk `AUTHFAIL#<user>`,
+ * sk `SOURCE#<address>`; user `*` counts every name tried from the source) with a TTL at the end
+ * of its window. An attempt is reserved (a conditional increment) before its password is
+ * checked and given back if the password was right, so concurrent guesses cannot overrun the
+ * limit. Clearing every counter of a user is a Query: the admin tool's job, not the functions'
+ * (their IAM allows no Query there).
  */
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Action, Grant } from '../../auth/access.js';
 import type { User, UserStore } from '../types.js';
 import { deleteExisting, key, queryPrefix } from './table.js';
@@ -51,30 +55,64 @@ export class DynamoUserStore implements UserStore {
     return deleteExisting(this.db, this.table, key.grant(name, pattern));
   }
 
-  async recordFailure(user: string, source: string, windowMs: number): Promise<number> {
-    const now = this.now();
+  async reserveAttempt(user: string, source: string, limit: number, windowMs: number): Promise<boolean> {
+    const Key = key.failures(user, source);
+    // Two racers may both find the window over and both try to start one: the loser counts
+    // in the winner's window (the loop), so no attempt goes uncounted.
+    for (let round = 0; round < 4; round++) {
+      const now = this.now();
+      try {
+        // Within the current window and under the limit: count this attempt.
+        await this.db.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key,
+            UpdateExpression: 'ADD failures :one',
+            ConditionExpression: 'windowEnds > :now AND failures < :limit',
+            ExpressionAttributeValues: { ':one': 1, ':now': now, ':limit': limit },
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        );
+        return true;
+      } catch (err) {
+        if (!(err instanceof ConditionalCheckFailedException)) throw err;
+        const old = err.Item ? unmarshall(err.Item) : undefined;
+        if (old && (old.windowEnds as number) > now) return false; // the window is full
+      }
+      // No window, or an expired one: start a new one with this attempt, unless a racer just did.
+      const windowEnds = now + windowMs;
+      try {
+        await this.db.send(
+          new PutCommand({
+            TableName: this.table,
+            Item: { ...Key, failures: 1, windowEnds, ttl: Math.ceil(windowEnds / 1000) },
+            ConditionExpression: 'attribute_not_exists(pk) OR windowEnds <= :now',
+            ExpressionAttributeValues: { ':now': now },
+          }),
+        );
+        return true;
+      } catch (err) {
+        if (!(err instanceof ConditionalCheckFailedException)) throw err;
+      }
+    }
+    return false;
+  }
+
+  async releaseAttempt(user: string, source: string): Promise<void> {
     try {
-      // Within the current window: count up.
-      const res = await this.db.send(
+      await this.db.send(
         new UpdateCommand({
           TableName: this.table,
           Key: key.failures(user, source),
-          UpdateExpression: 'ADD failures :one',
-          ConditionExpression: 'windowEnds > :now',
-          ExpressionAttributeValues: { ':one': 1, ':now': now },
-          ReturnValues: 'ALL_NEW',
+          UpdateExpression: 'ADD failures :minus',
+          ConditionExpression: 'failures > :zero',
+          ExpressionAttributeValues: { ':minus': -1, ':zero': 0 },
         }),
       );
-      return res.Attributes!.failures as number;
     } catch (err) {
+      // Gone or already at zero (the window ended, or an unlock cleared it): nothing to give back.
       if (!(err instanceof ConditionalCheckFailedException)) throw err;
     }
-    // No window, or an expired one: start a new one.
-    const windowEnds = now + windowMs;
-    await this.db.send(
-      new PutCommand({ TableName: this.table, Item: { ...key.failures(user, source), failures: 1, windowEnds, ttl: Math.ceil(windowEnds / 1000) } }),
-    );
-    return 1;
   }
 
   async failures(user: string, source: string): Promise<number> {

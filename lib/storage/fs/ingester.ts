@@ -22,8 +22,8 @@ export class FsIngester implements Ingester {
 
   async append(state: WriteState, body: AsyncIterable<Uint8Array>, ctx: AppendContext): Promise<WriteState> {
     const path = this.objects.path(state.key);
-    await mkdir(dirname(path), { recursive: true });
-    const file = await open(path, READ_WRITE_CREATE);
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    const file = await open(path, READ_WRITE_CREATE, 0o600);
     try {
       // Bytes past the committed size belong to an attempt that failed: drop them. Committed
       // bytes [0, size) are never touched, so `state` stays valid whatever happens below.

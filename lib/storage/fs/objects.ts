@@ -23,10 +23,10 @@ export class FsObjectStore implements ObjectStore {
   async put(key: string, bytes: Uint8Array): Promise<void> {
     countRequest(this.stats, 'put');
     const path = this.path(key);
-    await mkdir(dirname(path), { recursive: true });
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     // Write then rename: a reader never sees half a hash state.
     const tmp = `${path}.${randomUUID()}.tmp`;
-    await writeFile(tmp, bytes);
+    await writeFile(tmp, bytes, { mode: 0o600 });
     await rename(tmp, path);
   }
 
