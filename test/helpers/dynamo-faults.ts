@@ -29,10 +29,10 @@ export interface DynamoFaults {
   /** Counts calls from now on, without faults. */
   count(): void;
   /**
-   * Counts calls from now on, and injects `fault` into call number `at` (0-based), counting
-   * every call, or with `among: 'writes'` only the writes.
+   * Counts calls from now on, and injects `fault` into call number `at` (0-based; or each of
+   * several), counting every call, or with `among: 'writes'` only the writes.
    */
-  arm(at: number, fault: DynamoFault, among?: 'all' | 'writes'): void;
+  arm(at: number | number[], fault: DynamoFault, among?: 'all' | 'writes'): void;
   disarm(): void;
   remove(): void;
 }
@@ -43,7 +43,7 @@ const serviceError = (name: string, extra: Record<string, unknown> = {}) =>
   Object.assign(new Error(`${name} (injected)`), { name, $fault: 'client', $metadata: { httpStatusCode: 400, attempts: 1 }, ...extra });
 
 export function injectDynamoFaults(db: DynamoDBDocumentClient): DynamoFaults {
-  let armed: { at: number; fault: DynamoFault; among: 'all' | 'writes' } | undefined;
+  let armed: { at: number[]; fault: DynamoFault; among: 'all' | 'writes' } | undefined;
   let writes = 0;
   let fired = false;
   const calls: string[] = [];
@@ -55,7 +55,7 @@ export function injectDynamoFaults(db: DynamoDBDocumentClient): DynamoFaults {
       const name = ctx.commandName!;
       const index = armed?.among === 'writes' ? (WRITES.has(name) ? writes++ : -1) : calls.length;
       calls.push(name);
-      const fault = armed && armed.at === index && (WRITES.has(name) || !['lose-app', 'conflict'].includes(armed.fault)) ? armed.fault : undefined;
+      const fault = armed && armed.at.includes(index) && (WRITES.has(name) || !['lose-app', 'conflict'].includes(armed.fault)) ? armed.fault : undefined;
       perCall.set(ctx, { fault, spent: false });
       if (fault === 'throttle') {
         fired = true;
@@ -110,7 +110,7 @@ export function injectDynamoFaults(db: DynamoDBDocumentClient): DynamoFaults {
     arm(at, fault, among = 'all') {
       calls.length = 0;
       writes = 0;
-      armed = { at, fault, among };
+      armed = { at: [at].flat(), fault, among };
       fired = false;
     },
     disarm() {
