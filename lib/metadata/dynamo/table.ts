@@ -251,7 +251,7 @@ export async function transact(db: DynamoDBDocumentClient, items: TransactItems,
       return;
     } catch (err) {
       if (isAnswer(err) || sent > RESENDS) throw err;
-      // Still running under the same token: wait for it to end, then ask again.
+      // Give a first send still running (TransactionInProgress) time to end, then ask again.
       await new Promise((r) => setTimeout(r, 20 * 2 ** sent));
     }
   }
