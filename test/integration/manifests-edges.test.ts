@@ -157,6 +157,39 @@ for (const driver of DRIVERS) {
       assert.equal((await put(repo, 'repeated', repeated)).status, 201);
     });
 
+    it('deletes every tag of manifests stored before the reverse index existed, whether or not the repository was pushed to since', async () => {
+      // The layout before TAGGED# entries and the repository marker: manifest (no attempt),
+      // tags, catalog entry. Written directly, as the earlier version did.
+      const legacy = async (repo: string, tags: string[]) => {
+        const m = await image(repo);
+        const table = r.config.dynamo.table;
+        const base = { mediaType: MediaTypes.ociManifest, size: m.desc.size };
+        const items = [
+          { pk: `REPO#${repo}`, sk: `MANIFEST#${m.digest}`, repo, digest: m.digest, ...base, body: Buffer.from(m.text), createdAt: 1 },
+          { pk: 'CATALOG', sk: `REPO#${repo}`, name: repo, createdAt: 1 },
+          ...tags.map((tag) => ({ pk: `REPO#${repo}`, sk: `TAG#${tag}#${tag}`, tag, digest: m.digest, ...base, updatedAt: 1 })),
+        ];
+        await r.db.send(new BatchWriteCommand({ RequestItems: { [table]: items.map((Item) => ({ PutRequest: { Item } })) } }));
+        for (const tag of tags) assert.equal((await get(repo, tag, {}, 'HEAD')).status, 200);
+        return m;
+      };
+      const untouched = await legacy('legacy/untouched', ['a', 'b']);
+      const pushed = await legacy('legacy/pushed', ['a', 'b']);
+      // The first push since: the same manifest under a new tag, and another manifest.
+      assert.equal((await put('legacy/pushed', 'c', pushed.text)).status, 201);
+      const other = await image('legacy/pushed');
+      assert.equal((await put('legacy/pushed', 'other', other.text)).status, 201);
+      for (const [repo, m, tags] of [['legacy/untouched', untouched, ['a', 'b']], ['legacy/pushed', pushed, ['a', 'b', 'c']]] as const) {
+        assert.equal((await call(`${r.url}/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE' })).status, 202);
+        for (const tag of tags) {
+          assert.equal((await get(repo, tag, {}, 'HEAD')).status, 404, `${repo}:${tag} HEAD`);
+          expectError(await get(repo, tag), 404, 'MANIFEST_UNKNOWN');
+        }
+      }
+      assert.deepEqual((await call(`${r.url}/v2/legacy/pushed/tags/list`)).json().tags, ['other']);
+      assert.deepEqual((await call(`${r.url}/v2/legacy/untouched/tags/list`)).json().tags, []);
+    });
+
     it('stores a referrer with ~1 MB of annotations: 201, exact bytes back, listed with its annotations, every item small', async () => {
       const subject = await image('big/ann');
       assert.equal((await put('big/ann', 'subject', subject.text)).status, 201);

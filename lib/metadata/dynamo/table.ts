@@ -278,3 +278,8 @@ export function cancellationReasons(err: unknown): { Code?: string; Item?: Recor
   if ((err as { name?: string } | undefined)?.name !== 'TransactionCanceledException') return undefined;
   return (err as { CancellationReasons?: { Code?: string; Item?: Record<string, unknown> }[] }).CancellationReasons ?? [];
 }
+
+/** Whether `err` is a cancelled transaction with a failed condition (nothing of it applied). */
+export function conditionFailed(err: unknown): boolean {
+  return cancellationReasons(err)?.some((r) => r.Code === 'ConditionalCheckFailed') ?? false;
+}
