@@ -1,6 +1,11 @@
 /**
  * Manifests, tags, referrers and the repository catalog in DynamoDB (key design in table.ts).
  * Every lookup is a GetItem or a Query on one partition: never a Scan, never an S3 listing.
+ *
+ * Every write is a transaction conditioned on what it read (a tag moves only from the digest it
+ * was seen on, with its reverse-index entries; a manifest is deleted only as it was read; a push
+ * re-checks each reference), sent through transact() so that a lost answer is resent and
+ * recognised. A condition that fails means someone else changed it: read again and decide again.
  */
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
@@ -47,7 +52,7 @@ export class DynamoManifestIndex implements ManifestIndex {
       if (sk.startsWith('BLOB#')) plan.blobs.set(item.digest as string, item.size as number);
       else if (sk.startsWith('MANIFEST#')) plan.manifests.set(item.digest as string, item.size as number);
       else if (sk === key.marker(repo).sk) plan.listed = true;
-      else plan.previous = item.digest as string;
+      else if (tag !== undefined && sk === tagSk(tag)) plan.previous = item.digest as string;
     }
     return plan;
   }
