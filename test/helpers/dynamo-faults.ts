@@ -1,7 +1,8 @@
 /**
- * Faults on a test registry's DynamoDB client (middleware on TestRegistry.db), at one chosen
- * call of a flow. Calls are counted as the app sends them (an SDK retry or a conflict retry of
- * one command is the same call). The faults, and where they act:
+ * Faults on a test registry's DynamoDB client (middleware on TestRegistry.db), at chosen calls
+ * of a flow. Calls are counted as the app sends them: an SDK retry or a conflict retry of one
+ * command is the same call, a command the app sends again is a new one. The faults, and where
+ * they act:
  *
  *   fail       the request never reaches DynamoDB (connection reset), once: the SDK retries
  *   lose       DynamoDB applies it, the answer is lost (timeout), once: the SDK resends it
