@@ -262,7 +262,7 @@ export async function transact(db: DynamoDBDocumentClient, items: TransactItems,
  * throttling, a bad request; or contention we gave up on), so nothing of the request applied.
  * A transaction still in progress under the same token is no answer yet.
  */
-export function isAnswer(err: unknown): boolean {
+function isAnswer(err: unknown): boolean {
   if (err instanceof Contended) return true;
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } } | undefined;
   if (e?.name === 'TransactionInProgressException') return false;
