@@ -1,7 +1,8 @@
 /**
- * Faults on a test registry's DynamoDB client (middleware on TestRegistry.db), at one chosen
- * call of a flow. Calls are counted as the app sends them (an SDK retry or a conflict retry of
- * one command is the same call). The faults, and where they act:
+ * Faults on a test registry's DynamoDB client (middleware on TestRegistry.db), at chosen calls
+ * of a flow. Calls are counted as the app sends them: an SDK retry or a conflict retry of one
+ * command is the same call, a command the app sends again is a new one. The faults, and where
+ * they act:
  *
  *   fail       the request never reaches DynamoDB (connection reset), once: the SDK retries
  *   lose       DynamoDB applies it, the answer is lost (timeout), once: the SDK resends it
@@ -29,10 +30,10 @@ export interface DynamoFaults {
   /** Counts calls from now on, without faults. */
   count(): void;
   /**
-   * Counts calls from now on, and injects `fault` into call number `at` (0-based), counting
-   * every call, or with `among: 'writes'` only the writes.
+   * Counts calls from now on, and injects `fault` into call number `at` (0-based; or each of
+   * several), counting every call, or with `among: 'writes'` only the writes.
    */
-  arm(at: number, fault: DynamoFault, among?: 'all' | 'writes'): void;
+  arm(at: number | number[], fault: DynamoFault, among?: 'all' | 'writes'): void;
   disarm(): void;
   remove(): void;
 }
@@ -43,7 +44,7 @@ const serviceError = (name: string, extra: Record<string, unknown> = {}) =>
   Object.assign(new Error(`${name} (injected)`), { name, $fault: 'client', $metadata: { httpStatusCode: 400, attempts: 1 }, ...extra });
 
 export function injectDynamoFaults(db: DynamoDBDocumentClient): DynamoFaults {
-  let armed: { at: number; fault: DynamoFault; among: 'all' | 'writes' } | undefined;
+  let armed: { at: number[]; fault: DynamoFault; among: 'all' | 'writes' } | undefined;
   let writes = 0;
   let fired = false;
   const calls: string[] = [];
@@ -55,7 +56,7 @@ export function injectDynamoFaults(db: DynamoDBDocumentClient): DynamoFaults {
       const name = ctx.commandName!;
       const index = armed?.among === 'writes' ? (WRITES.has(name) ? writes++ : -1) : calls.length;
       calls.push(name);
-      const fault = armed && armed.at === index && (WRITES.has(name) || !['lose-app', 'conflict'].includes(armed.fault)) ? armed.fault : undefined;
+      const fault = armed && armed.at.includes(index) && (WRITES.has(name) || !['lose-app', 'conflict'].includes(armed.fault)) ? armed.fault : undefined;
       perCall.set(ctx, { fault, spent: false });
       if (fault === 'throttle') {
         fired = true;
@@ -110,7 +111,7 @@ export function injectDynamoFaults(db: DynamoDBDocumentClient): DynamoFaults {
     arm(at, fault, among = 'all') {
       calls.length = 0;
       writes = 0;
-      armed = { at, fault, among };
+      armed = { at: [at].flat(), fault, among };
       fired = false;
     },
     disarm() {

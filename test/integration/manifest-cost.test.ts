@@ -72,8 +72,12 @@ describe('manifest cost on a large table', () => {
 
   before(async () => {
     const started = Date.now();
-    // 10,000 tags on another manifest of the repository, each with its reverse-index entry.
-    const items: Record<string, unknown>[] = [];
+    // 10,000 tags on another manifest of the repository, each with its reverse-index entry, in a
+    // repository that is listed (its marker and catalog entry).
+    const items: Record<string, unknown>[] = [
+      { pk: `REPO#${repo}`, sk: 'REPOSITORY', name: repo, createdAt: 1 },
+      { pk: 'CATALOG', sk: `REPO#${repo}`, name: repo, createdAt: 1 },
+    ];
     for (let i = 0; i < TAGS; i++) {
       const tag = `t${String(i).padStart(5, '0')}`;
       items.push({ pk: `REPO#${repo}`, sk: `TAG#${tag}#${tag}`, tag, digest: elsewhere, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 100, updatedAt: 1 });

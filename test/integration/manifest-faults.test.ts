@@ -1,6 +1,6 @@
 /**
- * Fault sweep of the manifest flows: PUT of an image and of an index (each moving a tag),
- * DELETE of a manifest, DELETE of a tag. For every DynamoDB call a flow makes, each fault of
+ * Fault sweep of the manifest flows: PUT of an image (moving a tag, and as a repository's first
+ * push) and of an index (moving a tag), DELETE of a manifest, DELETE of a tag. For every DynamoDB call a flow makes, each fault of
  * test/helpers/dynamo-faults.ts that can happen to that call is injected there, once per run,
  * on fresh data; the client then retries as real clients do (after 429/503, with the
  * Retry-After the answer must carry), and the invariants are checked:
@@ -81,6 +81,24 @@ describe('manifest fault sweep (fs)', () => {
         await stored(tag, imageText(`old-${i}`));
         const text = imageText(`new-${i}`);
         return { send: () => put(repo, tag, text), status: 201, check: () => tagIs(tag, digestOf(text), tag) };
+      },
+    },
+    {
+      name: "PUT image (a repository's first)",
+      async setup(i) {
+        const fresh = `faults/new-${i}`;
+        const m = await image(fresh);
+        return {
+          send: () => put(fresh, 'v1', m.text),
+          status: 201,
+          async check() {
+            const got = await get(fresh, 'v1');
+            assert.equal(got.status, 200, `${fresh}:v1`);
+            assert.equal(got.header('docker-content-digest'), m.digest);
+            assert.equal((await get(fresh, 'v1', {}, 'HEAD')).header('docker-content-digest'), m.digest);
+            assert.ok((await call(`${r.url}/v2/_catalog`)).json().repositories.includes(fresh), `${fresh} is listed`);
+          },
+        };
       },
     },
     {

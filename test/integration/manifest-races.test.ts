@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { BatchWriteCommand } from '@aws-sdk/lib-dynamodb';
 import { call } from '../helpers/http.js';
 import { expectError } from '../helpers/oci.js';
 import { manifestClient } from '../helpers/manifests.js';
@@ -62,6 +63,36 @@ for (const driver of DRIVERS) {
       assert.equal(res.json().errors[0].detail.digest, child.digest);
       expectError(await get('race/child', 'multi'), 404, 'MANIFEST_UNKNOWN');
       assert.equal((await get('race/child', 'multi', {}, 'HEAD')).status, 404);
+    });
+
+    it('deletes a manifest with more tags than one transaction holds, through lost answers on each of its transactions', async (t) => {
+      const faults = injectDynamoFaults(r.db);
+      t.after(() => faults.remove());
+      const repo = 'race/many-tags';
+      const m = await image(repo);
+      assert.equal((await put(repo, 'first', m.text)).status, 201);
+      // 120 more tags on it, written directly in the documented layout (a tag and its reverse entry).
+      const tags = Array.from({ length: 120 }, (_, i) => `t${i}`);
+      const items = tags.flatMap((tag) => [
+        { pk: `REPO#${repo}`, sk: `TAG#${tag}#${tag}`, tag, digest: m.digest, mediaType: MediaTypes.ociManifest, size: m.desc.size, updatedAt: 1 },
+        { pk: `REPO#${repo}`, sk: `TAGGED#${m.digest}#${tag}`, tag, digest: m.digest },
+      ]);
+      for (let i = 0; i < items.length; i += 25) {
+        await r.db.send(new BatchWriteCommand({ RequestItems: { [r.config.dynamo.table]: items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } })) } }));
+      }
+      assert.equal((await get(repo, 't119', {}, 'HEAD')).status, 200);
+      // Every transaction of the delete (two of tags, then the manifest's) loses its answer.
+      faults.arm([0, 1, 2], 'lose-app', 'writes');
+      const res = await del(repo, m.digest);
+      faults.disarm();
+      assert.equal(res.status, 202, res.body.toString());
+      assert.equal(faults.calls.filter((c) => WRITES.has(c)).length, 6, `three transactions, each sent again once: ${faults.calls}`);
+      expectError(await get(repo, m.digest), 404, 'MANIFEST_UNKNOWN');
+      for (const tag of ['first', 't0', 't60', 't119']) {
+        assert.equal((await get(repo, tag, {}, 'HEAD')).status, 404, tag);
+        expectError(await get(repo, tag), 404, 'MANIFEST_UNKNOWN');
+      }
+      assert.deepEqual((await call(`${r.url}/v2/${repo}/tags/list`)).json().tags, []);
     });
 
     for (const fault of ['lose', 'lose-app'] as DynamoFault[]) {

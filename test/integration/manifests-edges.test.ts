@@ -5,13 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, DeleteCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { sha256, sha512 } from '../helpers/data.js';
-import { CONFIG_TYPE, manifestClient } from '../helpers/manifests.js';
+import { CONFIG_TYPE, LAYER_TYPE, manifestClient } from '../helpers/manifests.js';
 import { call, type Received } from '../helpers/http.js';
 import { expectError } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, useRegistry } from '../helpers/registry.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
+import { MAX_MANIFEST_REFERENCES } from '../../lib/metadata/types.js';
 
 /** Follows Link headers from `first`, returning each page's parsed body and Link. */
 async function walk(base: string, first: string): Promise<{ body: any; link?: string; res: Received }[]> {
@@ -125,6 +126,68 @@ for (const driver of DRIVERS) {
       assert.deepEqual(filtered.json().manifests.map((d: any) => d.digest), [indexes['application/vnd.example.bundle.v1']]);
       const none = await call(`${r.url}/v2/art/type/referrers/${subject.digest}?artifactType=`);
       assert.equal(none.status, 200);
+    });
+
+    it(`stores a manifest with ${MAX_MANIFEST_REFERENCES} distinct references in the largest write there is, and refuses one more with 400 MANIFEST_INVALID`, async () => {
+      const repo = 'refs/max';
+      const subject = await image(repo);
+      assert.equal((await put(repo, 'v', subject.text)).status, 201);
+      // Links to MAX_MANIFEST_REFERENCES layers, written directly: a manifest PUT checks links only.
+      const layers = Array.from({ length: MAX_MANIFEST_REFERENCES }, (_, i) => ({ mediaType: LAYER_TYPE, digest: sha256(Buffer.from(`layer ${i}`)), size: 10 + i }));
+      for (let i = 0; i < layers.length; i += 25) {
+        const items = layers.slice(i, i + 25).map((l) => ({ PutRequest: { Item: { pk: `REPO#${repo}`, sk: `BLOB#${l.digest}`, repo, digest: l.digest, size: l.size, key: `blobs/${l.digest}`, mediaType: LAYER_TYPE, createdAt: 1 } } }));
+        await r.db.send(new BatchWriteCommand({ RequestItems: { [r.config.dynamo.table]: items } }));
+      }
+      // A repository from before the catalog marker: its next push lists it again. With a subject
+      // and a tag that moves, that push writes every item a push can.
+      await r.db.send(new DeleteCommand({ TableName: r.config.dynamo.table, Key: { pk: `REPO#${repo}`, sk: 'REPOSITORY' } }));
+      const base = JSON.parse(subject.text);
+      // The config is one of the references too.
+      const atLimit = JSON.stringify({ ...base, layers: layers.slice(0, MAX_MANIFEST_REFERENCES - 1), subject: subject.desc });
+      const res = await put(repo, 'v', atLimit);
+      assert.equal(res.status, 201, res.body.toString());
+      assert.equal((await get(repo, 'v')).body.toString(), atLimit);
+      const over = JSON.stringify({ ...base, layers, subject: subject.desc });
+      const refused = await put(repo, 'over', over);
+      expectError(refused, 400, 'MANIFEST_INVALID');
+      assert.equal(refused.json().errors[0].detail.max, MAX_MANIFEST_REFERENCES);
+      expectError(await get(repo, 'over'), 404, 'MANIFEST_UNKNOWN');
+      // Repeats of one blob count once.
+      const repeated = JSON.stringify({ ...base, layers: [...layers.slice(0, MAX_MANIFEST_REFERENCES - 1), layers[0]] });
+      assert.equal((await put(repo, 'repeated', repeated)).status, 201);
+    });
+
+    it('deletes every tag of manifests stored before the reverse index existed, whether or not the repository was pushed to since', async () => {
+      // The layout before TAGGED# entries and the repository marker: manifest (no attempt),
+      // tags, catalog entry. Written directly, as the earlier version did.
+      const legacy = async (repo: string, tags: string[]) => {
+        const m = await image(repo);
+        const table = r.config.dynamo.table;
+        const base = { mediaType: MediaTypes.ociManifest, size: m.desc.size };
+        const items = [
+          { pk: `REPO#${repo}`, sk: `MANIFEST#${m.digest}`, repo, digest: m.digest, ...base, body: Buffer.from(m.text), createdAt: 1 },
+          { pk: 'CATALOG', sk: `REPO#${repo}`, name: repo, createdAt: 1 },
+          ...tags.map((tag) => ({ pk: `REPO#${repo}`, sk: `TAG#${tag}#${tag}`, tag, digest: m.digest, ...base, updatedAt: 1 })),
+        ];
+        await r.db.send(new BatchWriteCommand({ RequestItems: { [table]: items.map((Item) => ({ PutRequest: { Item } })) } }));
+        for (const tag of tags) assert.equal((await get(repo, tag, {}, 'HEAD')).status, 200);
+        return m;
+      };
+      const untouched = await legacy('legacy/untouched', ['a', 'b']);
+      const pushed = await legacy('legacy/pushed', ['a', 'b']);
+      // The first push since: the same manifest under a new tag, and another manifest.
+      assert.equal((await put('legacy/pushed', 'c', pushed.text)).status, 201);
+      const other = await image('legacy/pushed');
+      assert.equal((await put('legacy/pushed', 'other', other.text)).status, 201);
+      for (const [repo, m, tags] of [['legacy/untouched', untouched, ['a', 'b']], ['legacy/pushed', pushed, ['a', 'b', 'c']]] as const) {
+        assert.equal((await call(`${r.url}/v2/${repo}/manifests/${m.digest}`, { method: 'DELETE' })).status, 202);
+        for (const tag of tags) {
+          assert.equal((await get(repo, tag, {}, 'HEAD')).status, 404, `${repo}:${tag} HEAD`);
+          expectError(await get(repo, tag), 404, 'MANIFEST_UNKNOWN');
+        }
+      }
+      assert.deepEqual((await call(`${r.url}/v2/legacy/pushed/tags/list`)).json().tags, ['other']);
+      assert.deepEqual((await call(`${r.url}/v2/legacy/untouched/tags/list`)).json().tags, []);
     });
 
     it('stores a referrer with ~1 MB of annotations: 201, exact bytes back, listed with its annotations, every item small', async () => {

@@ -1,12 +1,17 @@
 /**
  * Manifests, tags, referrers and the repository catalog in DynamoDB (key design in table.ts).
  * Every lookup is a GetItem or a Query on one partition: never a Scan, never an S3 listing.
+ *
+ * Every write is a transaction conditioned on what it read (a tag moves only from the digest it
+ * was seen on, with its reverse-index entries; a manifest is deleted only as it was read; a push
+ * re-checks each reference), sent through transact() so that a lost answer is resent and
+ * recognised. A condition that fails means someone else changed it: read again and decide again.
  */
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { Contended, type IndexedReferrer, type ManifestIndex, type ManifestPlan, type ManifestRecord, type Page, ReferenceGone, type ReferrerDetails, type TagRecord } from '../types.js';
-import { type TransactItems, batchGet, cancellationReasons, key, queryPrefix, tagSk, taggedPrefix, transact } from './table.js';
+import { type TransactItems, batchGet, cancellationReasons, conditionFailed, key, queryPrefix, tagSk, taggedPrefix, transact } from './table.js';
 
 /**
  * How often a write that found a tag or manifest changed since it read it reads again and
@@ -47,7 +52,7 @@ export class DynamoManifestIndex implements ManifestIndex {
       if (sk.startsWith('BLOB#')) plan.blobs.set(item.digest as string, item.size as number);
       else if (sk.startsWith('MANIFEST#')) plan.manifests.set(item.digest as string, item.size as number);
       else if (sk === key.marker(repo).sk) plan.listed = true;
-      else plan.previous = item.digest as string;
+      else if (tag !== undefined && sk === tagSk(tag)) plan.previous = item.digest as string;
     }
     return plan;
   }
@@ -73,6 +78,7 @@ export class DynamoManifestIndex implements ManifestIndex {
     // writes there, so pushes to known repositories never meet there.
     if (!plan.listed) fixed.push(put({ ...key.marker(repo), name: repo, createdAt }), put({ ...key.repository(repo), name: repo, createdAt }));
 
+    if (!plan.listed) await this.indexTags(repo);
     let previous = plan.previous;
     for (let tries = 0; tries < MOVES; tries++) {
       const items = [...fixed];
@@ -116,9 +122,7 @@ export class DynamoManifestIndex implements ManifestIndex {
       const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.manifest(repo, digest), ConsistentRead: true }));
       const manifest = res.Item;
       if (!manifest) return false;
-      // Only the tags on this digest, from the reverse index (never every tag of the repository).
-      const { items: tagged } = await queryPrefix(this.db, this.table, `REPO#${repo}`, taggedPrefix(digest));
-      const tags = tagged.map((i) => i.tag as string);
+      const tags = await this.tagsOf(repo, digest, manifest.attempt === undefined);
       // The manifest goes only as it was read: a push of it meanwhile (maybe under a new tag)
       // changes its attempt, and the delete starts over with that tag in view.
       const last: TransactItems = [
@@ -146,10 +150,61 @@ export class DynamoManifestIndex implements ManifestIndex {
       } catch (err) {
         // A tag moved away (it stays: its reverse entry moved with it), or the manifest was
         // pushed again or deleted: read again and start over.
-        if (!cancellationReasons(err)?.some((r) => r.Code === 'ConditionalCheckFailed')) throw err;
+        if (!conditionFailed(err)) throw err;
       }
     }
     throw new Contended();
+  }
+
+  /**
+   * The tags on `digest`: from the reverse index, never every tag of the repository, except for
+   * a manifest stored before the index existed (`legacy`: it carries no attempt), whose tags
+   * may have no entry: then from all the repository's tags, once, as that manifest goes.
+   */
+  private async tagsOf(repo: string, digest: string, legacy: boolean): Promise<string[]> {
+    const { items } = await queryPrefix(this.db, this.table, `REPO#${repo}`, taggedPrefix(digest));
+    const tags = new Set(items.map((i) => i.tag as string));
+    if (legacy) {
+      for (const item of (await queryPrefix(this.db, this.table, `REPO#${repo}`, 'TAG#')).items) if (item.digest === digest) tags.add(item.tag as string);
+    }
+    return [...tags];
+  }
+
+  /**
+   * Writes the reverse-index entry of every tag of a repository whose first push this is since
+   * the index existed (it has no marker yet), each only while its tag still points where it was
+   * read; the marker that push writes then means that every tag of it is indexed. A new
+   * repository has no tags: one empty Query.
+   */
+  private async indexTags(repo: string): Promise<void> {
+    const { items } = await queryPrefix(this.db, this.table, `REPO#${repo}`, 'TAG#');
+    const index = (tags: Record<string, unknown>[]): TransactItems =>
+      tags.flatMap((t) => [
+        {
+          ConditionCheck: {
+            TableName: this.table,
+            Key: key.tag(repo, t.tag as string),
+            ConditionExpression: '#digest = :digest',
+            ExpressionAttributeNames: { '#digest': 'digest' },
+            ExpressionAttributeValues: { ':digest': t.digest },
+          },
+        },
+        { Put: { TableName: this.table, Item: { ...key.tagged(repo, t.digest as string, t.tag as string), tag: t.tag, digest: t.digest } } },
+      ]);
+    for (let i = 0; i < items.length; i += 50) {
+      const group = items.slice(i, i + 50);
+      try {
+        await transact(this.db, index(group));
+      } catch (err) {
+        if (!conditionFailed(err)) throw err;
+        // A tag of the group moved meanwhile (its mover indexed it): the others one by one.
+        for (const tag of group) {
+          await transact(this.db, index([tag])).catch((e: unknown) => {
+            if (!conditionFailed(e)) throw e;
+          });
+        }
+      }
+    }
   }
 
   async deleteTag(repo: string, tag: string): Promise<boolean> {
@@ -161,7 +216,7 @@ export class DynamoManifestIndex implements ManifestIndex {
         return true;
       } catch (err) {
         // Moved or deleted since it was read: look again.
-        if (!cancellationReasons(err)?.some((r) => r.Code === 'ConditionalCheckFailed')) throw err;
+        if (!conditionFailed(err)) throw err;
       }
     }
     throw new Contended();

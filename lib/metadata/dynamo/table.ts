@@ -252,7 +252,7 @@ export async function transact(db: DynamoDBDocumentClient, items: TransactItems,
       return;
     } catch (err) {
       if (isAnswer(err) || sent > RESENDS) throw err;
-      // Still running under the same token: wait for it to end, then ask again.
+      // Give a first send still running (TransactionInProgress) time to end, then ask again.
       await new Promise((r) => setTimeout(r, 20 * 2 ** sent));
     }
   }
@@ -263,7 +263,7 @@ export async function transact(db: DynamoDBDocumentClient, items: TransactItems,
  * throttling, a bad request; or contention we gave up on), so nothing of the request applied.
  * A transaction still in progress under the same token is no answer yet.
  */
-export function isAnswer(err: unknown): boolean {
+function isAnswer(err: unknown): boolean {
   if (err instanceof Contended) return true;
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } } | undefined;
   if (e?.name === 'TransactionInProgressException') return false;
@@ -278,4 +278,9 @@ export function isAnswer(err: unknown): boolean {
 export function cancellationReasons(err: unknown): { Code?: string; Item?: Record<string, unknown> }[] | undefined {
   if ((err as { name?: string } | undefined)?.name !== 'TransactionCanceledException') return undefined;
   return (err as { CancellationReasons?: { Code?: string; Item?: Record<string, unknown> }[] }).CancellationReasons ?? [];
+}
+
+/** Whether `err` is a cancelled transaction with a failed condition (nothing of it applied). */
+export function conditionFailed(err: unknown): boolean {
+  return cancellationReasons(err)?.some((r) => r.Code === 'ConditionalCheckFailed') ?? false;
 }
