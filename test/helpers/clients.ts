@@ -1,5 +1,5 @@
 /**
- * Real registry clients for the tests: skopeo and podman (Debian packages) run as child processes
+ * Real registry clients for the tests: skopeo, podman and buildah (Debian packages) run as child processes
  * with a timeout, never blocking the event loop (the registry under test runs in this very
  * process), their whole output kept for the failure message.
  *
@@ -8,7 +8,8 @@
  * auth file, a registries.conf without search registries or mirrors, an accept-anything
  * signature policy, a containers.conf and storage.conf of its own, TMPDIR, and for podman an
  * isolated store (`--root/--runroot --storage-driver vfs`) and libpod state (`--tmpdir`), with
- * `--events-backend none` and `--cgroup-manager cgroupfs`.
+ * `--events-backend none` and `--cgroup-manager cgroupfs`; buildah uses the same store and files.
+ * (docker and containerd are daemons: test/helpers/daemons.ts.)
  *
  * The blob-info cache (which layer lives in which repository, compressed and uncompressed digests:
  * what makes skopeo and podman try cross-repository mounts and reuse blobs) has no flag or
@@ -124,7 +125,16 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
 // ---------------------------------------------------------------------------------------------
 // Installing the clients
 
-const PACKAGES: Record<string, string> = { skopeo: 'skopeo', podman: 'podman' };
+/** Debian package of each command (docker: Debian's client by path, see daemons.ts). */
+const PACKAGES: Record<string, string> = {
+  skopeo: 'skopeo',
+  podman: 'podman',
+  buildah: 'buildah',
+  dockerd: 'docker.io',
+  '/usr/bin/docker': 'docker.io',
+  containerd: 'containerd',
+  ctr: 'containerd',
+};
 
 function hasCommand(cmd: string): boolean {
   try {
@@ -330,6 +340,33 @@ export class ClientSandbox {
     return out[0];
   }
 
+  // --- buildah ---
+
+  private buildahArgs(args: string[]): string[] {
+    // The same store as podman's (one containers/storage, as on a real machine).
+    return ['--root', join(this.dir, 'root'), '--runroot', join(this.dir, 'rr'), '--storage-driver', 'vfs', '--cgroup-manager', 'cgroupfs', ...args];
+  }
+
+  /** buildah with the sandbox's store and configuration; resolves whatever the exit status. */
+  buildahRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('buildah', this.buildahArgs(args), opts, true);
+  }
+
+  /** buildah, insisting on success. */
+  buildah(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('buildah', this.buildahArgs(args), opts, false);
+  }
+
+  /**
+   * buildah push to a registry (--tls-verify=false, and --retry 0: buildah retries three times by
+   * default, which would turn a refusal into three); returns the manifest digest it wrote.
+   */
+  async buildahPush(image: string, dest: string, extra: string[] = []): Promise<string> {
+    const digestFile = join(this.dir, `digest-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    await this.buildah(['push', '--tls-verify=false', '--retry', '0', '--digestfile', digestFile, ...extra, image, dest]);
+    return (await readFile(digestFile, 'utf8')).trim();
+  }
+
   async dispose(): Promise<void> {
     // vfs keeps layers as plain directories and nothing was mounted: removing the tree is enough.
     await rm(this.dir, { recursive: true, force: true });
@@ -358,6 +395,8 @@ export interface RecordedRequest {
   headers: IncomingHttpHeaders;
   /** Request body bytes seen. */
   bytesIn: number;
+  /** Response body bytes passed back. */
+  bytesOut: number;
   status?: number;
   responseHeaders?: IncomingHttpHeaders;
 }
@@ -377,7 +416,10 @@ export function formatRequest(r: RecordedRequest): string {
   const h = r.headers;
   const parts = [`${r.method} ${r.url} -> ${r.status ?? '(no answer)'}`];
   if (r.bytesIn) parts.push(`body=${r.bytesIn}`);
+  if (r.bytesOut) parts.push(`answered ${r.bytesOut} bytes`);
   for (const name of ['accept', 'content-type', 'content-length', 'content-range', 'transfer-encoding']) if (h[name]) parts.push(`${name}: ${h[name]}`);
+  // The scheme only: the credential itself stays out of test output.
+  if (h.authorization) parts.push(`authorization: ${h.authorization.split(' ')[0]} ...`);
   const loc = r.responseHeaders?.location;
   if (loc) parts.push(`=> location: ${loc}`);
   return parts.join(' | ');
@@ -392,13 +434,14 @@ export async function recordingProxy(target: string): Promise<RecordingProxy> {
   const agent = new Agent({ keepAlive: true });
   const requests: RecordedRequest[] = [];
   const server = createServer((req, res) => {
-    const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytesIn: 0 };
+    const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytesIn: 0, bytesOut: 0 };
     requests.push(rec);
     req.on('data', (c: Buffer) => (rec.bytesIn += c.length));
     const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers, agent }, (ures) => {
       rec.status = ures.statusCode;
       rec.responseHeaders = ures.headers;
       res.writeHead(ures.statusCode ?? 502, ures.rawHeaders);
+      ures.on('data', (c: Buffer) => (rec.bytesOut += c.length));
       ures.pipe(res);
     });
     up.on('error', (err) => {
