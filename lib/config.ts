@@ -59,6 +59,17 @@ export interface Config {
     /** Local server only: serve through the Lambda handler with API Gateway's limits. */
     lambdaMode: boolean;
   };
+  /** The upload host (README "The upload host"). */
+  uploadHost: {
+    /** Absolute origin of the upload host; when set, started uploads are sent there. */
+    origin?: string;
+    /** What `npm start` serves: the registry (and the upload host when `origin` is set), or only the upload host. */
+    serve: 'all' | 'uploads';
+    /** A request body with no bytes for this long ends its request (and frees its upload's lease). */
+    stallSeconds: number;
+    /** Concurrent streaming upload requests per process; past it 503. */
+    maxStreams: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -108,6 +119,11 @@ export function loadConfig(env: Env = process.env): Config {
   if (authMode === 'required' && !opt('SKIFF_TOKEN_KEYS') && !opt('SKIFF_TOKEN_KEYS_PARAMETER')) {
     throw new ConfigError('SKIFF_AUTH=required needs SKIFF_TOKEN_KEYS (kid=base64url-secret,...) or SKIFF_TOKEN_KEYS_PARAMETER (an SSM parameter holding them)');
   }
+  const uploadOrigin = opt('SKIFF_UPLOAD_ORIGIN');
+  const serve = oneOf('SKIFF_SERVE', ['all', 'uploads'] as const, 'all');
+  if ((uploadOrigin || serve === 'uploads') && !opt('SKIFF_TOKEN_KEYS') && !opt('SKIFF_TOKEN_KEYS_PARAMETER')) {
+    throw new ConfigError(`${uploadOrigin ? 'SKIFF_UPLOAD_ORIGIN' : 'SKIFF_SERVE=uploads'} needs SKIFF_TOKEN_KEYS or SKIFF_TOKEN_KEYS_PARAMETER: upload capabilities are signed with the token keys`);
+  }
   return {
     storage: oneOf('SKIFF_STORAGE', ['fs', 's3'] as const, 'fs'),
     dataDir: resolve(str('SKIFF_DATA_DIR', '.skiff')),
@@ -154,5 +170,25 @@ export function loadConfig(env: Env = process.env): Config {
       port: int('SKIFF_PORT', 5000, 0),
       lambdaMode: bool('SKIFF_LAMBDA_MODE', false),
     },
+    uploadHost: {
+      origin: uploadOrigin && parseOrigin('SKIFF_UPLOAD_ORIGIN', uploadOrigin),
+      serve,
+      stallSeconds: int('SKIFF_STALL_SECONDS', 60, 1),
+      maxStreams: int('SKIFF_MAX_STREAMS', 16, 1),
+    },
   };
+}
+
+/** An absolute http(s) origin (scheme, host, optional port; no path, query or credentials), normalized. */
+function parseOrigin(name: string, raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be an absolute origin such as https://uploads.example.com, got "${raw}"`);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) {
+    throw new ConfigError(`${name} must be an http(s) origin without path, query or credentials, got "${raw}"`);
+  }
+  return url.origin;
 }

@@ -65,23 +65,39 @@ export class TokenService {
   ) {}
 
   async issue(subject: string, access: Access[]): Promise<Issued> {
-    const signer = this.keys[0]!;
     const now = Math.floor(Date.now() / 1000);
-    const { SignJWT } = await jose();
-    const token = await new SignJWT({ access })
-      .setProtectedHeader({ alg: 'HS256', kid: signer.kid, typ: 'JWT' })
-      .setIssuer(this.settings.issuer)
-      .setSubject(subject)
-      .setAudience(this.settings.service)
-      .setIssuedAt(now)
-      .setNotBefore(now)
-      .setExpirationTime(now + this.settings.ttlSeconds)
-      .setJti(randomUUID())
-      .sign(signer.secret);
+    const token = await this.sign({ access }, { subject, audience: this.settings.service, expiresAt: now + this.settings.ttlSeconds });
     return { token, expiresIn: this.settings.ttlSeconds, issuedAt: new Date(now * 1000).toISOString() };
   }
 
   async verify(token: string): Promise<Verified> {
+    const payload = await this.verifyClaims(token, this.settings.service);
+    return { subject: payload.sub!, access: accessClaim(payload.access) };
+  }
+
+  /**
+   * Signs `claims` with the current key for `audience`. Other kinds of token (the upload
+   * capability, lib/auth/capability.ts) use this with an audience of their own, so that no token
+   * of one kind verifies as another.
+   */
+  async sign(claims: Record<string, unknown>, opts: { subject: string; audience: string; expiresAt: number }): Promise<string> {
+    const signer = this.keys[0]!;
+    const now = Math.floor(Date.now() / 1000);
+    const { SignJWT } = await jose();
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: 'HS256', kid: signer.kid, typ: 'JWT' })
+      .setIssuer(this.settings.issuer)
+      .setSubject(opts.subject)
+      .setAudience(opts.audience)
+      .setIssuedAt(now)
+      .setNotBefore(now)
+      .setExpirationTime(opts.expiresAt)
+      .setJti(randomUUID())
+      .sign(signer.secret);
+  }
+
+  /** The claims of a token signed by one of the keys (by `kid`) for exactly `audience`; InvalidToken otherwise. */
+  async verifyClaims(token: string, audience: string): Promise<import('jose').JWTPayload> {
     const { jwtVerify } = await jose();
     try {
       const { payload } = await jwtVerify(
@@ -91,9 +107,9 @@ export class TokenService {
           if (!key) throw new InvalidToken('token signed with an unknown key');
           return key.secret;
         },
-        { algorithms: ['HS256'], issuer: this.settings.issuer, audience: this.settings.service, clockTolerance: 5, requiredClaims: ['exp', 'sub', 'iat'] },
+        { algorithms: ['HS256'], issuer: this.settings.issuer, audience, clockTolerance: 5, requiredClaims: ['exp', 'sub', 'iat'] },
       );
-      return { subject: payload.sub!, access: accessClaim(payload.access) };
+      return payload;
     } catch (err) {
       if (err instanceof InvalidToken) throw err;
       throw new InvalidToken(describe(err));

@@ -2,6 +2,13 @@
  * The registry's HTTP contract in one place: routing, the version header, and the mapping of
  * every failure to OCI error JSON. A RegistryError is the client's problem and carries its own
  * status; anything else is ours, is logged, and becomes a 500 (or 503 when a backend throttles).
+ *
+ * The same app runs in one of two roles:
+ *   registry  the whole distribution API, authorized per request (lib/http/auth.ts); with
+ *             SKIFF_UPLOAD_ORIGIN set, the uploads it starts are sent to the upload host;
+ *   uploads   the upload host: only upload sessions (PATCH, PUT, GET, DELETE on
+ *             /v2/<name>/blobs/uploads/<id>) and GET /healthz, each session request authorized
+ *             by the capability in its query alone (lib/auth/capability.ts); everything else 404.
  */
 import { Contended } from '../metadata/types.js';
 import { RegistryError } from '../oci/errors.js';
@@ -13,7 +20,8 @@ import { onManifest } from './manifests.js';
 import { type Route, matchRoute } from './router.js';
 import type { RegistryRequest, RegistryResponse } from './types.js';
 import { API_VERSION, errorResponse, json, notAllowed } from './responses.js';
-import { onUpload, postUpload } from './uploads.js';
+import { type Locate, onUpload, postUpload, relativeLocation, uploadLocation } from './uploads.js';
+import { CAPABILITY_PARAM, type UploadCapabilities } from '../auth/capability.js';
 
 /** What the app needs of a logger (Powertools' Logger in production). */
 export interface Log {
@@ -22,23 +30,46 @@ export interface Log {
   error(message: string, ...extra: Record<string, unknown>[]): void;
 }
 
+export type AppRole = 'registry' | 'uploads';
+
 export class RegistryApp {
+  /** Requests streaming an upload body right now (capped by SKIFF_MAX_STREAMS). */
+  private streams = 0;
+  /** Where the uploads this app starts are continued (see uploadHostLocate). */
+  private readonly startedAt: Locate;
+  private readonly capabilities?: UploadCapabilities;
+
   constructor(
     readonly registry: Registry,
     private readonly log: Log,
-  ) {}
+    readonly role: AppRole = 'registry',
+  ) {
+    const origin = registry.config.uploadHost.origin;
+    if ((role === 'uploads' || origin) && !registry.capabilities) throw new Error('the upload host needs token keys to sign and check capabilities');
+    this.capabilities = registry.capabilities;
+    this.startedAt = role === 'uploads' || !origin ? relativeLocation : this.uploadHostLocate(origin);
+  }
 
   async handle(req: RegistryRequest): Promise<RegistryResponse> {
     let res: RegistryResponse;
     let route: Route | undefined;
+    let streaming = false;
     try {
       route = matchRoute(req.path);
-      if (!route) throw new RegistryError('UNSUPPORTED', 'unknown API endpoint', { status: 404, detail: { path: req.path } });
-      res = await this.dispatch(route, req);
+      if (this.role === 'uploads' && req.path === '/healthz') route = undefined;
+      else if (!route || (this.role === 'uploads' && route.name !== 'upload')) throw unknownEndpoint(req.path);
+      if (carriesUpload(route, req)) {
+        this.admitStream();
+        streaming = true;
+      }
+      if (!route) res = health(req);
+      else res = this.role === 'uploads' ? await this.onUploadHost(route, req) : await this.dispatch(route, req);
     } catch (err) {
       res = this.failure(err, req);
+    } finally {
+      if (streaming) this.streams--;
     }
-    res.route = route?.name;
+    res.route = route?.name ?? (req.path === '/healthz' ? 'healthz' : undefined);
     Object.assign(res.headers, API_VERSION);
     if (req.method === 'HEAD') delete res.body;
     return res;
@@ -57,9 +88,9 @@ export class RegistryApp {
         return json(200, {});
       case 'uploads':
         if (req.method !== 'POST') throw notAllowed('POST');
-        return postUpload(reg, req, route.repo!, ctx);
+        return postUpload(reg, req, route.repo!, ctx, this.startedAt);
       case 'upload':
-        return onUpload(reg, req, route.repo!, route.ref!);
+        return onUpload(reg, req, route.repo!, route.ref!, relativeLocation);
       case 'blob':
         return onBlob(reg, req, route.repo!, route.ref!);
       case 'manifest':
@@ -73,6 +104,34 @@ export class RegistryApp {
     }
   }
 
+  /**
+   * The upload host: the capability in the query alone authorizes (an Authorization header is
+   * never looked at), and every Location it answers with carries a fresh one.
+   */
+  private async onUploadHost(route: Route, req: RegistryRequest): Promise<RegistryResponse> {
+    await this.capabilities!.check(req.query.get(CAPABILITY_PARAM), route.repo!, route.ref!);
+    // A capability is only ever issued for a valid name; kept for defence in depth.
+    if (route.invalid) throw route.invalid;
+    return onUpload(this.registry, req, route.repo!, route.ref!, this.uploadHostLocate(this.registry.config.uploadHost.origin ?? ''));
+  }
+
+  /** Locations on the upload host at `origin` ('' on the host itself: relative), with a capability. */
+  private uploadHostLocate(origin: string): Locate {
+    return async (repo, id) => `${origin}${uploadLocation(repo, id)}?${CAPABILITY_PARAM}=${await this.capabilities!.issue(repo, id)}`;
+  }
+
+  /** Past SKIFF_MAX_STREAMS bodies in flight a request is turned away before its body is read. */
+  private admitStream(): void {
+    if (this.streams >= this.registry.config.uploadHost.maxStreams) {
+      throw new RegistryError('UNAVAILABLE', 'too many uploads in progress on this server; retry shortly', {
+        status: 503,
+        headers: { 'Retry-After': '2' },
+        detail: { maxStreams: this.registry.config.uploadHost.maxStreams },
+      });
+    }
+    this.streams++;
+  }
+
   failure(err: unknown, req: Pick<RegistryRequest, 'method' | 'path'>): RegistryResponse {
     const known = err instanceof RegistryError ? err : fromBackend(err);
     if (!known || known.status >= 500) {
@@ -80,6 +139,22 @@ export class RegistryApp {
     }
     return errorResponse(known ?? new RegistryError('UNKNOWN', 'internal server error'));
   }
+}
+
+function unknownEndpoint(path: string): RegistryError {
+  return new RegistryError('UNSUPPORTED', 'unknown API endpoint', { status: 404, detail: { path } });
+}
+
+/** Whether the request streams a blob body (the requests SKIFF_MAX_STREAMS counts). */
+function carriesUpload(route: Route | undefined, req: RegistryRequest): boolean {
+  if (route?.name !== 'upload' && route?.name !== 'uploads') return false;
+  return (req.method === 'PATCH' || req.method === 'PUT' || req.method === 'POST') && req.body.length !== 0;
+}
+
+/** GET /healthz on the upload host: the process is up (what a load balancer's health check asks). */
+function health(req: RegistryRequest): RegistryResponse {
+  if (req.method !== 'GET' && req.method !== 'HEAD') throw notAllowed('GET, HEAD');
+  return json(200, { status: 'ok' });
 }
 
 /** Throttling and unavailability of S3 or DynamoDB: tell the client to come back. */

@@ -17,8 +17,18 @@ const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 export const uploadLocation = (repo: string, id: string) => `/v2/${repo}/blobs/uploads/${id}`;
 export const blobLocation = (repo: string, digest: string) => `/v2/${repo}/blobs/${digest}`;
 
-/** POST: start an upload, upload a whole blob (?digest=), or mount one (?mount=&from=). */
-export async function postUpload(reg: Registry, req: RegistryRequest, repo: string, ctx: RequestContext): Promise<RegistryResponse> {
+/**
+ * Where a client continues an upload: a path on this server, or (SKIFF_UPLOAD_ORIGIN) an
+ * absolute URL on the upload host carrying a capability.
+ */
+export type Locate = (repo: string, id: string) => string | Promise<string>;
+export const relativeLocation: Locate = uploadLocation;
+
+/**
+ * POST: start an upload, upload a whole blob (?digest=), or mount one (?mount=&from=). A started
+ * upload (a mount falling back to one included) is continued where `locate` says.
+ */
+export async function postUpload(reg: Registry, req: RegistryRequest, repo: string, ctx: RequestContext, locate: Locate): Promise<RegistryResponse> {
   const mount = req.query.get('mount');
   if (mount !== null) {
     const digest = parseDigest(mount, 'mount');
@@ -38,19 +48,22 @@ export async function postUpload(reg: Registry, req: RegistryRequest, repo: stri
   if ((req.body.length ?? 0) > 0) {
     throw new RegistryError('BLOB_UPLOAD_INVALID', 'a POST with a body needs ?digest= (monolithic upload)');
   }
-  return uploadStatus(202, await reg.uploads.start(repo), reg.config.uploads.maxChunkBytes);
+  // The chunk limit is this server's: an upload continued elsewhere (the upload host) has its own.
+  const maxChunk = locate === relativeLocation ? reg.config.uploads.maxChunkBytes : 0;
+  return uploadStatus(202, await reg.uploads.start(repo), maxChunk, locate);
 }
 
-/** GET, PATCH, PUT, DELETE on an upload's Location. */
-export async function onUpload(reg: Registry, req: RegistryRequest, repo: string, id: string): Promise<RegistryResponse> {
+/** GET, PATCH, PUT, DELETE on an upload's Location; the Locations answered are `locate`'s. */
+export async function onUpload(reg: Registry, req: RegistryRequest, repo: string, id: string, locate: Locate): Promise<RegistryResponse> {
+  const maxChunk = reg.config.uploads.maxChunkBytes;
   try {
     if (!UPLOAD_ID.test(id)) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { detail: { uuid: id } });
     switch (req.method) {
       case 'GET':
-        return uploadStatus(204, await reg.uploads.status(repo, id), reg.config.uploads.maxChunkBytes);
+        return uploadStatus(204, await reg.uploads.status(repo, id), maxChunk, locate);
       case 'PATCH': {
         const range = parseContentRange(req.headers['content-range']);
-        return uploadStatus(202, await reg.uploads.append(repo, id, req.body, range), reg.config.uploads.maxChunkBytes);
+        return uploadStatus(202, await reg.uploads.append(repo, id, req.body, range), maxChunk, locate);
       }
       case 'PUT': {
         const digest = parseDigest(req.query.get('digest'));
@@ -70,16 +83,16 @@ export async function onUpload(reg: Registry, req: RegistryRequest, repo: string
       // Refused before the upload was read (a Content-Range that ends before it starts): the
       // client still needs to know where the upload is, or that it is gone (404).
       err.headers['Range'] ??= uploadRange((await reg.uploads.status(repo, id)).offset);
-      err.headers['Location'] = uploadLocation(repo, id);
+      err.headers['Location'] = await locate(repo, id);
       err.headers['Docker-Upload-UUID'] = id;
     }
     throw err;
   }
 }
 
-function uploadStatus(status: number, upload: Status, maxChunk: number): RegistryResponse {
+async function uploadStatus(status: number, upload: Status, maxChunk: number, locate: Locate): Promise<RegistryResponse> {
   const headers: Record<string, string> = {
-    Location: uploadLocation(upload.repo, upload.id),
+    Location: await locate(upload.repo, upload.id),
     Range: uploadRange(upload.offset),
     'Docker-Upload-UUID': upload.id,
   };

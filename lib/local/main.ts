@@ -3,6 +3,8 @@
  * metadata to an embedded DynamoDB Local (started here, persistent under SKIFF_DATA_DIR);
  * S3_ENDPOINT / SKIFF_STORAGE=s3 and DYNAMODB_ENDPOINT point the same command at real services.
  */
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
@@ -21,6 +23,7 @@ const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
 
 async function main(): Promise<void> {
   const log = new Telemetry().logger;
+  provideEphemeralKey(process.env);
   let config = loadConfig();
   let embedded: DynamoDbLocal | undefined;
   if (!config.dynamo.endpoint) {
@@ -34,17 +37,35 @@ async function main(): Promise<void> {
     const registry = createRegistry(config, { dynamo: db });
     if (registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
 
-    const server = config.http.lambdaMode ? await lambdaModeServer(embedded) : createRegistryServer(new RegistryApp(registry, log));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.http.port, config.http.host, resolve);
-    });
-    const { port } = server.address() as AddressInfo;
+    const servers: Server[] = [];
+    const lines: string[] = [];
+    const serve = async (server: Server, host: string, port: number) => {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, resolve);
+      });
+      servers.push(server);
+      return `http://${host}:${(server.address() as AddressInfo).port}/`;
+    };
+    const uploadHost = () => createRegistryServer(new RegistryApp(registry, log, 'uploads'), { stallMs: config.uploadHost.stallSeconds * 1000 });
+    const origin = config.uploadHost.origin;
+    if (config.uploadHost.serve === 'uploads') {
+      lines.push(`Skiff upload host listening on ${await serve(uploadHost(), config.http.host, config.http.port)} (upload sessions only, authorized by their capability)`);
+    } else {
+      const api = config.http.lambdaMode ? await lambdaModeServer(embedded) : createRegistryServer(new RegistryApp(registry, log), { stallMs: config.uploadHost.stallSeconds * 1000 });
+      const access = config.auth.mode === 'open' ? 'open: no authentication' : 'authentication required';
+      lines.push(`Skiff registry listening on ${await serve(api, config.http.host, config.http.port)} (${access})`);
+      if (origin) {
+        const url = new URL(origin);
+        // An https origin is a host deployed elsewhere (behind its load balancer): only hand it out.
+        const here = url.protocol === 'http:' ? await serve(uploadHost(), url.hostname, Number(url.port || 80)) : undefined;
+        lines.push(`  upload host: ${here ? `listening on ${here}` : `${origin} (not served by this process)`}; uploads started here continue there`);
+      }
+    }
     const where = config.storage === 'fs' ? `filesystem ${join(config.dataDir, 'storage')}` : `S3 bucket ${config.s3.bucket}${config.s3.endpoint ? ` at ${config.s3.endpoint}` : ''}`;
     const meta = embedded ? `embedded DynamoDB Local (${join(config.dataDir, 'dynamodb')})` : `DynamoDB ${config.dynamo.endpoint ?? 'in ' + config.region}, table ${config.dynamo.table}`;
-    const mode = config.http.lambdaMode ? '\n  mode: Lambda (API Gateway v2 events, 6,291,456-byte payloads, no streaming)' : '';
-    const access = config.auth.mode === 'open' ? 'open: no authentication' : 'authentication required';
-    process.stdout.write(`Skiff registry listening on http://${config.http.host}:${port}/ (${access})\n  blobs: ${where}\n  metadata: ${meta}${mode}\n`);
+    if (config.http.lambdaMode && config.uploadHost.serve === 'all') lines.push('  mode: Lambda (API Gateway v2 events, 6,291,456-byte payloads, no streaming)');
+    process.stdout.write(`${lines[0]}\n  blobs: ${where}\n  metadata: ${meta}\n${lines.slice(1).map((l) => l + '\n').join('')}`);
 
     // Abandoned uploads: freed an hour after start-up and every hour after (see lib/registry/purge.ts).
     const purge = setInterval(() => {
@@ -56,8 +77,10 @@ async function main(): Promise<void> {
     purge.unref();
 
     const shutdown = () => {
-      server.close();
-      server.closeAllConnections();
+      for (const server of servers) {
+        server.close();
+        server.closeAllConnections();
+      }
       void stopEmbedded().then(() => process.exit(0));
     };
     process.once('SIGINT', shutdown);
@@ -66,6 +89,19 @@ async function main(): Promise<void> {
     await stopEmbedded();
     throw err;
   }
+}
+
+/**
+ * Upload capabilities are signed with the token keys. An open local registry that hands out an
+ * upload host (SKIFF_UPLOAD_ORIGIN) and has no keys gets one for this process only, in the
+ * environment so that the Lambda-mode handler (which reads it at import) signs with the same key
+ * the upload host checks. Capabilities it signed die with the process, as do its uploads'
+ * Locations; the upload host alone (SKIFF_SERVE=uploads) must be given the registry's keys.
+ */
+function provideEphemeralKey(env: NodeJS.ProcessEnv): void {
+  if (!env.SKIFF_UPLOAD_ORIGIN || env.SKIFF_SERVE === 'uploads' || env.SKIFF_AUTH === 'required') return;
+  if (env.SKIFF_TOKEN_KEYS || env.SKIFF_TOKEN_KEYS_PARAMETER) return;
+  env.SKIFF_TOKEN_KEYS = `ephemeral=${randomBytes(32).toString('base64url')}`;
 }
 
 /**

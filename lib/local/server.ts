@@ -9,9 +9,18 @@ import { RegistryError } from '../oci/errors.js';
 import type { RegistryApp } from '../http/app.js';
 import type { RegistryRequest, RegistryResponse } from '../http/types.js';
 
-export function createRegistryServer(app: RegistryApp): Server {
+export interface ServerOptions {
+  /**
+   * A request body that brings no bytes for this long ends its request (SKIFF_STALL_SECONDS):
+   * without it a client that stops sending would hold its upload's lease (and a stream slot)
+   * as long as the connection lives. Default: never.
+   */
+  stallMs?: number;
+}
+
+export function createRegistryServer(app: RegistryApp, opts: ServerOptions = {}): Server {
   const server = createServer((req, res) => {
-    void serve(app, req, res);
+    void serve(app, req, res, opts);
   });
   // Layers of many gigabytes take longer than Node's default 5-minute request timeout.
   server.requestTimeout = 0;
@@ -19,12 +28,12 @@ export function createRegistryServer(app: RegistryApp): Server {
   return server;
 }
 
-async function serve(app: RegistryApp, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const response = await app.handle(toRegistryRequest(req));
+async function serve(app: RegistryApp, req: IncomingMessage, res: ServerResponse, opts: ServerOptions): Promise<void> {
+  const response = await app.handle(toRegistryRequest(req, opts.stallMs));
   await writeResponse(req, res, response);
 }
 
-export function toRegistryRequest(req: IncomingMessage): RegistryRequest {
+export function toRegistryRequest(req: IncomingMessage, stallMs?: number): RegistryRequest {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const headers: Record<string, string | undefined> = {};
@@ -36,17 +45,49 @@ export function toRegistryRequest(req: IncomingMessage): RegistryRequest {
     path: q < 0 ? url : url.slice(0, q),
     query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)),
     headers,
-    body: { stream: requestBody(req), length: declared !== undefined ? Number(declared) : hasBody ? undefined : 0 },
+    body: { stream: requestBody(req, stallMs), length: declared !== undefined ? Number(declared) : hasBody ? undefined : 0 },
     sourceIp: req.socket.remoteAddress,
   };
 }
 
-/** The request body; a connection the client drops mid-body is the client's error, not ours. */
-async function* requestBody(req: IncomingMessage): AsyncIterable<Uint8Array> {
+/**
+ * The request body; a connection the client drops mid-body is the client's error, not ours.
+ * The stall clock runs only while we wait for the client's bytes (not while storage holds us
+ * back), and a stall destroys the request: the client is not sending, so there is no one to
+ * answer, and the error ends the request's work, which releases the upload's lease.
+ */
+async function* requestBody(req: IncomingMessage, stallMs?: number): AsyncIterable<Uint8Array> {
+  const chunks = req[Symbol.asyncIterator]();
+  let stalled = false;
+  let done = false;
   try {
-    for await (const chunk of req) yield chunk as Uint8Array;
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      if (stallMs) {
+        timer = setTimeout(() => {
+          stalled = true;
+          req.destroy(new Error('body stalled'));
+        }, stallMs);
+      }
+      let next: IteratorResult<unknown>;
+      try {
+        next = await chunks.next();
+      } finally {
+        clearTimeout(timer);
+      }
+      if (next.done) {
+        done = true;
+        return;
+      }
+      yield next.value as Uint8Array;
+    }
   } catch (err) {
+    done = true;
+    if (stalled) throw new RegistryError('BLOB_UPLOAD_INVALID', `request body stalled: no bytes for ${stallMs! / 1000} s`, { cause: err });
     throw new RegistryError('BLOB_UPLOAD_INVALID', 'request body ended early: the client closed the connection', { cause: err });
+  } finally {
+    // Abandoned by the reader (a refusal mid-body): as `for await` would, stop the request.
+    if (!done) await chunks.return?.();
   }
 }
 

@@ -19,6 +19,7 @@ import { S3ObjectStore } from '../storage/s3/objects.js';
 import type { StorageDriver } from '../storage/types.js';
 import { Authorizer } from '../auth/authorizer.js';
 import { tokenServiceProvider } from '../auth/keys.js';
+import { UploadCapabilities } from '../auth/capability.js';
 import { BlobService } from './blobs.js';
 import { ManifestService } from './manifests.js';
 import { UploadService } from './uploads.js';
@@ -27,6 +28,8 @@ export interface Registry {
   config: Config;
   /** Undefined when the registry is open (SKIFF_AUTH=open). */
   auth?: Authorizer;
+  /** Signs and checks upload-host capabilities; undefined without token keys. */
+  capabilities?: UploadCapabilities;
   storage: StorageDriver;
   meta: MetadataStore;
   uploads: UploadService;
@@ -79,26 +82,29 @@ export function createMetadata(config: Config, db: DynamoDBDocumentClient): Meta
 export function createRegistry(config: Config, clients: Clients = {}): Registry {
   const storage = createStorage(config, clients.s3);
   const meta = createMetadata(config, clients.dynamo ?? createDynamo(config));
-  const auth =
-    config.auth.mode === 'required'
-      ? new Authorizer(
-          meta.users,
-          tokenServiceProvider(
-            { keys: config.auth.tokenKeys, parameter: config.auth.tokenKeysParameter, region: config.region },
-            { issuer: 'skiff', service: config.auth.service, ttlSeconds: config.auth.tokenSeconds },
-          ),
-          {
-            service: config.auth.service,
-            realm: config.auth.realm,
-            failureLimit: config.auth.failureLimit,
-            failureWindowMs: config.auth.failureWindowSeconds * 1000,
-            cacheMs: config.auth.cacheSeconds * 1000,
-          },
+  // One key provider for tokens and upload capabilities (one SSM read serves both).
+  const tokens =
+    config.auth.tokenKeys || config.auth.tokenKeysParameter
+      ? tokenServiceProvider(
+          { keys: config.auth.tokenKeys, parameter: config.auth.tokenKeysParameter, region: config.region },
+          { issuer: 'skiff', service: config.auth.service, ttlSeconds: config.auth.tokenSeconds },
         )
       : undefined;
+  const auth =
+    config.auth.mode === 'required'
+      ? new Authorizer(meta.users, tokens!, {
+          service: config.auth.service,
+          realm: config.auth.realm,
+          failureLimit: config.auth.failureLimit,
+          failureWindowMs: config.auth.failureWindowSeconds * 1000,
+          cacheMs: config.auth.cacheSeconds * 1000,
+        })
+      : undefined;
+  const capabilities = tokens && new UploadCapabilities(tokens, { service: config.auth.service, ttlSeconds: config.uploads.ttlSeconds });
   return {
     config,
     auth,
+    capabilities,
     storage,
     meta,
     uploads: new UploadService(meta, storage, {

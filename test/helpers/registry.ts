@@ -8,7 +8,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { after, before } from 'node:test';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { type Config, loadConfig } from '../../lib/config.js';
@@ -25,6 +25,8 @@ export const DRIVERS: DriverKind[] = ['fs', 's3'];
 
 export interface TestRegistry {
   url: string;
+  /** With `uploadHost`: the upload host's base URL (on 127.0.0.2), serving the same registry. */
+  uploadUrl?: string;
   config: Config;
   registry: Registry;
   s3: S3Client;
@@ -43,12 +45,15 @@ export interface RegistryOptions {
   env?: Record<string, string>;
   /** Reuse the table / bucket / data directory of another test registry (a restart). */
   sameStoreAs?: TestRegistry;
+  /** Also serve the upload host (SKIFF_UPLOAD_ORIGIN set to it) on 127.0.0.2, sharing the registry. */
+  uploadHost?: boolean;
 }
 
 export async function startRegistry(storage: DriverKind, opts: RegistryOptions = {}): Promise<TestRegistry> {
   const b = backends();
   const prev = opts.sameStoreAs?.config;
   const dataDir = prev?.dataDir ?? (await mkdtemp(join(tmpdir(), 'skiff-test-')));
+  const uploadPort = opts.uploadHost ? await freePort(UPLOAD_HOST) : undefined;
   const config = loadConfig({
     SKIFF_STORAGE: storage,
     SKIFF_DATA_DIR: dataDir,
@@ -58,6 +63,7 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
     S3_SECRET_ACCESS_KEY: b.s3Credentials.secretAccessKey,
     DYNAMODB_ENDPOINT: b.dynamoEndpoint,
     DYNAMODB_TABLE: prev?.dynamo.table ?? uniqueName('skiff'),
+    ...(uploadPort ? { SKIFF_UPLOAD_ORIGIN: `http://${UPLOAD_HOST}:${uploadPort}` } : {}),
     ...opts.env,
   });
   const dynamoCalls: Record<string, number> = {};
@@ -88,11 +94,19 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
     warn: () => undefined,
     error: (message, ...extra) => void serverErrors.push({ message, extra }),
   };
-  const server = createRegistryServer(new RegistryApp(registry, log));
+  const stallMs = config.uploadHost.stallSeconds * 1000;
+  const server = createRegistryServer(new RegistryApp(registry, log), { stallMs });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
+  const servers = [server];
+  if (uploadPort) {
+    const host = createRegistryServer(new RegistryApp(registry, log, 'uploads'), { stallMs });
+    await new Promise<void>((resolve) => host.listen(uploadPort, UPLOAD_HOST, resolve));
+    servers.push(host);
+  }
   return {
     url: `http://127.0.0.1:${port}`,
+    uploadUrl: uploadPort ? `http://${UPLOAD_HOST}:${uploadPort}` : undefined,
     config,
     registry,
     s3,
@@ -101,13 +115,27 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
     s3Calls,
     serverErrors,
     async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      for (const s of servers) {
+        await new Promise<void>((resolve) => {
+          s.close(() => resolve());
+          s.closeAllConnections();
+        });
+      }
       if (!opts.sameStoreAs && storage === 'fs') await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The loopback address the upload host listens on in tests, as in the README's local shape. */
+export const UPLOAD_HOST = '127.0.0.2';
+
+/** A port free on `host` right now (for a server whose address must be known before it starts). */
+export async function freePort(host: string): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, host, resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
 }
 
 /**
