@@ -402,7 +402,7 @@ export interface RecordedRequest {
 }
 
 export interface RecordingProxy {
-  /** http://127.0.0.1:<port>: point clients here instead of at the registry. */
+  /** http://<listen address>:<port>: point clients here instead of at the registry. */
   url: string;
   host: string;
   requests: RecordedRequest[];
@@ -425,14 +425,33 @@ export function formatRequest(r: RecordedRequest): string {
   return parts.join(' | ');
 }
 
+export interface ProxyOptions {
+  /** Address to listen on. Default 127.0.0.1. */
+  listen?: string;
+  /**
+   * Locations in responses that start with `from` (an origin the registry hands out, e.g. its
+   * upload host's) are passed on starting with `to` (default: this proxy) instead, so that the
+   * client's requests there go through a recording proxy too. What is recorded is the original.
+   */
+  rewriteLocation?: { from: string; to?: string };
+}
+
 /**
- * An HTTP pass-through on 127.0.0.1 to `target` (the registry) that records each request and
- * its status. Bodies stream through in both directions; headers, Host included, pass unchanged.
+ * An HTTP pass-through to `target` (the registry) that records each request and its status.
+ * Bodies stream through in both directions; headers, Host included, pass unchanged (except a
+ * Location named in `rewriteLocation`).
  */
-export async function recordingProxy(target: string): Promise<RecordingProxy> {
+export async function recordingProxy(target: string, opts: ProxyOptions = {}): Promise<RecordingProxy> {
   const t = new URL(target);
+  const listen = opts.listen ?? '127.0.0.1';
   const agent = new Agent({ keepAlive: true });
   const requests: RecordedRequest[] = [];
+  let self = '';
+  const rewrite = (rawHeaders: string[]) => {
+    const r = opts.rewriteLocation;
+    if (!r) return rawHeaders;
+    return rawHeaders.map((v, i) => (i % 2 === 1 && rawHeaders[i - 1]!.toLowerCase() === 'location' && v.startsWith(r.from) ? (r.to ?? self) + v.slice(r.from.length) : v));
+  };
   const server = createServer((req, res) => {
     const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytesIn: 0, bytesOut: 0 };
     requests.push(rec);
@@ -440,7 +459,7 @@ export async function recordingProxy(target: string): Promise<RecordingProxy> {
     const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers, agent }, (ures) => {
       rec.status = ures.statusCode;
       rec.responseHeaders = ures.headers;
-      res.writeHead(ures.statusCode ?? 502, ures.rawHeaders);
+      res.writeHead(ures.statusCode ?? 502, rewrite(ures.rawHeaders));
       ures.on('data', (c: Buffer) => (rec.bytesOut += c.length));
       ures.pipe(res);
     });
@@ -450,11 +469,12 @@ export async function recordingProxy(target: string): Promise<RecordingProxy> {
     });
     req.pipe(up);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, listen, resolve));
   const port = (server.address() as AddressInfo).port;
+  self = `http://${listen}:${port}`;
   return {
-    url: `http://127.0.0.1:${port}`,
-    host: `127.0.0.1:${port}`,
+    url: self,
+    host: `${listen}:${port}`,
     requests,
     log: (mark = 0) => requests.slice(mark).map(formatRequest).join('\n'),
     close: () =>
