@@ -31,6 +31,7 @@
  * can show the requests that led to it.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, type IncomingHttpHeaders, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -158,11 +159,18 @@ export function ensureClients(commands: string[] = ['skopeo', 'podman']): void {
     throw new Error(`the real-client tests need ${missing.join(' and ')}: install the Debian package(s) ${packages.join(', ')} (${advice})`);
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  // docker.io and containerd would start the system's daemons (/var/lib/docker, /run/containerd);
+  // the tests run their own. policy-rc.d answering 101 tells invoke-rc.d not to start anything.
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !existsSync(policy);
   try {
+    if (ownPolicy) writeFileSync(policy, '#!/bin/sh\nexit 101\n', { mode: 0o755 });
     execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'inherit', 'inherit'], env });
     execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], { stdio: ['ignore', 'inherit', 'inherit'], env });
   } catch (err) {
     throw new Error(`installing ${packages.join(' ')} failed (${advice}): ${(err as Error).message}`);
+  } finally {
+    if (ownPolicy) rmSync(policy, { force: true });
   }
   const still = missing.filter((c) => !hasCommand(c));
   if (still.length) throw new Error(`${still.join(', ')} still missing after ${advice}`);

@@ -169,13 +169,12 @@ async function startDeployed(driver: DriverKind): Promise<Target> {
 // The clients, their daemons and the images they push
 
 class Clients {
-  readonly images = new Map<string, ImageInfo>();
-
   private constructor(
     /** The system paths the daemons must not touch, as they were before they started. */
     readonly footprint: string[],
     readonly work: string,
     readonly layout: OciLayout,
+    private readonly images: Map<string, ImageInfo>,
     readonly sb: ClientSandbox,
     readonly containerd: Containerd,
     readonly dockerd: Dockerd,
@@ -186,19 +185,20 @@ class Clients {
     const footprint = await systemFootprint();
     const work = await mkdtemp(join(tmpdir(), 'deployed-'));
     const layout = await OciLayout.create();
+    const images = new Map<string, ImageInfo>();
+    for (const [tag, size] of sizes) {
+      const image = await layout.image({ seed: 1000 + size / MiB, layerSizes: [size] });
+      await layout.tag(tag, image.descriptor);
+      images.set(tag, image);
+    }
     const sb = await ClientSandbox.create({ timeoutMs: CLIENT_TIMEOUT, requestLog });
+    // Last, so that nothing after them can fail and leave them running.
     const containerd = await Containerd.start({ timeoutMs: CLIENT_TIMEOUT, requestLog });
     const dockerd = await Dockerd.start(containerd, { timeoutMs: CLIENT_TIMEOUT, requestLog }).catch(async (err) => {
       await containerd.stop();
       throw err;
     });
-    const c = new Clients(footprint, work, layout, sb, containerd, dockerd);
-    for (const [tag, size] of sizes) {
-      const image = await layout.image({ seed: 1000 + size / MiB, layerSizes: [size] });
-      await layout.tag(tag, image.descriptor);
-      c.images.set(tag, image);
-    }
-    return c;
+    return new Clients(footprint, work, layout, images, sb, containerd, dockerd);
   }
 
   image(tag: string): ImageInfo {
