@@ -422,7 +422,9 @@ export interface RecordingProxy {
 /** One line per request: method, path, status, body bytes and the headers that matter here. */
 export function formatRequest(r: RecordedRequest): string {
   const h = r.headers;
-  const parts = [`${r.method} ${r.url} -> ${r.status ?? '(no answer)'}`];
+  // Query values over 100 characters (an upload capability) shortened: the line is for reading.
+  const url = r.url.replace(/([?&][^=&]+=)([^&]{12})[^&]{100,}/g, '$1$2...');
+  const parts = [`${r.method} ${url} -> ${r.status ?? '(no answer)'}`];
   if (r.bytesIn) parts.push(`body=${r.bytesIn}`);
   if (r.bytesOut) parts.push(`answered ${r.bytesOut} bytes`);
   for (const name of ['accept', 'content-type', 'content-length', 'content-range', 'transfer-encoding']) if (h[name]) parts.push(`${name}: ${h[name]}`);
