@@ -1,5 +1,5 @@
 /**
- * Real registry clients for the tests: skopeo and podman (Debian packages) run as child processes
+ * Real registry clients for the tests: skopeo, podman and buildah (Debian packages) run as child processes
  * with a timeout, never blocking the event loop (the registry under test runs in this very
  * process), their whole output kept for the failure message.
  *
@@ -8,7 +8,8 @@
  * auth file, a registries.conf without search registries or mirrors, an accept-anything
  * signature policy, a containers.conf and storage.conf of its own, TMPDIR, and for podman an
  * isolated store (`--root/--runroot --storage-driver vfs`) and libpod state (`--tmpdir`), with
- * `--events-backend none` and `--cgroup-manager cgroupfs`.
+ * `--events-backend none` and `--cgroup-manager cgroupfs`; buildah uses the same store and files.
+ * (docker and containerd are daemons: test/helpers/daemons.ts.)
  *
  * The blob-info cache (which layer lives in which repository, compressed and uncompressed digests:
  * what makes skopeo and podman try cross-repository mounts and reuse blobs) has no flag or
@@ -30,6 +31,7 @@
  * can show the requests that led to it.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, type IncomingHttpHeaders, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -124,7 +126,16 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
 // ---------------------------------------------------------------------------------------------
 // Installing the clients
 
-const PACKAGES: Record<string, string> = { skopeo: 'skopeo', podman: 'podman' };
+/** Debian package of each command (docker: Debian's client by path, see daemons.ts). */
+const PACKAGES: Record<string, string> = {
+  skopeo: 'skopeo',
+  podman: 'podman',
+  buildah: 'buildah',
+  dockerd: 'docker.io',
+  '/usr/bin/docker': 'docker.io',
+  containerd: 'containerd',
+  ctr: 'containerd',
+};
 
 function hasCommand(cmd: string): boolean {
   try {
@@ -148,11 +159,18 @@ export function ensureClients(commands: string[] = ['skopeo', 'podman']): void {
     throw new Error(`the real-client tests need ${missing.join(' and ')}: install the Debian package(s) ${packages.join(', ')} (${advice})`);
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  // docker.io and containerd would start the system's daemons (/var/lib/docker, /run/containerd);
+  // the tests run their own. policy-rc.d answering 101 tells invoke-rc.d not to start anything.
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !existsSync(policy);
   try {
+    if (ownPolicy) writeFileSync(policy, '#!/bin/sh\nexit 101\n', { mode: 0o755 });
     execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'inherit', 'inherit'], env });
     execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], { stdio: ['ignore', 'inherit', 'inherit'], env });
   } catch (err) {
     throw new Error(`installing ${packages.join(' ')} failed (${advice}): ${(err as Error).message}`);
+  } finally {
+    if (ownPolicy) rmSync(policy, { force: true });
   }
   const still = missing.filter((c) => !hasCommand(c));
   if (still.length) throw new Error(`${still.join(', ')} still missing after ${advice}`);
@@ -330,6 +348,33 @@ export class ClientSandbox {
     return out[0];
   }
 
+  // --- buildah ---
+
+  private buildahArgs(args: string[]): string[] {
+    // The same store as podman's (one containers/storage, as on a real machine).
+    return ['--root', join(this.dir, 'root'), '--runroot', join(this.dir, 'rr'), '--storage-driver', 'vfs', '--cgroup-manager', 'cgroupfs', ...args];
+  }
+
+  /** buildah with the sandbox's store and configuration; resolves whatever the exit status. */
+  buildahRaw(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('buildah', this.buildahArgs(args), opts, true);
+  }
+
+  /** buildah, insisting on success. */
+  buildah(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec('buildah', this.buildahArgs(args), opts, false);
+  }
+
+  /**
+   * buildah push to a registry (--tls-verify=false, and --retry 0: buildah retries three times by
+   * default, which would turn a refusal into three); returns the manifest digest it wrote.
+   */
+  async buildahPush(image: string, dest: string, extra: string[] = []): Promise<string> {
+    const digestFile = join(this.dir, `digest-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    await this.buildah(['push', '--tls-verify=false', '--retry', '0', '--digestfile', digestFile, ...extra, image, dest]);
+    return (await readFile(digestFile, 'utf8')).trim();
+  }
+
   async dispose(): Promise<void> {
     // vfs keeps layers as plain directories and nothing was mounted: removing the tree is enough.
     await rm(this.dir, { recursive: true, force: true });
@@ -358,12 +403,14 @@ export interface RecordedRequest {
   headers: IncomingHttpHeaders;
   /** Request body bytes seen. */
   bytesIn: number;
+  /** Response body bytes passed back. */
+  bytesOut: number;
   status?: number;
   responseHeaders?: IncomingHttpHeaders;
 }
 
 export interface RecordingProxy {
-  /** http://127.0.0.1:<port>: point clients here instead of at the registry. */
+  /** http://<listen address>:<port>: point clients here instead of at the registry. */
   url: string;
   host: string;
   requests: RecordedRequest[];
@@ -375,30 +422,55 @@ export interface RecordingProxy {
 /** One line per request: method, path, status, body bytes and the headers that matter here. */
 export function formatRequest(r: RecordedRequest): string {
   const h = r.headers;
-  const parts = [`${r.method} ${r.url} -> ${r.status ?? '(no answer)'}`];
+  // Query values over 100 characters (an upload capability) shortened: the line is for reading.
+  const url = r.url.replace(/([?&][^=&]+=)([^&]{12})[^&]{100,}/g, '$1$2...');
+  const parts = [`${r.method} ${url} -> ${r.status ?? '(no answer)'}`];
   if (r.bytesIn) parts.push(`body=${r.bytesIn}`);
+  if (r.bytesOut) parts.push(`answered ${r.bytesOut} bytes`);
   for (const name of ['accept', 'content-type', 'content-length', 'content-range', 'transfer-encoding']) if (h[name]) parts.push(`${name}: ${h[name]}`);
+  // The scheme only: the credential itself stays out of test output.
+  if (h.authorization) parts.push(`authorization: ${h.authorization.split(' ')[0]} ...`);
   const loc = r.responseHeaders?.location;
   if (loc) parts.push(`=> location: ${loc}`);
   return parts.join(' | ');
 }
 
+export interface ProxyOptions {
+  /** Address to listen on. Default 127.0.0.1. */
+  listen?: string;
+  /**
+   * Locations in responses that start with `from` (an origin the registry hands out, e.g. its
+   * upload host's) are passed on starting with `to` (default: this proxy) instead, so that the
+   * client's requests there go through a recording proxy too. What is recorded is the original.
+   */
+  rewriteLocation?: { from: string; to?: string };
+}
+
 /**
- * An HTTP pass-through on 127.0.0.1 to `target` (the registry) that records each request and
- * its status. Bodies stream through in both directions; headers, Host included, pass unchanged.
+ * An HTTP pass-through to `target` (the registry) that records each request and its status.
+ * Bodies stream through in both directions; headers, Host included, pass unchanged (except a
+ * Location named in `rewriteLocation`).
  */
-export async function recordingProxy(target: string): Promise<RecordingProxy> {
+export async function recordingProxy(target: string, opts: ProxyOptions = {}): Promise<RecordingProxy> {
   const t = new URL(target);
+  const listen = opts.listen ?? '127.0.0.1';
   const agent = new Agent({ keepAlive: true });
   const requests: RecordedRequest[] = [];
+  let self = '';
+  const rewrite = (rawHeaders: string[]) => {
+    const r = opts.rewriteLocation;
+    if (!r) return rawHeaders;
+    return rawHeaders.map((v, i) => (i % 2 === 1 && rawHeaders[i - 1]!.toLowerCase() === 'location' && v.startsWith(r.from) ? (r.to ?? self) + v.slice(r.from.length) : v));
+  };
   const server = createServer((req, res) => {
-    const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytesIn: 0 };
+    const rec: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytesIn: 0, bytesOut: 0 };
     requests.push(rec);
     req.on('data', (c: Buffer) => (rec.bytesIn += c.length));
     const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers, agent }, (ures) => {
       rec.status = ures.statusCode;
       rec.responseHeaders = ures.headers;
-      res.writeHead(ures.statusCode ?? 502, ures.rawHeaders);
+      res.writeHead(ures.statusCode ?? 502, rewrite(ures.rawHeaders));
+      ures.on('data', (c: Buffer) => (rec.bytesOut += c.length));
       ures.pipe(res);
     });
     up.on('error', (err) => {
@@ -407,11 +479,12 @@ export async function recordingProxy(target: string): Promise<RecordingProxy> {
     });
     req.pipe(up);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, listen, resolve));
   const port = (server.address() as AddressInfo).port;
+  self = `http://${listen}:${port}`;
   return {
-    url: `http://127.0.0.1:${port}`,
-    host: `127.0.0.1:${port}`,
+    url: self,
+    host: `${listen}:${port}`,
     requests,
     log: (mark = 0) => requests.slice(mark).map(formatRequest).join('\n'),
     close: () =>

@@ -1,0 +1,646 @@
+/**
+ * docker, containerd and buildah push images with large layers to the deployed shape of Skiff
+ * (issue 10): the registry API in Lambda mode (API Gateway's and Lambda's limits) handing out
+ * upload Locations on the upload host (SKIFF_UPLOAD_ORIGIN on 127.0.0.2, served by the same
+ * `npm start`), authentication required, on both storage drivers. Each image is pulled back by
+ * the client that pushed it and compared byte for byte with what was generated.
+ *
+ *   - docker 20.10 (Debian's docker.io, its own dockerd on its own containerd, test/helpers/
+ *     daemons.ts): `docker load`, `login`, `push`, `rmi`, `pull`. docker compresses the loaded
+ *     (uncompressed) layers itself and sends each in ONE PATCH, chunked, without Content-Length,
+ *     then an empty PUT ?digest=.
+ *   - containerd 1.6 (`ctr` on its own containerd): `images import --no-unpack`, `push`, `pull`.
+ *     It pushes the layout's blobs unchanged, each as the body of the finishing PUT (no PATCH),
+ *     and sends no Authorization header to the upload host (another host than the registry's).
+ *   - buildah 1.28 (sandboxed store and configuration, test/helpers/clients.ts): pulls the image
+ *     from the layout, pushes it (compressing it again) in ONE chunked PATCH, no Content-Length.
+ *
+ * Recording proxies stand in front of the registry API and of the upload host, so the tests see
+ * how each client sent its layers and where. The proxy in front of the API passes the upload
+ * host's Locations on with the other proxy's origin (127.0.0.2, another port) in place of the
+ * upload host's; nothing else in what the clients see is changed.
+ *
+ * Pulls: on S3, blob GETs on the Lambda-mode API answer 307 to presigned S3 URLs, which every
+ * client follows. The filesystem driver has no presigned URLs and Lambda cannot answer with more
+ * than 6 MB, so on fs the clients pull back from a second `npm start` (not in Lambda mode) on
+ * the same table and data directory; pushes still go through the deployed shape.
+ *
+ * Sizes: 64 MiB layers on both drivers, 1 GiB on S3 only (CI time; the upload path is the same,
+ * and S3 is what a deployed Skiff uses).
+ *
+ * The last suite shows the bug the upload host fixes: Lambda mode without it refuses each
+ * client's 8 MiB layer with 413.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createGunzip } from 'node:zlib';
+import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { hashPassword } from '../../lib/auth/passwords.js';
+import { createDocumentClient } from '../../lib/metadata/dynamo/table.js';
+import { DynamoUserStore } from '../../lib/metadata/dynamo/users.js';
+import { createS3Client } from '../../lib/storage/s3/client.js';
+import { backends } from '../helpers/backends.js';
+import { ClientSandbox, type RecordedRequest, type RecordingProxy, type RunResult, ensureClients, formatRequest, formatRun, recordingProxy } from '../helpers/clients.js';
+import { Containerd, DOCKER, Dockerd, systemFootprint } from '../helpers/daemons.js';
+import { MiB } from '../helpers/data.js';
+import { call } from '../helpers/http.js';
+import { type ImageInfo, MediaType, OciLayout, readLayout, tempDir } from '../helpers/oci-layout.js';
+import { type RegistryProcess, processEnv, spawnRegistry } from '../helpers/process.js';
+import { type DriverKind, UPLOAD_HOST, freePort } from '../helpers/registry.js';
+
+ensureClients(['skopeo', 'buildah', 'dockerd', DOCKER, 'containerd', 'ctr']);
+
+const GiB = 1024 * MiB;
+const USER = 'pusher';
+const PASSWORD = 'pusher-password-1';
+const TOKEN_KEYS = `k1=${Buffer.alloc(32, 9).toString('base64url')}`;
+/** containerd namespace of the ctr tests (dockerd uses its own on the same daemon). */
+const NS = 'skiff';
+/** Per client command: a 1 GiB layer is compressed, hashed, stored and unpacked on a shared 2-core machine. */
+const CLIENT_TIMEOUT = 15 * 60_000;
+const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+
+const basic = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
+
+/** The layer sizes pushed on each driver, named in the tags and test titles. */
+const SIZES: Record<DriverKind, [string, number][]> = {
+  fs: [['64m', 64 * MiB]],
+  s3: [['64m', 64 * MiB], ['1g', GiB]],
+};
+
+// ---------------------------------------------------------------------------------------------
+// The registry under test
+
+/** Where clients talk to a registry API: its own URL, and the recording proxy they are given. */
+interface Endpoint {
+  /** The registry's own address, for checks that do not go through the proxy. */
+  url: string;
+  /** host:port the clients are given (the proxy). */
+  host: string;
+  /** Every request the clients made there. */
+  api: RecordingProxy;
+  /** Whether a blob GET answers 307 (to S3) instead of the bytes. */
+  redirects: boolean;
+}
+
+interface Target extends Endpoint {
+  /** Where upload requests (PATCH, the finishing PUT) go: the proxy in front of the upload host. */
+  uploads: RecordingProxy;
+  /** Where the clients pull back from: this endpoint, except on fs (see the file comment). */
+  pull: Endpoint;
+  close(): Promise<void>;
+}
+
+/** The user the clients log in as: push and pull on deployed/*, added as the admin tool would. */
+async function addPusher(env: Record<string, string>): Promise<void> {
+  const db = createDocumentClient({ table: env.DYNAMODB_TABLE!, region: 'us-east-1', endpoint: env.DYNAMODB_ENDPOINT!, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+  const users = new DynamoUserStore(db, env.DYNAMODB_TABLE!);
+  const now = Date.now();
+  await users.putUser({ name: USER, passwordHash: await hashPassword(PASSWORD), createdAt: now, updatedAt: now });
+  await users.putGrant(USER, { pattern: 'deployed/*', actions: ['pull', 'push'] });
+}
+
+/** Starts `npm start` with `env` and checks its start-up lines. */
+async function startProcess(env: Record<string, string>, expect: RegExp[]): Promise<RegistryProcess> {
+  const reg = await spawnRegistry(env);
+  for (const line of expect) assert.match(reg.output(), line);
+  return reg;
+}
+
+/**
+ * Stops the processes and proxies; no request may have ended in a server fault (an ERROR line
+ * in a process's log). The bucket is emptied and removed, the data directory deleted: over a
+ * few GiB per run.
+ */
+async function shutDown(env: Record<string, string>, processes: RegistryProcess[], proxies: RecordingProxy[]): Promise<void> {
+  for (const p of proxies) await p.close();
+  for (const p of processes) await p.kill();
+  const b = backends();
+  const s3 = createS3Client({ bucket: env.S3_BUCKET!, region: 'us-east-1', endpoint: b.s3Endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED', credentials: b.s3Credentials });
+  for (;;) {
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: env.S3_BUCKET! })).catch(() => undefined);
+    const keys = (listed?.Contents ?? []).map((o) => ({ Key: o.Key! }));
+    if (!keys.length) break;
+    await s3.send(new DeleteObjectsCommand({ Bucket: env.S3_BUCKET!, Delete: { Objects: keys } }));
+  }
+  await s3.send(new DeleteBucketCommand({ Bucket: env.S3_BUCKET! })).catch(() => undefined);
+  await rm(env.SKIFF_DATA_DIR!, { recursive: true, force: true });
+  for (const p of processes) assert.doesNotMatch(p.output(), /"level":"ERROR"/, `a request ended in a server fault:\n${p.output()}`);
+}
+
+/** Lambda-mode registry API + upload host on 127.0.0.2, one `npm start`, auth required. */
+async function startDeployed(driver: DriverKind): Promise<Target> {
+  const origin = `http://${UPLOAD_HOST}:${await freePort(UPLOAD_HOST)}`;
+  const env = processEnv(driver, { SKIFF_LAMBDA_MODE: 'true', SKIFF_AUTH: 'required', SKIFF_TOKEN_KEYS: TOKEN_KEYS, SKIFF_UPLOAD_ORIGIN: origin });
+  const processes: RegistryProcess[] = [];
+  const proxies: RecordingProxy[] = [];
+  try {
+    const reg = await startProcess(env, [/mode: Lambda/, /authentication required/, new RegExp(`upload host: listening on ${origin}/`)]);
+    processes.push(reg);
+    await addPusher(env);
+    const uploads = await recordingProxy(origin, { listen: UPLOAD_HOST, rewriteLocation: { from: origin } });
+    proxies.push(uploads);
+    const api = await recordingProxy(reg.url, { rewriteLocation: { from: origin, to: uploads.url } });
+    proxies.push(api);
+    const endpoint: Endpoint = { url: reg.url, host: api.host, api, redirects: driver === 's3' };
+    let pull = endpoint;
+    if (driver === 'fs') {
+      const { SKIFF_LAMBDA_MODE: _lambda, SKIFF_UPLOAD_ORIGIN: _origin, ...same } = env;
+      const reader = await startProcess(same, [/authentication required/]);
+      processes.push(reader);
+      const readerApi = await recordingProxy(reader.url);
+      proxies.push(readerApi);
+      pull = { url: reader.url, host: readerApi.host, api: readerApi, redirects: false };
+    }
+    return { ...endpoint, uploads, pull, close: () => shutDown(env, processes, proxies) };
+  } catch (err) {
+    await shutDown(env, processes, proxies).catch(() => undefined);
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clients, their daemons and the images they push
+
+class Clients {
+  private constructor(
+    /** The system paths the daemons must not touch, as they were before they started. */
+    readonly footprint: string[],
+    readonly work: string,
+    readonly layout: OciLayout,
+    private readonly images: Map<string, ImageInfo>,
+    readonly sb: ClientSandbox,
+    readonly containerd: Containerd,
+    readonly dockerd: Dockerd,
+  ) {}
+
+  /** A layout with one single-layer image per size, a sandbox for skopeo and buildah, containerd and dockerd. */
+  static async start(sizes: [string, number][], requestLog: RecordingProxy): Promise<Clients> {
+    const footprint = await systemFootprint();
+    const work = await mkdtemp(join(tmpdir(), 'deployed-'));
+    const layout = await OciLayout.create();
+    const images = new Map<string, ImageInfo>();
+    for (const [tag, size] of sizes) {
+      const image = await layout.image({ seed: 1000 + size / MiB, layerSizes: [size] });
+      await layout.tag(tag, image.descriptor);
+      images.set(tag, image);
+    }
+    const sb = await ClientSandbox.create({ timeoutMs: CLIENT_TIMEOUT, requestLog });
+    // Last, so that nothing after them can fail and leave them running.
+    const containerd = await Containerd.start({ timeoutMs: CLIENT_TIMEOUT, requestLog });
+    const dockerd = await Dockerd.start(containerd, { timeoutMs: CLIENT_TIMEOUT, requestLog }).catch(async (err) => {
+      await containerd.stop();
+      throw err;
+    });
+    return new Clients(footprint, work, layout, images, sb, containerd, dockerd);
+  }
+
+  image(tag: string): ImageInfo {
+    return this.images.get(tag)!;
+  }
+
+  /** `docker load` of the layout's image `tag` (through a docker-archive skopeo writes), named `ref`. */
+  async dockerLoad(tag: string, ref: string): Promise<RunResult> {
+    const archive = join(this.work, `docker-${tag}.tar`);
+    await this.sb.copy(`oci:${this.layout.dir}:${tag}`, `docker-archive:${archive}:${ref}`, { preserveDigests: false });
+    try {
+      const loaded = await this.dockerd.docker(['load', '--input', archive]);
+      assert.match(loaded.stdout, new RegExp(`Loaded image: ${escape(ref)}`), formatRun(loaded));
+      return loaded;
+    } finally {
+      await rm(archive, { force: true });
+    }
+  }
+
+  /** `ctr images import --no-unpack` of the layout's image `tag` (through an OCI archive), named `ref`. */
+  async ctrImport(tag: string, ref: string): Promise<RunResult> {
+    const archive = join(this.work, `containerd-${tag}.tar`);
+    await this.sb.copy(`oci:${this.layout.dir}:${tag}`, `oci-archive:${archive}:${ref}`);
+    try {
+      return await this.containerd.ctr(['-n', NS, 'images', 'import', '--no-unpack', archive]);
+    } finally {
+      await rm(archive, { force: true });
+    }
+  }
+
+  /** `buildah pull` of the layout's image `tag` into the sandbox's store, tagged `ref`. */
+  async buildahFromLayout(tag: string, ref: string): Promise<RunResult> {
+    const pulled = await this.sb.buildah(['pull', '--quiet', `oci:${this.layout.dir}:${tag}`]);
+    const id = pulled.stdout.trim().split('\n').pop();
+    assert.equal(`sha256:${id}`, this.image(tag).config.digest, 'buildah stored the layout image (its ID is the config digest)');
+    await this.sb.buildah(['tag', id!, ref]);
+    return pulled;
+  }
+
+  /** Stops both daemons by PID (idempotent) and removes every temporary file. */
+  async stop(): Promise<void> {
+    await this.dockerd.stop();
+    await this.containerd.stop();
+    await this.sb.dispose();
+    await this.layout.remove();
+    await rm(this.work, { recursive: true, force: true });
+  }
+}
+
+/** The last test of a suite that started daemons: they stop by PID and left nothing on the system. */
+function itStopsTheDaemons(clients: () => Clients | undefined): void {
+  it('stops dockerd and containerd by PID, and they left nothing in /var/lib, /run, /etc/docker or /opt', async () => {
+    const c = clients();
+    assert.ok(c, 'the daemons started');
+    const pids = [c.dockerd.pid, c.containerd.pid];
+    await c.stop();
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `process ${pid} is gone`);
+    assert.deepEqual(await systemFootprint(), c.footprint);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the registry stored and how the clients sent it
+
+interface StoredImage {
+  /** Digest of the manifest bytes stored under the tag. */
+  digest: string;
+  manifest: { mediaType?: string; config: { digest: string; size: number }; layers: { mediaType: string; digest: string; size: number }[] };
+}
+
+/**
+ * The manifest stored under `repo:tag`, and each of its layers there at the size it states. (Its
+ * bytes are checked where it matters, after the client pulled them back: the client verifies
+ * the digest, the test hashes what it unpacked.)
+ */
+async function storedImage(t: Target, repo: string, tag: string, image: ImageInfo): Promise<StoredImage> {
+  const res = await call(`${t.url}/v2/${repo}/manifests/${tag}`, { headers: { Authorization: basic, Accept: [MediaType.manifest, DOCKER_MANIFEST].join(', ') } });
+  assert.equal(res.status, 200, `${repo}:${tag}: ${res.body}`);
+  const digest = `sha256:${createHash('sha256').update(res.body).digest('hex')}`;
+  assert.equal(res.header('docker-content-digest'), digest);
+  const manifest = res.json() as StoredImage['manifest'];
+  assert.equal(manifest.layers.length, image.layers.length, `${repo}:${tag}: one layer per generated layer`);
+  for (const layer of manifest.layers) {
+    const head = await call(`${t.url}/v2/${repo}/blobs/${layer.digest}`, { method: 'HEAD', headers: { Authorization: basic } });
+    assert.equal(head.status, 200, `${repo}: layer ${layer.digest} stored`);
+    assert.equal(head.header('content-length'), String(layer.size));
+    assert.equal(head.header('docker-content-digest'), layer.digest);
+  }
+  return { digest, manifest };
+}
+
+/** The tag was not stored (a refused push). */
+async function assertNotStored(t: Endpoint, repo: string, tag: string): Promise<void> {
+  const res = await call(`${t.url}/v2/${repo}/manifests/${tag}`, { method: 'HEAD', headers: { Authorization: basic } });
+  assert.equal(res.status, 404, `${repo}:${tag} must not exist after a refused push`);
+}
+
+/** The requests of the upload session that finished with `digest` (PATCHes and the PUT), since `mark`. */
+function uploadSession(log: RecordingProxy, mark: number, digest: string): { patches: RecordedRequest[]; put: RecordedRequest } {
+  const sent = log.requests.slice(mark);
+  const put = sent.find((q) => q.method === 'PUT' && new URLSearchParams(q.url.split('?')[1] ?? '').get('digest') === digest && q.status === 201);
+  assert.ok(put, `no PUT ?digest=${digest} answered 201 on ${log.url}:\n${log.log(mark)}`);
+  const path = put.url.split('?')[0];
+  return { patches: sent.filter((q) => q.method === 'PATCH' && q.url.split('?')[0] === path), put };
+}
+
+/** The layer went in ONE chunked PATCH (no Content-Length, no Content-Range) and an empty PUT, on the upload host. */
+function assertOneChunkedPatch(t: Target, mark: number, layer: { digest: string; size: number }, client: string): void {
+  const { patches, put } = uploadSession(t.uploads, mark, layer.digest);
+  const shown = `${client}, layer ${layer.digest} (${layer.size} bytes):\n${t.uploads.log(mark)}`;
+  assert.equal(patches.length, 1, `one PATCH: ${shown}`);
+  const patch = patches[0]!;
+  assert.equal(patch.status, 202, shown);
+  assert.equal(patch.bytesIn, layer.size, `the whole layer in the PATCH: ${shown}`);
+  assert.equal(patch.headers['transfer-encoding'], 'chunked', shown);
+  assert.equal(patch.headers['content-length'], undefined, shown);
+  assert.equal(patch.headers['content-range'], undefined, shown);
+  assert.equal(put.bytesIn, 0, `an empty finishing PUT: ${shown}`);
+}
+
+/** Each upload started on the API (POST) was sent on to the upload host, none was finished on the API. */
+function assertUploadsWentToTheHost(t: Target, apiMark: number, client: string): void {
+  const sent = t.api.requests.slice(apiMark);
+  const starts = sent.filter((q) => q.method === 'POST' && q.status === 202);
+  assert.ok(starts.length > 0, `${client} started no upload:\n${t.api.log(apiMark)}`);
+  for (const q of starts) assert.ok(String(q.responseHeaders?.location).startsWith(`http://${UPLOAD_HOST}:`), `upload Location on the upload host: ${formatRequest(q)}`);
+  assert.deepEqual(sent.filter((q) => q.method === 'PATCH' || (q.method === 'PUT' && q.url.includes('/blobs/uploads/'))).map(formatRequest), [], `${client} sent no upload request to the API`);
+}
+
+/** The pull fetched each layer from the registry: a GET answered with all its bytes, or a redirect to S3. */
+function assertFetched(e: Endpoint, mark: number, repo: string, layers: { digest: string; size: number }[], client: string): void {
+  const sent = e.api.requests.slice(mark);
+  for (const layer of layers) {
+    const gets = sent.filter((q) => q.method === 'GET' && q.url === `/v2/${repo}/blobs/${layer.digest}`);
+    const whole = gets.some((q) => (e.redirects ? q.status === 307 : q.status === 200 && q.bytesOut === layer.size));
+    assert.ok(whole, `${client} did not fetch layer ${layer.digest} from the registry:\n${e.api.log(mark)}`);
+  }
+}
+
+/** The push was refused on the request carrying the layer (`method`) with 413, on the API itself. */
+function assertRefusedWith413(e: Endpoint, mark: number, method: 'PATCH' | 'PUT', r: RunResult): void {
+  assert.notEqual(r.code, 0, formatRun(r));
+  const sent = e.api.requests.slice(mark);
+  const refused = sent.filter((q) => q.method === method && q.url.includes('/blobs/uploads/') && q.status === 413);
+  assert.ok(refused.length > 0, `no ${method} of the layer answered 413:\n${e.api.log(mark)}\n${formatRun(r)}`);
+  assert.match(r.stderr, /413|Request (Entity )?Too Large/i, formatRun(r));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading what the clients pulled back
+
+interface LayerHashes {
+  digest: string;
+  size: number;
+  /** sha256 of the gunzipped bytes. */
+  diffId: string;
+}
+
+/** Hashes a gzipped layer as it streams by: its own digest and size, and the digest of its decompressed bytes. */
+function hashLayer(compressedBytes: NodeJS.ReadableStream): Promise<LayerHashes> {
+  return new Promise((resolve, reject) => {
+    const compressed = createHash('sha256');
+    const plain = createHash('sha256');
+    let size = 0;
+    const gunzip = createGunzip();
+    gunzip.on('data', (c: Buffer) => plain.update(c));
+    gunzip.on('error', reject);
+    gunzip.on('end', () => resolve({ digest: `sha256:${compressed.digest('hex')}`, size, diffId: `sha256:${plain.digest('hex')}` }));
+    compressedBytes.on('data', (c: Buffer) => {
+      compressed.update(c);
+      size += c.length;
+    });
+    compressedBytes.on('error', reject);
+    compressedBytes.pipe(gunzip);
+  });
+}
+
+/** What a command writes to stdout (`tar -xOf`, `ctr content get`), streamed into a hash, or kept when small. */
+function commandOutput(cmd: string, args: string[]): Promise<{ digest: string; size: number; head: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const hash = createHash('sha256');
+    const head: Buffer[] = [];
+    let size = 0;
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      hash.update(c);
+      if (size < MiB) head.push(c);
+      size += c.length;
+    });
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.once('error', reject);
+    child.once('close', (code) =>
+      code === 0 ? resolve({ digest: `sha256:${hash.digest('hex')}`, size, head: Buffer.concat(head) }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${stderr}`)),
+    );
+  });
+}
+
+async function hashFile(path: string): Promise<{ digest: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const c of createReadStream(path)) {
+    hash.update(c as Buffer);
+    size += (c as Buffer).length;
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+// ---------------------------------------------------------------------------------------------
+
+for (const driver of ['fs', 's3'] as const) {
+  describe(`docker, containerd and buildah push large layers to the deployed shape: Lambda-mode API + upload host, authentication required (${driver})`, () => {
+    let t: Target;
+    let c: Clients | undefined;
+
+    before(async () => {
+      t = await startDeployed(driver);
+      c = await Clients.start(SIZES[driver], t.api);
+    });
+
+    after(async () => {
+      await c?.stop();
+      await t?.close();
+    });
+
+    for (const [tag, size] of SIZES[driver]) {
+      it(`docker loads, logs in, pushes (one chunked PATCH to the upload host), removes and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+        const image = c!.image(tag);
+        const docker = c!.dockerd;
+        const repo = 'deployed/docker';
+        const ref = `${t.host}/${repo}:${tag}`;
+        const loaded = await c!.dockerLoad(tag, ref);
+
+        await docker.docker(['logout', t.host]);
+        const anonymous = await docker.dockerRaw(['push', ref]);
+        assert.notEqual(anonymous.code, 0, formatRun(anonymous));
+        // docker words the 401 on a push without credentials as "denied: requested access to the resource is denied".
+        assert.match(anonymous.stderr, /denied|unauthorized|authentication required/i, formatRun(anonymous));
+        const wrong = await docker.dockerRaw(['login', '--username', USER, '--password-stdin', t.host], { input: 'not-the-password\n' });
+        assert.notEqual(wrong.code, 0, formatRun(wrong));
+        await assertNotStored(t, repo, tag);
+        await docker.docker(['login', '--username', USER, '--password-stdin', t.host], { input: `${PASSWORD}\n` });
+
+        const mark = t.uploads.requests.length;
+        const apiMark = t.api.requests.length;
+        const pushed = await docker.docker(['push', ref]);
+        const digest = /digest: (sha256:[0-9a-f]{64})/.exec(pushed.stdout)?.[1];
+        assert.ok(digest, formatRun(pushed));
+        const stored = await storedImage(t, repo, tag, image);
+        assert.equal(stored.digest, digest, 'the registry holds the manifest docker pushed');
+        assert.equal(stored.manifest.mediaType, DOCKER_MANIFEST);
+        assert.equal(stored.manifest.config.digest, image.config.digest, 'the config as generated (the image ID)');
+        assertUploadsWentToTheHost(t, apiMark, 'docker');
+        for (const layer of stored.manifest.layers) {
+          assert.ok(layer.size > size, `docker compressed the ${size}-byte random file into ${layer.size} bytes`);
+          assertOneChunkedPatch(t, mark, layer, 'docker');
+        }
+
+        await docker.docker(['rmi', ref]);
+        assert.equal((await docker.docker(['image', 'ls', '--all', '--quiet'])).stdout.trim(), '', 'no image left after rmi');
+        const from = `${t.pull.host}/${repo}:${tag}`;
+        if (t.pull !== t) await docker.docker(['login', '--username', USER, '--password-stdin', t.pull.host], { input: `${PASSWORD}\n` });
+        const pullMark = t.pull.api.requests.length;
+        const pull = await docker.docker(['pull', from]);
+        assertFetched(t.pull, pullMark, repo, stored.manifest.layers, 'docker pull');
+        ctx.diagnostic(`docker load ${loaded.ms} ms, push ${pushed.ms} ms, pull ${pull.ms} ms`);
+        const [info] = JSON.parse((await docker.docker(['image', 'inspect', from])).stdout);
+        assert.equal(info.Id, image.config.digest);
+        assert.ok(info.RepoDigests.includes(`${t.pull.host}/${repo}@${digest}`), JSON.stringify(info.RepoDigests));
+        assert.deepEqual(info.RootFS.Layers, image.layers.map((l) => l.diffId));
+
+        // Byte for byte: each layer docker pulled, as `docker save` writes it, is the generated tar.
+        const saved = join(c!.work, `docker-saved-${tag}.tar`);
+        await docker.docker(['save', '--output', saved, from]);
+        try {
+          const [entry] = JSON.parse((await commandOutput('tar', ['-xOf', saved, 'manifest.json'])).head.toString());
+          assert.equal(entry.Layers.length, image.layers.length);
+          for (const [i, path] of (entry.Layers as string[]).entries()) {
+            const got = await commandOutput('tar', ['-xOf', saved, path]);
+            assert.deepEqual({ digest: got.digest, size: got.size }, { digest: image.layers[i]!.diffId, size: image.layers[i]!.uncompressedSize }, `docker's pulled layer ${i} is the generated tar`);
+          }
+        } finally {
+          await rm(saved, { force: true });
+          await docker.docker(['rmi', from]);
+        }
+      });
+
+      it(`containerd imports, pushes (the layer in the finishing PUT, no credentials to the upload host) and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+        const image = c!.image(tag);
+        const ctd = c!.containerd;
+        const repo = 'deployed/containerd';
+        const ref = `${t.host}/${repo}:${tag}`;
+        const imported = await c!.ctrImport(tag, ref);
+
+        const anonymous = await ctd.ctrRaw(['-n', NS, 'images', 'push', '--plain-http', ref]);
+        assert.notEqual(anonymous.code, 0, formatRun(anonymous));
+        assert.match(anonymous.stderr, /401 Unauthorized|unauthorized|authorization failed/i, formatRun(anonymous));
+        const wrong = await ctd.ctrRaw(['-n', NS, 'images', 'push', '--plain-http', '--user', `${USER}:not-the-password`, ref]);
+        assert.notEqual(wrong.code, 0, formatRun(wrong));
+        await assertNotStored(t, repo, tag);
+
+        const mark = t.uploads.requests.length;
+        const apiMark = t.api.requests.length;
+        const pushed = await ctd.ctr(['-n', NS, 'images', 'push', '--plain-http', '--user', `${USER}:${PASSWORD}`, ref]);
+        const stored = await storedImage(t, repo, tag, image);
+        assert.equal(stored.digest, image.manifest.digest, 'containerd pushed the manifest unchanged');
+        assertUploadsWentToTheHost(t, apiMark, 'containerd');
+        for (const layer of image.layers) {
+          const { patches, put } = uploadSession(t.uploads, mark, layer.digest);
+          const shown = `containerd, layer ${layer.digest}:\n${t.uploads.log(mark)}`;
+          assert.deepEqual(patches.map(formatRequest), [], `no PATCH: ${shown}`);
+          assert.equal(put.bytesIn, layer.size, `the whole layer in the finishing PUT: ${shown}`);
+        }
+        const withCredentials = t.uploads.requests.slice(mark).filter((q) => q.headers.authorization !== undefined);
+        assert.deepEqual(withCredentials.map(formatRequest), [], 'containerd sends no credentials to a host other than the registry');
+
+        await ctd.ctr(['-n', NS, 'images', 'rm', '--sync', ref]);
+        const content = (await ctd.ctr(['-n', NS, 'content', 'ls', '--quiet'])).stdout;
+        for (const blob of image.blobs) assert.ok(!content.includes(blob.digest), `${blob.digest} still in containerd's content store after rm`);
+        const from = `${t.pull.host}/${repo}:${tag}`;
+        const pullMark = t.pull.api.requests.length;
+        const pull = await ctd.ctr(['-n', NS, 'images', 'pull', '--plain-http', '--user', `${USER}:${PASSWORD}`, '--snapshotter', 'native', from]);
+        assertFetched(t.pull, pullMark, repo, image.layers, 'ctr pull');
+        ctx.diagnostic(`ctr import ${imported.ms} ms, push ${pushed.ms} ms, pull ${pull.ms} ms`);
+        const listed = (await ctd.ctr(['-n', NS, 'images', 'ls'])).stdout;
+        assert.match(listed, new RegExp(`^${escape(from)}\\s+\\S+\\s+${escape(image.manifest.digest)}\\s`, 'm'), listed);
+        // Byte for byte: every blob in containerd's store is the generated one.
+        for (const blob of image.blobs) {
+          const got = await commandOutput('ctr', ['--address', ctd.address, '-n', NS, 'content', 'get', blob.digest]);
+          assert.deepEqual({ digest: got.digest, size: got.size }, await hashFile(blob.path), `${blob.mediaType} ${blob.digest}: the pulled bytes`);
+        }
+        await ctd.ctr(['-n', NS, 'images', 'rm', '--sync', from]);
+      });
+
+      it(`buildah pushes (one chunked PATCH to the upload host) and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+        const image = c!.image(tag);
+        const sb = c!.sb;
+        const repo = 'deployed/buildah';
+        const ref = `${t.host}/${repo}:${tag}`;
+        const fromLayout = await c!.buildahFromLayout(tag, ref);
+
+        const anonymous = await sb.buildahRaw(['push', '--tls-verify=false', '--retry', '0', ref, `docker://${ref}`]);
+        assert.notEqual(anonymous.code, 0, formatRun(anonymous));
+        assert.match(anonymous.stderr, /denied|unauthorized|authentication required/i, formatRun(anonymous));
+        await assertNotStored(t, repo, tag);
+
+        const mark = t.uploads.requests.length;
+        const apiMark = t.api.requests.length;
+        const pushStarted = Date.now();
+        const digest = await sb.buildahPush(ref, `docker://${ref}`, ['--creds', `${USER}:${PASSWORD}`]);
+        const pushMs = Date.now() - pushStarted;
+        const stored = await storedImage(t, repo, tag, image);
+        assert.equal(stored.digest, digest, 'the registry holds the manifest buildah pushed');
+        assert.equal(stored.manifest.config.digest, image.config.digest, 'the config as generated');
+        assertUploadsWentToTheHost(t, apiMark, 'buildah');
+        for (const layer of stored.manifest.layers) assertOneChunkedPatch(t, mark, layer, 'buildah');
+
+        await sb.buildah(['rmi', '--all', '--force']);
+        const from = `${t.pull.host}/${repo}:${tag}`;
+        const pullMark = t.pull.api.requests.length;
+        const pull = await sb.buildah(['pull', '--quiet', '--tls-verify=false', '--retry', '0', '--creds', `${USER}:${PASSWORD}`, `docker://${from}`]);
+        assert.equal(`sha256:${pull.stdout.trim().split('\n').pop()}`, image.config.digest, 'the same image came back');
+        assertFetched(t.pull, pullMark, repo, stored.manifest.layers, 'buildah pull');
+        ctx.diagnostic(`buildah pull from the layout ${fromLayout.ms} ms, push ${pushMs} ms, pull ${pull.ms} ms`);
+
+        // Byte for byte: buildah's copy, exported to a layout (compressed again: buildah 1.28
+        // ignores --disable-compression here), decompresses to the generated tars.
+        const out = await tempDir('buildah-export');
+        try {
+          await sb.buildah(['push', from, `oci:${join(out, 'layout')}:${tag}`]);
+          const exported = await readLayout(join(out, 'layout'));
+          const manifest = await exported.json(exported.ref(tag).digest);
+          assert.equal(manifest.layers.length, image.layers.length);
+          for (const [i, layer] of (manifest.layers as { digest: string; size: number }[]).entries()) {
+            const [alg, hex] = layer.digest.split(':');
+            const got = await hashLayer(createReadStream(join(out, 'layout', 'blobs', alg!, hex!)));
+            assert.deepEqual(got, { digest: layer.digest, size: layer.size, diffId: image.layers[i]!.diffId }, `buildah's pulled layer ${i} is the generated tar`);
+          }
+        } finally {
+          await rm(out, { recursive: true, force: true });
+          await sb.buildah(['rmi', '--all', '--force']);
+        }
+      });
+    }
+
+    itStopsTheDaemons(() => c);
+  });
+}
+
+/**
+ * 8 MiB: over what one Lambda invocation carries (6 MB, base64), under API Gateway's 10 MB, past
+ * which the connection is cut before any answer (lambda-mode.ts), so every client sees the 413.
+ */
+describe('Lambda mode without an upload host refuses each client\'s 8 MiB layer with 413 (s3), the bug the upload host fixes', () => {
+  let env: Record<string, string>;
+  let reg: RegistryProcess | undefined;
+  let api: RecordingProxy | undefined;
+  let e: Endpoint;
+  let c: Clients | undefined;
+  const tag = '8m';
+
+  before(async () => {
+    env = processEnv('s3', { SKIFF_LAMBDA_MODE: 'true', SKIFF_AUTH: 'required', SKIFF_TOKEN_KEYS: TOKEN_KEYS });
+    reg = await startProcess(env, [/mode: Lambda/, /authentication required/]);
+    assert.doesNotMatch(reg.output(), /upload host/);
+    await addPusher(env);
+    api = await recordingProxy(reg.url);
+    e = { url: reg.url, host: api.host, api, redirects: true };
+    c = await Clients.start([[tag, 8 * MiB]], api);
+  });
+
+  after(async () => {
+    await c?.stop();
+    await shutDown(env, reg ? [reg] : [], api ? [api] : []);
+  });
+
+  it('docker push: the PATCH with the layer gets 413, nothing is stored', async () => {
+    const ref = `${e.host}/deployed/docker:${tag}`;
+    await c!.dockerLoad(tag, ref);
+    await c!.dockerd.docker(['login', '--username', USER, '--password-stdin', e.host], { input: `${PASSWORD}\n` });
+    const mark = e.api.requests.length;
+    assertRefusedWith413(e, mark, 'PATCH', await c!.dockerd.dockerRaw(['push', ref]));
+    await assertNotStored(e, 'deployed/docker', tag);
+  });
+
+  it('containerd push: the finishing PUT with the layer gets 413, nothing is stored', async () => {
+    const ref = `${e.host}/deployed/containerd:${tag}`;
+    await c!.ctrImport(tag, ref);
+    const mark = e.api.requests.length;
+    assertRefusedWith413(e, mark, 'PUT', await c!.containerd.ctrRaw(['-n', NS, 'images', 'push', '--plain-http', '--user', `${USER}:${PASSWORD}`, ref]));
+    await assertNotStored(e, 'deployed/containerd', tag);
+  });
+
+  it('buildah push: the PATCH with the layer gets 413, nothing is stored', async () => {
+    const ref = `${e.host}/deployed/buildah:${tag}`;
+    await c!.buildahFromLayout(tag, ref);
+    const mark = e.api.requests.length;
+    assertRefusedWith413(e, mark, 'PATCH', await c!.sb.buildahRaw(['push', '--tls-verify=false', '--retry', '0', '--creds', `${USER}:${PASSWORD}`, ref, `docker://${ref}`]));
+    await assertNotStored(e, 'deployed/buildah', tag);
+  });
+
+  itStopsTheDaemons(() => c);
+});
