@@ -175,16 +175,22 @@ export class UploadService {
   /**
    * A commit failed: free what this attempt wrote (its tail, its hash state, a multipart upload
    * it started), except what the durable record holds, which it does if the commit landed after
-   * all and a later request built on it. Nothing is freed when the record cannot be read, and
-   * nothing when it is gone (translateAsync frees the scratch of a dead upload).
+   * all and a later request built on it. Nothing is freed when the record cannot be read. When
+   * the record is gone (cancelled, or finished by a request that built on a commit of ours that
+   * landed, whose multipart upload is then completed and cannot be aborted) this attempt's
+   * scratch and multipart upload go.
    */
   private async freeUncommitted(lease: Lease, write: Upload['write']): Promise<void> {
     const { id, repo } = lease.upload;
-    const record = await this.meta.uploads.get(id, repo).catch(() => undefined);
-    if (!record) return;
+    let record: Upload | undefined;
+    try {
+      record = await this.meta.uploads.get(id, repo);
+    } catch {
+      return;
+    }
     await Promise.allSettled([
-      this.storage.ingester.release(write, record.write),
-      record.attempt === lease.attempt ? undefined : this.states.drop(id, write.size, lease.attempt),
+      this.storage.ingester.release(write, record?.write ?? lease.upload.write),
+      record?.attempt === lease.attempt ? undefined : this.states.drop(id, write.size, lease.attempt),
     ]);
   }
 
