@@ -13,25 +13,25 @@
  *
  * Retry styles: `restart` (skopeo: on any failure, push the blob again from scratch) and
  * `resume` (docker, containerd, the spec: ask the Location for its Range and continue from it).
- * A `delay` fault holds a call past the lease (1 s on the registry that runs them) while the
- * client, having given up on the request, retries next to it.
+ * A `delay` fault holds a call while the upload's lease runs out (expired in the record, as
+ * time would) and the client, having given up on the request, retries next to it; then the
+ * held call goes on, a stale writer.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { ScanCommand, type ScanCommandOutput } from '@aws-sdk/lib-dynamodb';
+import { ScanCommand, type ScanCommandOutput, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { purgeExpiredUploads } from '../../lib/registry/purge.js';
 import { ObjectNotFound, keys } from '../../lib/storage/types.js';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
-import { type CallRecord, type FaultKind, type FaultLayer, faultsFor, injectFaults } from '../helpers/faults.js';
+import { type CallRecord, FAULT_KINDS, type FaultKind, type FaultLayer, faultsFor, injectFaults, nth } from '../helpers/faults.js';
 import { type Received, call, resolve } from '../helpers/http.js';
 import { pushInPut, withDigest } from '../helpers/oci.js';
 import { DRIVERS, type DriverKind, type TestRegistry, startRegistry } from '../helpers/registry.js';
 
 type Style = 'restart' | 'resume' | 'again';
 const TTL_SECONDS = 60;
-const LEASE_SECONDS = 3;
 
 interface Run {
   r: TestRegistry;
@@ -50,8 +50,12 @@ interface Flow {
   setup(run: Run): Promise<State>;
   /** The faulted step: one request (or one purge). */
   step(run: Run, state: State): Promise<Received>;
-  /** What the client does next, and the checks. No faults. */
+  /** What the client does next (`first`: the step's answer, undefined if it gave up on it). No faults. */
   finish(run: Run, state: State, first: Received | undefined): Promise<void>;
+  /** The invariants, once everything (a held call too) has run. */
+  check(run: Run, state: State): Promise<void>;
+  /** A background job rather than a request: its failure is its next run's to repair. */
+  job?: true;
 }
 
 interface State {
@@ -227,10 +231,7 @@ async function uploadWith(run: Run, state: State, first: number): Promise<State>
   return { ...state, location, offset: first };
 }
 
-async function checkUpload(run: Run, state: State, first: Received | undefined, finishing: boolean): Promise<void> {
-  await afterUploadStep(run, state, first, finishing);
-  await checkLinked(run, run.repo, state.digest!, state.data!);
-}
+const checkPushed = (run: Run, s: State) => checkLinked(run, run.repo, s.digest!, s.data!);
 
 const FLOWS: Flow[] = [
   {
@@ -238,7 +239,8 @@ const FLOWS: Flow[] = [
     styles: ['restart', 'resume'],
     setup: (run) => uploadWith(run, blob(run, 1500 * KiB), 600 * KiB),
     step: (_run, s) => call(s.location!, { method: 'PATCH', body: s.data!.subarray(s.offset!, 1200 * KiB), headers: { 'Content-Range': `${s.offset}-${1200 * KiB - 1}` } }),
-    finish: (run, s, first) => checkUpload(run, s, first, false),
+    finish: (run, s, first) => afterUploadStep(run, s, first, false),
+    check: checkPushed,
   },
   {
     name: 'whole-layer PATCH',
@@ -246,14 +248,16 @@ const FLOWS: Flow[] = [
     // Past S3's 5 MiB part minimum: a sealed part and a tail.
     setup: (run) => uploadWith(run, blob(run, 6 * MiB + 3), 0),
     step: (_run, s) => call(s.location!, { method: 'PATCH', body: s.data!, headers: { 'Content-Type': 'application/octet-stream' } }),
-    finish: (run, s, first) => checkUpload(run, s, first, false),
+    finish: (run, s, first) => afterUploadStep(run, s, first, false),
+    check: checkPushed,
   },
   {
     name: 'finish without a final chunk',
     styles: ['restart', 'resume'],
     setup: (run) => uploadWith(run, blob(run, 1200 * KiB), 1200 * KiB),
     step: (_run, s) => call(withDigest(s.location!, s.digest!), { method: 'PUT' }),
-    finish: (run, s, first) => checkUpload(run, s, first, true),
+    finish: (run, s, first) => afterUploadStep(run, s, first, true),
+    check: checkPushed,
   },
   {
     name: 'finish with a final chunk',
@@ -265,7 +269,8 @@ const FLOWS: Flow[] = [
         body: s.data!.subarray(s.offset!),
         headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${s.offset}-${s.data!.length - 1}` },
       }),
-    finish: (run, s, first) => checkUpload(run, s, first, true),
+    finish: (run, s, first) => afterUploadStep(run, s, first, true),
+    check: checkPushed,
   },
   {
     name: 'monolithic POST',
@@ -277,8 +282,8 @@ const FLOWS: Flow[] = [
         const again = await retryCall(run, 'POST again', `${run.r.url}/v2/${run.repo}/blobs/uploads/?digest=${s.digest}`, { method: 'POST', body: s.data! });
         if (again.status !== 201) run.problems.push(`POST again answered ${again.status}`);
       }
-      await checkLinked(run, run.repo, s.digest!, s.data!);
     },
+    check: checkPushed,
   },
   {
     name: 'mount',
@@ -301,6 +306,8 @@ const FLOWS: Flow[] = [
       } else if (res.status !== 201) {
         run.problems.push(`mount answered ${res.status}`);
       }
+    },
+    async check(run, s) {
       await checkLinked(run, run.repo, s.digest!, s.data!);
       await checkLinked(run, `${run.repo}-src`, s.digest!, s.data!);
     },
@@ -321,6 +328,8 @@ const FLOWS: Flow[] = [
         // A retried delete may find its own work done: gone is gone.
         if (again.status !== 202 && again.status !== 404) run.problems.push(`DELETE again answered ${again.status}`);
       }
+    },
+    async check(run, s) {
       const head = await call(`${run.r.url}/v2/${run.repo}/blobs/${s.digest}`, { method: 'HEAD' });
       if (head.status !== 404) run.problems.push(`deleted blob answers HEAD ${head.status}`);
       await checkLinked(run, `${run.repo}-keep`, s.digest!, s.data!);
@@ -329,6 +338,7 @@ const FLOWS: Flow[] = [
   {
     name: 'purge',
     styles: ['again'],
+    job: true,
     async setup(run) {
       // Only this run's upload is expired when the step runs: earlier runs' uploads go first.
       await purgeExpiredUploads(run.r.registry.meta, run.r.registry.storage, { now: later() });
@@ -336,11 +346,13 @@ const FLOWS: Flow[] = [
       return { ...s, uploadId: s.location!.split('/').pop()! };
     },
     step: (run) => purged(run),
-    async finish(run, s, first) {
+    async finish(run, _s, first) {
       if (first?.status !== 200) {
         const again = await purged(run);
         if (again.status !== 200) run.problems.push(`purge again failed: ${again.body.toString()}`);
       }
+    },
+    async check(run, s) {
       const status = await call(s.location!);
       if (status.status !== 404) run.problems.push(`purged upload answers ${status.status}`);
       const left = await uploadLeftovers(run.r, s.uploadId!);
@@ -348,6 +360,21 @@ const FLOWS: Flow[] = [
     },
   },
 ];
+
+/** As if the upload's lease had run out: its holder stalled past SKIFF_LEASE_SECONDS. */
+async function expireLease(r: TestRegistry, id: string): Promise<void> {
+  await r.db
+    .send(
+      new UpdateCommand({
+        TableName: r.config.dynamo.table,
+        Key: { pk: `UPLOAD#${id}`, sk: 'UPLOAD' },
+        UpdateExpression: 'SET leaseUntil = :past',
+        ConditionExpression: 'attribute_exists(writer)',
+        ExpressionAttributeValues: { ':past': 1 },
+      }),
+    )
+    .catch(() => undefined); // not held: nothing to expire
+}
 
 function later(): number {
   return Date.now() + (TTL_SECONDS + 5) * 1000;
@@ -371,6 +398,9 @@ function fakeResponse(status: number, body: string): Received {
 
 interface Case {
   flow: Flow;
+  /** The call: the `occurrence`-th call of command/method `name` (call order varies, e.g. by index shard). */
+  name: string;
+  occurrence: number;
   at: number;
   site: string;
   fault: FaultKind;
@@ -382,28 +412,34 @@ let seed = 1000;
 async function runCase(r: TestRegistry, faults: FaultLayer, c: Case | undefined, flow: Flow, style: Style): Promise<{ problems: string[]; calls: CallRecord[] }> {
   const run: Run = { r, faults, repo: `sweep/${flow.name.toLowerCase().replace(/[^a-z]+/g, '-')}/${seed}`, seed: seed++, style, problems: [] };
   const state = await flow.setup(run);
-  if (c) faults.arm(c.at, c.fault);
+  if (c) faults.arm(nth(c.name, c.occurrence), c.fault);
   else faults.record();
   let first: Received | undefined;
   let calls: CallRecord[];
+  let retried = false;
   if (c?.fault === 'delay') {
-    // The client gives up on the held request after the lease and retries next to it.
     const pending = flow.step(run, state);
-    await new Promise((res) => setTimeout(res, LEASE_SECONDS * 1000 + 200));
-    const retry = flow.finish(run, state, undefined);
+    if ((await Promise.race([faults.whenHeld().then(() => 'held'), pending.then(() => 'done')])) === 'held') {
+      // The held request's lease runs out; the client gives up on it and retries next to it;
+      // then the held call goes on.
+      if (state.location) await expireLease(r, state.location.split('/').pop()!);
+      await flow.finish(run, state, undefined);
+      retried = true;
+      faults.release();
+    }
     first = await pending;
     calls = faults.disarm();
-    await retry;
   } else {
     first = await flow.step(run, state);
     calls = faults.disarm();
   }
-  if (c?.fault === 'throttle' && first.status >= 500 && first.status !== 503) run.problems.push(`throttled step answered ${first.status}: ${first.body.toString().slice(0, 200)}`);
+  if (c?.fault === 'throttle' && !flow.job && first.status >= 500 && first.status !== 503) run.problems.push(`throttled step answered ${first.status}: ${first.body.toString().slice(0, 200)}`);
   if ((first.status === 429 || first.status === 503) && !first.header('retry-after')) {
     run.problems.push(`${first.status} without Retry-After`);
   }
   const errorsBefore = r.serverErrors.length;
-  if (c?.fault !== 'delay') await flow.finish(run, state, first);
+  if (!retried) await flow.finish(run, state, first);
+  await flow.check(run, state);
   if (r.serverErrors.length > errorsBefore) run.problems.push(`server faults while retrying: ${JSON.stringify(r.serverErrors.slice(errorsBefore)).slice(0, 300)}`);
   if (state.digest) await checkDescriptor(run, state.digest);
   const hit = calls.find((x) => x.fault);
@@ -426,9 +462,9 @@ interface SweepResult {
 }
 
 /** One registry's share of the sweep: `kinds` at every call site of every flow. */
-async function sweep(driver: DriverKind, kinds: FaultKind[], flows: Flow[], env: Record<string, string>): Promise<SweepResult> {
-  const r = await startRegistry(driver, { env: { SKIFF_UPLOAD_TTL_SECONDS: String(TTL_SECONDS), S3_PART_SIZE: String(5 * MiB), ...env } });
-  const faults = injectFaults(r, { delayMs: LEASE_SECONDS * 1000 + 300 });
+async function sweep(driver: DriverKind, kinds: FaultKind[], flows: Flow[]): Promise<SweepResult> {
+  const r = await startRegistry(driver, { env: { SKIFF_UPLOAD_TTL_SECONDS: String(TTL_SECONDS), S3_PART_SIZE: String(5 * MiB) } });
+  const faults = injectFaults(r, { delayMs: 30_000 });
   const out: SweepResult = { cases: 0, sites: 0, problems: [], summary: [] };
   try {
     for (const flow of flows) {
@@ -443,7 +479,8 @@ async function sweep(driver: DriverKind, kinds: FaultKind[], flows: Flow[], env:
           // One retry style per case, taking turns: every flow meets both over its call sites.
           const style = flow.styles[turn++ % flow.styles.length]!;
           out.cases++;
-          const res = await runCase(r, faults, { flow, at, site: `${site.backend} ${site.name}`, fault, style }, flow, style);
+          const occurrence = clean.calls.slice(0, at).filter((x) => x.name === site.name).length;
+          const res = await runCase(r, faults, { flow, name: site.name, occurrence, at, site: `${site.backend} ${site.name}`, fault, style }, flow, style);
           for (const p of res.problems) console.log(`  PROBLEM ${p}`);
           out.problems.push(...res.problems);
         }
@@ -459,18 +496,19 @@ async function sweep(driver: DriverKind, kinds: FaultKind[], flows: Flow[], env:
 describe('fault sweep: every call of every blob write path, every fault, both drivers', () => {
   it('keeps every invariant', async () => {
     const started = Date.now();
-    // Delays need a short lease and mostly wait: registries of their own, one per flow, alongside.
-    const main = DRIVERS.map((driver) => sweep(driver, ['fail', 'lose', 'lose-retried', 'throttle'], FLOWS, {}));
-    const delays = DRIVERS.flatMap((driver) => FLOWS.map((flow) => sweep(driver, ['delay'], [flow], { SKIFF_LEASE_SECONDS: String(LEASE_SECONDS) })));
-    const counted = await Promise.all(main);
-    const results = [...counted, ...(await Promise.all(delays))];
+    // The drivers side by side; within one, one run at a time (calls are counted per registry).
+    const settled = await Promise.allSettled(DRIVERS.map((driver) => sweep(driver, FAULT_KINDS, FLOWS)));
+    const results = settled.map((x) => {
+      if (x.status === 'rejected') throw x.reason;
+      return x.value;
+    });
     const cases = results.reduce((n, x) => n + x.cases, 0);
-    const sites = counted.reduce((n, x) => n + x.sites, 0);
+    const sites = results.reduce((n, x) => n + x.sites, 0);
     const problems = results.flatMap((x) => x.problems);
-    for (const line of counted.flatMap((x) => x.summary)) console.log(`  calls: ${line}`);
+    for (const line of results.flatMap((x) => x.summary)) console.log(`  calls: ${line}`);
     console.log(
       `  sweep: ${FLOWS.length} flows x ${DRIVERS.length} drivers, ${sites} call sites, ${cases} runs ` +
-        `(fail and throttle on every SDK call, fail on every filesystem call; lose, lose-retried (SDK) and delay on every write; ` +
+        `(fail and throttle on every SDK call, fail on every filesystem call; lose, lose-retried (SDK) and delay (held while the lease runs out) on every write; ` +
         `upload retries take turns restarting and resuming) in ${((Date.now() - started) / 1000).toFixed(0)} s, ${problems.length} problems`,
     );
     assert.deepEqual(problems, []);
