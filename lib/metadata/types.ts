@@ -110,10 +110,13 @@ export interface UploadStore {
    */
   expired(before: number, cursor?: string, limit?: number): Promise<{ uploads: ExpiredUpload[]; cursor?: string }>;
   /**
-   * Deletes an expired upload's record and returns what it was; undefined if it was written to
-   * since it was seen, is held, or was removed meanwhile.
+   * Ends an expired upload for every request, keeping its record (and its place in the expired
+   * list) until its storage is freed; returns it, or undefined if it was written to since it
+   * was seen, is held, or is gone.
    */
-  removeExpired(upload: ExpiredUpload, before: number): Promise<Upload | undefined>;
+  claimExpired(upload: ExpiredUpload, before: number): Promise<Upload | undefined>;
+  /** Deletes the record of a claimed upload whose storage is freed. */
+  removeClaimed(id: string): Promise<void>;
 }
 
 export interface BlobIndex {

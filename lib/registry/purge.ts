@@ -16,6 +16,8 @@ import { freeUpload } from './hash-states.js';
 export interface PurgeResult {
   purged: number;
   skipped: number;
+  /** Uploads whose storage could not be freed now; the next run takes them up again. */
+  failed: number;
   /** The budget ran out before every expired upload was seen. */
   more: boolean;
 }
@@ -34,23 +36,30 @@ export async function purgeExpiredUploads(meta: MetadataStore, storage: StorageD
   const deadline = Date.now() + (opts.budgetMs ?? 240_000);
   let purged = 0;
   let skipped = 0;
+  let failed = 0;
   let cursor: string | undefined;
   do {
     const page = await meta.uploads.expired(now, cursor, opts.pageSize);
     cursor = page.cursor;
     for (const [i, seen] of page.uploads.entries()) {
-      // The record goes first: once it is gone no request can use the upload, so nothing is
-      // freed under a writer's feet.
-      const upload = await meta.uploads.removeExpired(seen, now);
-      if (upload) {
-        await freeUpload(storage, upload.id, upload.write);
-        purged++;
-      } else {
-        skipped++;
+      // Claimed first: from then on no request can use the upload, so nothing is freed under a
+      // writer's feet. The record goes last, once its storage is freed: until then it stays in
+      // the index, and a run that failed half-way is finished by the next one.
+      try {
+        const upload = await meta.uploads.claimExpired(seen, now);
+        if (upload) {
+          await freeUpload(storage, upload.id, upload.write, { strict: true });
+          await meta.uploads.removeClaimed(upload.id);
+          purged++;
+        } else {
+          skipped++;
+        }
+      } catch {
+        failed++;
       }
       // Out of time: the rest of this page, and the pages after it, wait for the next run.
-      if (Date.now() >= deadline && (i < page.uploads.length - 1 || cursor)) return { purged, skipped, more: true };
+      if (Date.now() >= deadline && (i < page.uploads.length - 1 || cursor)) return { purged, skipped, failed, more: true };
     }
   } while (cursor);
-  return { purged, skipped, more: false };
+  return { purged, skipped, failed, more: false };
 }

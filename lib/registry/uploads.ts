@@ -11,7 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
 import { Contended, LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
-import type { AppendContext, Committed, StorageDriver } from '../storage/types.js';
+import { type AppendContext, type Committed, type StorageDriver, WriteGone } from '../storage/types.js';
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
 import { HashStates, freeUpload } from './hash-states.js';
@@ -259,7 +259,11 @@ export class UploadService {
       await freeUpload(this.storage, id, err instanceof LeaseLost ? undefined : lease.upload.write);
       return unknownUpload(id);
     }
-    return upload && err instanceof LeaseLost ? rangeConflict(upload.offset, err.message) : err;
+    if (upload && err instanceof LeaseLost) return rangeConflict(upload.offset, err.message);
+    // The record stands but storage lost its write (a finish completed it, its answer lost):
+    // nothing can continue it, and the client must start over.
+    if (upload && err instanceof WriteGone) return new RegistryError('BLOB_UPLOAD_INVALID', 'the upload\'s stored data is gone; restart the upload', { cause: err });
+    return err;
   }
 }
 

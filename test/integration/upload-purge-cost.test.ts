@@ -52,7 +52,8 @@ describe('purge cost on a table with thousands of other items', () => {
     const cost = delta(calls, r.dynamoCalls);
     assert.equal(cost.ScanCommand, undefined, `no scan (calls: ${JSON.stringify(cost)})`);
     assert.ok(itemsRead - read <= 20, `items read ${itemsRead - read}, for 20 expired uploads among ${OTHER_ITEMS} other items`);
-    assert.deepEqual(result, { purged: 20, skipped: 0, more: false });
+    assert.deepEqual(result, { purged: 20, skipped: 0, failed: 0, more: false });
+    assert.equal(cost.UpdateItemCommand, 20, JSON.stringify(cost));
     assert.equal(cost.DeleteItemCommand, 20, JSON.stringify(cost));
     assert.ok((cost.QueryCommand ?? 0) <= 8 + 1, `queries: ${cost.QueryCommand} (one per index shard)`);
     for (const location of locations) assert.equal((await call(location)).status, 404);

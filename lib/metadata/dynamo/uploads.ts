@@ -372,26 +372,46 @@ export class DynamoUploadStore implements UploadStore {
     return { uploads, cursor: shard < EXPIRY_SHARDS ? JSON.stringify({ shard, start }) : undefined };
   }
 
-  async removeExpired(upload: ExpiredUpload, before: number): Promise<Upload | undefined> {
+  /**
+   * Takes an expired upload for the purge: ends it for every request (its expiry becomes 0, a
+   * stale writer loses its lease) without deleting the record, which keeps it in the index
+   * until its storage is freed. Conditioned on the expiry the index showed: a commit since
+   * moved it, and the upload lives on.
+   */
+  async claimExpired(upload: ExpiredUpload, before: number): Promise<Upload | undefined> {
     if (upload.expiresAt >= before) return undefined;
     try {
       const res = await this.db.send(
-        new DeleteCommand({
+        new UpdateCommand({
           TableName: this.table,
           Key: key.upload(upload.id),
-          // Not if a request committed to it since it was seen (a commit moves expiresAt) or
-          // holds it now. The index is eventually consistent; this condition is not.
+          UpdateExpression: 'SET #expiresAt = :zero REMOVE #writer, #leaseUntil',
+          // The index is eventually consistent; this condition is not.
           ConditionExpression: '#expiresAt = :seen AND (attribute_not_exists(#writer) OR #leaseUntil < :before)',
           ExpressionAttributeNames: { '#expiresAt': 'expiresAt', '#writer': 'writer', '#leaseUntil': 'leaseUntil' },
-          ExpressionAttributeValues: { ':seen': upload.expiresAt, ':before': before },
-          ReturnValues: 'ALL_OLD',
+          ExpressionAttributeValues: { ':seen': upload.expiresAt, ':before': before, ':zero': 0 },
+          ReturnValues: 'ALL_NEW',
         }),
       );
-      return res.Attributes ? toUpload(res.Attributes) : undefined;
+      return toUpload(res.Attributes!);
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) return undefined;
       throw err;
     }
+  }
+
+  async removeClaimed(id: string): Promise<void> {
+    await this.db.send(
+      new DeleteCommand({
+        TableName: this.table,
+        Key: key.upload(id),
+        ConditionExpression: '#expiresAt = :zero',
+        ExpressionAttributeNames: { '#expiresAt': 'expiresAt' },
+        ExpressionAttributeValues: { ':zero': 0 },
+      }),
+    ).catch((err) => {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    });
   }
 
   async remove(id: string, repo: string): Promise<Upload | undefined> {
