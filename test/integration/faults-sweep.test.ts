@@ -19,8 +19,9 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, DeleteBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { ScanCommand, type ScanCommandOutput, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { purgeExpiredUploads } from '../../lib/registry/purge.js';
 import { ObjectNotFound, keys } from '../../lib/storage/types.js';
@@ -410,7 +411,9 @@ let seed = 1000;
 
 async function runCase(r: TestRegistry, faults: FaultLayer, c: Case | undefined, flow: Flow, style: Style): Promise<{ problems: string[]; calls: CallRecord[] }> {
   const run: Run = { r, faults, repo: `sweep/${flow.name.toLowerCase().replace(/[^a-z]+/g, '-')}/${seed}`, seed: seed++, style, problems: [] };
+  trace(`${r.config.storage} ${flow.name} ${c?.at} ${c?.fault} setup`);
   const state = await flow.setup(run);
+  trace(`${r.config.storage} ${flow.name} ${c?.at} ${c?.fault} step`);
   if (c) faults.arm(nth(c.name, c.occurrence), c.fault);
   else faults.record();
   let first: Received | undefined;
@@ -442,6 +445,7 @@ async function runCase(r: TestRegistry, faults: FaultLayer, c: Case | undefined,
   if (r.serverErrors.length > errorsBefore) run.problems.push(`server faults while retrying: ${JSON.stringify(r.serverErrors.slice(errorsBefore)).slice(0, 300)}`);
   if (state.digest) await checkDescriptor(run, state.digest);
   const hit = calls.find((x) => x.fault);
+  trace(`${r.config.storage} ${flow.name} ${c?.at} ${c?.fault} ${first.status}`);
   const where = c ? `${c.flow.name} / call ${c.at} ${hit ? `${hit.backend} ${hit.name}` : `(not reached; recorded ${c.site})`} / ${c.fault} / ${style}` : `${flow.name} (no fault)`;
   return { problems: run.problems.map((p) => `${r.config.storage}: ${where} (step answered ${first!.status}): ${p}`), calls };
 }
@@ -451,6 +455,11 @@ const READ = /^(Get|Head|List|Query|Scan|BatchGet)|\.(get|open|list|readWritten)
 
 function sweepFaults(site: CallRecord): FaultKind[] {
   return faultsFor(site).filter((f) => !READ.test(site.name) || f === 'fail' || f === 'throttle');
+}
+
+/** SKIFF_SWEEP_TRACE=<file>: a line per run as it goes, to follow a long sweep. */
+function trace(line: string): void {
+  if (process.env.SKIFF_SWEEP_TRACE) appendFileSync(process.env.SKIFF_SWEEP_TRACE, `${new Date().toISOString()} ${line}\n`);
 }
 
 interface SweepResult {
@@ -488,8 +497,24 @@ async function sweep(driver: DriverKind, kinds: FaultKind[], flows: Flow[]): Pro
     out.problems.push(...(await checkWholeTable(r)).map((p) => `${driver}: after the sweep: ${p}`));
   } finally {
     await r.close();
+    if (driver === 's3') await emptyBucket(r);
   }
   return out;
+}
+
+/** The sweep writes a few hundred blobs: leave the shared S3 server as it was. */
+async function emptyBucket(r: TestRegistry): Promise<void> {
+  const Bucket = r.config.s3.bucket;
+  const mpus = await r.s3.send(new ListMultipartUploadsCommand({ Bucket }));
+  for (const u of mpus.Uploads ?? []) await r.s3.send(new AbortMultipartUploadCommand({ Bucket, Key: u.Key, UploadId: u.UploadId })).catch(() => undefined);
+  for (let token: string | undefined, more = true; more; ) {
+    const page = await r.s3.send(new ListObjectsV2Command({ Bucket, ContinuationToken: token }));
+    const objects = (page.Contents ?? []).map((o) => ({ Key: o.Key! }));
+    if (objects.length) await r.s3.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: objects, Quiet: true } }));
+    token = page.NextContinuationToken;
+    more = !!page.IsTruncated;
+  }
+  await r.s3.send(new DeleteBucketCommand({ Bucket })).catch(() => undefined);
 }
 
 const PARALLEL = 6;
