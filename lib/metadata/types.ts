@@ -65,6 +65,12 @@ export interface Lease {
   parts: Part[];
 }
 
+/** An upload the purge found expired, with the expiry it was seen with. */
+export interface ExpiredUpload {
+  id: string;
+  expiresAt: number;
+}
+
 export interface UploadStore {
   /**
    * Records a new upload. Safe to retry: a write that landed although its answer was lost is
@@ -98,10 +104,19 @@ export interface UploadStore {
   finish(lease: Lease, descriptor: Descriptor): Promise<{ descriptor: Descriptor; created: boolean }>;
   /** Deletes the upload (cancel); returns what it was, or undefined if unknown. */
   remove(id: string, repo: string): Promise<Upload | undefined>;
-  /** Uploads that expired before `before` (a background scan, never on a request's path). */
-  expired(before: number, limit: number): Promise<Upload[]>;
-  /** Deletes an expired upload's record; false if it was written to (or removed) meanwhile. */
-  removeExpired(upload: Upload, before: number): Promise<boolean>;
+  /**
+   * Ids of uploads that expired before `before`, a page at a time (a background job, never on a
+   * request's path); pass the returned cursor for the next page, none when there are no more.
+   */
+  expired(before: number, cursor?: string, limit?: number): Promise<{ uploads: ExpiredUpload[]; cursor?: string }>;
+  /**
+   * Ends an expired upload for every request, keeping its record (and its place in the expired
+   * list) until its storage is freed; returns it, or undefined if it was written to since it
+   * was seen, is held, or is gone.
+   */
+  claimExpired(upload: ExpiredUpload, before: number): Promise<Upload | undefined>;
+  /** Deletes the record of a claimed upload whose storage is freed. */
+  removeClaimed(id: string): Promise<void>;
 }
 
 export interface BlobIndex {

@@ -66,10 +66,15 @@ export class HashStates {
 /**
  * Frees what an upload that will never finish holds in storage (cancelled, refused, expired):
  * its write, when given, and every scratch object under its prefix (hash states and tails,
- * including those of attempts that never committed). Best effort: S3's lifecycle rule is the
- * backstop.
+ * including those of attempts that never committed). Best effort unless `strict`: S3's
+ * lifecycle rule is the backstop.
  */
-export async function freeUpload(storage: StorageDriver, id: string, write: WriteState | undefined): Promise<void> {
-  const scratch = await storage.objects.list(keys.uploadPrefix(id)).catch(() => [] as string[]);
-  await Promise.allSettled([write ? storage.ingester.abort(write) : undefined, scratch.length ? storage.objects.delete(scratch) : undefined]);
+export async function freeUpload(storage: StorageDriver, id: string, write: WriteState | undefined, opts: { strict?: boolean } = {}): Promise<void> {
+  const work = [
+    write ? storage.ingester.abort(write) : undefined,
+    storage.objects.list(keys.uploadPrefix(id)).then((scratch) => (scratch.length ? storage.objects.delete(scratch) : undefined)),
+  ];
+  const failed = (await Promise.allSettled(work)).find((r) => r.status === 'rejected');
+  // strict: the caller retries later (the purge), so it needs to know.
+  if (opts.strict && failed) throw (failed as PromiseRejectedResult).reason;
 }

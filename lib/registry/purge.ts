@@ -1,9 +1,13 @@
 /**
  * The purge: frees what abandoned uploads hold. An upload nobody finished expires
- * SKIFF_UPLOAD_TTL_SECONDS after its last write; the purge then aborts its write (the multipart
- * upload and tail on S3, the partial file on the filesystem), drops its hash state and deletes
- * its record. S3's lifecycle rules and DynamoDB's TTL remain backstops for what a purge misses;
- * on the filesystem the purge is all there is.
+ * SKIFF_UPLOAD_TTL_SECONDS after its last write; the purge then deletes its record, aborts its
+ * write (the multipart upload and tail on S3, the partial file on the filesystem) and drops its
+ * scratch objects. S3's lifecycle rules and DynamoDB's TTL remain backstops for what a purge
+ * misses; on the filesystem the purge is all there is.
+ *
+ * It reads only upload sessions (a sparse index on expiry), acts page by page as it reads, and
+ * stops at a time budget: what it did not reach is still expired and still in the index, so the
+ * next run takes it up, and what it purged has left the index.
  */
 import type { MetadataStore } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
@@ -12,20 +16,50 @@ import { freeUpload } from './hash-states.js';
 export interface PurgeResult {
   purged: number;
   skipped: number;
+  /** Uploads whose storage could not be freed now; the next run takes them up again. */
+  failed: number;
+  /** The budget ran out before every expired upload was seen. */
+  more: boolean;
 }
 
-export async function purgeExpiredUploads(meta: MetadataStore, storage: StorageDriver, now = Date.now(), limit = 1000): Promise<PurgeResult> {
+export interface PurgeOptions {
+  /** Expiry cut-off (default: now). */
+  now?: number;
+  /** Stop taking up new uploads after this long (default 4 minutes: the function's timeout is 5). */
+  budgetMs?: number;
+  /** Index entries read per page. */
+  pageSize?: number;
+}
+
+export async function purgeExpiredUploads(meta: MetadataStore, storage: StorageDriver, opts: PurgeOptions = {}): Promise<PurgeResult> {
+  const now = opts.now ?? Date.now();
+  const deadline = Date.now() + (opts.budgetMs ?? 240_000);
   let purged = 0;
   let skipped = 0;
-  for (const upload of await meta.uploads.expired(now, limit)) {
-    // The record goes first: once it is gone no request can use the upload, so nothing is
-    // freed under a writer's feet.
-    if (!(await meta.uploads.removeExpired(upload, now))) {
-      skipped++;
-      continue;
+  let failed = 0;
+  let cursor: string | undefined;
+  do {
+    const page = await meta.uploads.expired(now, cursor, opts.pageSize);
+    cursor = page.cursor;
+    for (const [i, seen] of page.uploads.entries()) {
+      // Claimed first: from then on no request can use the upload, so nothing is freed under a
+      // writer's feet. The record goes last, once its storage is freed: until then it stays in
+      // the index, and a run that failed half-way is finished by the next one.
+      try {
+        const upload = await meta.uploads.claimExpired(seen, now);
+        if (upload) {
+          await freeUpload(storage, upload.id, upload.write, { strict: true });
+          await meta.uploads.removeClaimed(upload.id);
+          purged++;
+        } else {
+          skipped++;
+        }
+      } catch {
+        failed++;
+      }
+      // Out of time: the rest of this page, and the pages after it, wait for the next run.
+      if (Date.now() >= deadline && (i < page.uploads.length - 1 || cursor)) return { purged, skipped, failed, more: true };
     }
-    await freeUpload(storage, upload.id, upload.write);
-    purged++;
-  }
-  return { purged, skipped };
+  } while (cursor);
+  return { purged, skipped, failed, more: false };
 }

@@ -11,7 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
 import { Contended, LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
-import type { AppendContext, Committed, StorageDriver } from '../storage/types.js';
+import { type AppendContext, type Committed, type StorageDriver, WriteGone } from '../storage/types.js';
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
 import { HashStates, freeUpload } from './hash-states.js';
@@ -175,16 +175,22 @@ export class UploadService {
   /**
    * A commit failed: free what this attempt wrote (its tail, its hash state, a multipart upload
    * it started), except what the durable record holds, which it does if the commit landed after
-   * all and a later request built on it. Nothing is freed when the record cannot be read, and
-   * nothing when it is gone (translateAsync frees the scratch of a dead upload).
+   * all and a later request built on it. Nothing is freed when the record cannot be read. When
+   * the record is gone (cancelled, or finished by a request that built on a commit of ours that
+   * landed, whose multipart upload is then completed and cannot be aborted) this attempt's
+   * scratch and multipart upload go.
    */
   private async freeUncommitted(lease: Lease, write: Upload['write']): Promise<void> {
     const { id, repo } = lease.upload;
-    const record = await this.meta.uploads.get(id, repo).catch(() => undefined);
-    if (!record) return;
+    let record: Upload | undefined;
+    try {
+      record = await this.meta.uploads.get(id, repo);
+    } catch {
+      return;
+    }
     await Promise.allSettled([
-      this.storage.ingester.release(write, record.write),
-      record.attempt === lease.attempt ? undefined : this.states.drop(id, write.size, lease.attempt),
+      this.storage.ingester.release(write, record?.write ?? lease.upload.write),
+      record?.attempt === lease.attempt ? undefined : this.states.drop(id, write.size, lease.attempt),
     ]);
   }
 
@@ -273,7 +279,11 @@ export class UploadService {
       await freeUpload(this.storage, id, err instanceof LeaseLost ? undefined : lease.upload.write);
       return unknownUpload(id);
     }
-    return upload && err instanceof LeaseLost ? rangeConflict(upload.offset, err.message) : err;
+    if (upload && err instanceof LeaseLost) return rangeConflict(upload.offset, err.message);
+    // The record stands but storage lost its write (a finish completed it, its answer lost):
+    // nothing can continue it, and the client must start over.
+    if (upload && err instanceof WriteGone) return new RegistryError('BLOB_UPLOAD_INVALID', 'the upload\'s stored data is gone; restart the upload', { cause: err });
+    return err;
   }
 }
 

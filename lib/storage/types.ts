@@ -144,6 +144,17 @@ export class ObjectNotFound extends Error {
   }
 }
 
+/**
+ * Raised when the backend no longer holds an upload's write (S3: its multipart upload was
+ * aborted, or completed by a finish whose answer was lost).
+ */
+export class WriteGone extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WriteGone';
+  }
+}
+
 /** Raised when written bytes cannot be read back (S3 parts are unreadable until completed). */
 export class NotReadable extends Error {
   constructor(message: string) {

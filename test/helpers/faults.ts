@@ -7,7 +7,8 @@
  *   lose          apply, then lose the answer: the caller gets a timeout;
  *   lose-retried  apply, lose the answer, and let the SDK send it again: the caller gets the
  *                 retry's answer (a conditional write then meets its own applied write);
- *   delay         apply only after `delayMs` (set it past the lease);
+ *   delay         hold the call, and apply it only after `delayMs` or when release() is
+ *                 called: a stalled request, whose lease a test can let run out meanwhile;
  *   throttle      be refused by a busy backend: S3 503 SlowDown, DynamoDB
  *                 ProvisionedThroughputExceeded, or for a transaction TransactionConflict on
  *                 every attempt (the registry's own conflict retries included).
@@ -71,6 +72,8 @@ export class FaultLayer {
   private counting = false;
   private plan: Plan | undefined;
   private calls: CallRecord[] = [];
+  private readonly holding = new Set<() => void>();
+  private heldWaiters: (() => void)[] = [];
 
   constructor(opts: FaultOptions = {}) {
     this.delayMs = opts.delayMs ?? 1300;
@@ -94,6 +97,17 @@ export class FaultLayer {
     this.counting = false;
     this.plan = undefined;
     return this.calls;
+  }
+
+  /** Resolves once a `delay` fault holds a call. */
+  whenHeld(): Promise<void> {
+    if (this.holding.size) return Promise.resolve();
+    return new Promise((res) => this.heldWaiters.push(res));
+  }
+
+  /** Lets every held call go on now. */
+  release(): void {
+    for (const go of [...this.holding]) go();
   }
 
   /** Whether the armed fault has been injected. */
@@ -128,7 +142,16 @@ export class FaultLayer {
         await apply().catch(() => undefined);
         return again();
       case 'delay':
-        await new Promise((r) => setTimeout(r, this.delayMs));
+        await new Promise<void>((res) => {
+          const go = () => {
+            clearTimeout(timer);
+            this.holding.delete(go);
+            res();
+          };
+          const timer = setTimeout(go, this.delayMs);
+          this.holding.add(go);
+          for (const w of this.heldWaiters.splice(0)) w();
+        });
         return apply();
       case 'throttle':
         throw throttled(backend, name);

@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ExpiredUpload } from '../../lib/metadata/types.js';
 import { purgeExpiredUploads } from '../../lib/registry/purge.js';
 import { MiB, bytes } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
@@ -45,11 +46,11 @@ for (const driver of DRIVERS) {
       assert.ok((await leftovers(r, id(abandoned))).length > 0, 'the abandoned upload holds storage');
 
       // Nothing has expired yet.
-      assert.deepEqual(await purgeExpiredUploads(r.registry.meta, r.registry.storage), { purged: 0, skipped: 0 });
+      assert.deepEqual(await purgeExpiredUploads(r.registry.meta, r.registry.storage), { purged: 0, skipped: 0, failed: 0, more: false });
       assert.equal((await call(abandoned)).status, 204);
 
       const later = Date.now() + (TTL + 5) * 1000;
-      const result = await purgeExpiredUploads(r.registry.meta, r.registry.storage, later);
+      const result = await purgeExpiredUploads(r.registry.meta, r.registry.storage, { now: later });
       assert.equal(result.purged, 2);
       for (const location of [abandoned, empty]) {
         assert.deepEqual(await leftovers(r, id(location)), [], `nothing left of ${id(location)}`);
@@ -62,10 +63,17 @@ for (const driver of DRIVERS) {
     it('leaves an upload alone when a request wrote to it after the scan', async () => {
       const location = await startUpload(r.url, 'purge/busy');
       const later = Date.now() + (TTL + 5) * 1000;
-      const [stale] = (await r.registry.meta.uploads.expired(later, 1000)).filter((u) => location.endsWith(u.id));
+      const expired: ExpiredUpload[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await r.registry.meta.uploads.expired(later, cursor);
+        expired.push(...page.uploads);
+        cursor = page.cursor;
+      } while (cursor);
+      const [stale] = expired.filter((u) => location.endsWith(u.id));
       assert.ok(stale);
       assert.equal((await patch(location, bytes(100, 3), 0)).status, 202);
-      assert.equal(await r.registry.meta.uploads.removeExpired(stale, later), false);
+      assert.equal(await r.registry.meta.uploads.claimExpired(stale, later), undefined);
       assert.equal((await call(location)).header('range'), '0-99');
     });
   });

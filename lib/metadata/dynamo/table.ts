@@ -6,8 +6,9 @@
  *   item                pk                  sk                 attributes
  *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt
  *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt
- *   upload session      UPLOAD#<id>         UPLOAD             repo offset write seq writer leaseUntil
- *                                                              startedAt updatedAt expiresAt ttl
+ *   upload session      UPLOAD#<id>         UPLOAD             repo offset write attempt seq writer leaseUntil
+ *                                                              startedAt updatedAt expiresAt ttl expiryShard
+ *                                                              (index `expiry`: expiryShard, expiresAt; sparse)
  *   upload part         UPLOAD#<id>         PART#<00001>       number etag size seq ttl
  *   manifest            REPO#<name>         MANIFEST#<digest>  digest mediaType size body|key subject createdAt attempt
  *   tag                 REPO#<name>         TAG#<lower>#<tag>  tag digest mediaType size updatedAt attempt
@@ -36,6 +37,7 @@ import {
   DynamoDBClient,
   type DynamoDBClientConfig,
   ResourceNotFoundException,
+  UpdateTableCommand,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
 import {
@@ -141,7 +143,7 @@ export function isTransactionConflict(err: unknown): boolean {
 export async function ensureTable(client: DynamoDBDocumentClient, table: string): Promise<void> {
   try {
     const res = await client.send(new DescribeTableCommand({ TableName: table }));
-    if (res.Table?.TableStatus === 'ACTIVE') return;
+    if (res.Table?.TableStatus === 'ACTIVE') return await ensureIndexes(client, table, res.Table.GlobalSecondaryIndexes ?? []);
   } catch (err) {
     if (!(err instanceof ResourceNotFoundException)) throw err;
     await client.send(
@@ -149,6 +151,7 @@ export async function ensureTable(client: DynamoDBDocumentClient, table: string)
         TableName: table,
         AttributeDefinitions: definition.AttributeDefinitions as CreateTableCommand['input']['AttributeDefinitions'],
         KeySchema: definition.KeySchema as CreateTableCommand['input']['KeySchema'],
+        GlobalSecondaryIndexes: definition.GlobalSecondaryIndexes as CreateTableCommand['input']['GlobalSecondaryIndexes'],
         BillingMode: 'PAY_PER_REQUEST',
       }),
     );
@@ -164,6 +167,20 @@ export async function ensureTable(client: DynamoDBDocumentClient, table: string)
     // Already enabled is fine; anything else is worth knowing about.
     if (!String((err as Error).message).includes('already enabled')) throw err;
   });
+}
+
+/** A table made before an index was defined (a local data directory) gets it added. */
+async function ensureIndexes(client: DynamoDBDocumentClient, table: string, existing: { IndexName?: string }[]): Promise<void> {
+  for (const index of definition.GlobalSecondaryIndexes) {
+    if (existing.some((e) => e.IndexName === index.IndexName)) continue;
+    await client.send(
+      new UpdateTableCommand({
+        TableName: table,
+        AttributeDefinitions: definition.AttributeDefinitions as UpdateTableCommand['input']['AttributeDefinitions'],
+        GlobalSecondaryIndexUpdates: [{ Create: index as NonNullable<UpdateTableCommand['input']['GlobalSecondaryIndexUpdates']>[number]['Create'] }],
+      }),
+    );
+  }
 }
 
 /**

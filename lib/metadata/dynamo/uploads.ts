@@ -15,8 +15,8 @@ import {
   type DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
-  ScanCommand,
-  type ScanCommandOutput,
+  QueryCommand,
+  type QueryCommandOutput,
   TransactWriteCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
@@ -25,6 +25,7 @@ import { randomUUID } from 'node:crypto';
 import type { Part, PartLedger, WriteState } from '../../storage/types.js';
 import {
   type Descriptor,
+  type ExpiredUpload,
   type Lease,
   LeaseLost,
   OffsetConflict,
@@ -86,7 +87,7 @@ export class DynamoUploadStore implements UploadStore {
       await this.db.send(
         new PutCommand({
           TableName: this.table,
-          Item: { ...key.upload(id), ...upload, ttl: ttlOf(upload.expiresAt) },
+          Item: { ...key.upload(id), ...upload, ttl: ttlOf(upload.expiresAt), expiryShard: expiryShard(id) },
           ConditionExpression: 'attribute_not_exists(pk)',
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
         }),
@@ -347,42 +348,70 @@ export class DynamoUploadStore implements UploadStore {
     return { descriptor: kept, created: false };
   }
 
-  async expired(before: number, limit: number): Promise<Upload[]> {
-    const out: Upload[] = [];
-    let start: Record<string, unknown> | undefined;
-    do {
-      const res: ScanCommandOutput = await this.db.send(
-        new ScanCommand({
-          TableName: this.table,
-          FilterExpression: 'begins_with(pk, :upload) AND sk = :sk AND #expiresAt < :before',
-          ExpressionAttributeNames: { '#expiresAt': 'expiresAt' },
-          ExpressionAttributeValues: { ':upload': 'UPLOAD#', ':sk': 'UPLOAD', ':before': before },
-          ExclusiveStartKey: start,
-        }),
-      );
-      out.push(...(res.Items ?? []).map(toUpload));
-      start = res.LastEvaluatedKey;
-    } while (start && out.length < limit);
-    return out.slice(0, limit);
+  /**
+   * Expired uploads from the sparse `expiry` index (only session items carry its key, so the
+   * purge never reads anything else), one page at a time: `cursor` continues where the last
+   * page stopped. Shards spread the index's writes over several partitions.
+   */
+  async expired(before: number, cursor?: string, limit = 100): Promise<{ uploads: ExpiredUpload[]; cursor?: string }> {
+    let { shard, start } = cursor ? (JSON.parse(cursor) as { shard: number; start?: Record<string, unknown> }) : { shard: 0, start: undefined };
+    const res: QueryCommandOutput = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: EXPIRY_INDEX,
+        KeyConditionExpression: '#shard = :shard AND #expiresAt < :before',
+        ExpressionAttributeNames: { '#shard': 'expiryShard', '#expiresAt': 'expiresAt' },
+        ExpressionAttributeValues: { ':shard': shardName(shard), ':before': before },
+        ExclusiveStartKey: start,
+        Limit: limit,
+      }),
+    );
+    const uploads = (res.Items ?? []).map((item) => ({ id: (item.pk as string).slice('UPLOAD#'.length), expiresAt: item.expiresAt as number }));
+    start = res.LastEvaluatedKey;
+    if (!start) shard++;
+    return { uploads, cursor: shard < EXPIRY_SHARDS ? JSON.stringify({ shard, start }) : undefined };
   }
 
-  async removeExpired(upload: Upload, before: number): Promise<boolean> {
+  /**
+   * Takes an expired upload for the purge: ends it for every request (its expiry becomes 0, a
+   * stale writer loses its lease) without deleting the record, which keeps it in the index
+   * until its storage is freed. Conditioned on the expiry the index showed: a commit since
+   * moved it, and the upload lives on.
+   */
+  async claimExpired(upload: ExpiredUpload, before: number): Promise<Upload | undefined> {
+    if (upload.expiresAt >= before) return undefined;
     try {
-      await this.db.send(
-        new DeleteCommand({
+      const res = await this.db.send(
+        new UpdateCommand({
           TableName: this.table,
           Key: key.upload(upload.id),
-          // Not if a request wrote to it (or holds it) since the scan.
-          ConditionExpression: '#expiresAt < :before AND #updatedAt = :updated AND (attribute_not_exists(#writer) OR #leaseUntil < :before)',
-          ExpressionAttributeNames: { '#expiresAt': 'expiresAt', '#updatedAt': 'updatedAt', '#writer': 'writer', '#leaseUntil': 'leaseUntil' },
-          ExpressionAttributeValues: { ':before': before, ':updated': upload.updatedAt },
+          UpdateExpression: 'SET #expiresAt = :zero REMOVE #writer, #leaseUntil',
+          // The index is eventually consistent; this condition is not.
+          ConditionExpression: '#expiresAt = :seen AND (attribute_not_exists(#writer) OR #leaseUntil < :before)',
+          ExpressionAttributeNames: { '#expiresAt': 'expiresAt', '#writer': 'writer', '#leaseUntil': 'leaseUntil' },
+          ExpressionAttributeValues: { ':seen': upload.expiresAt, ':before': before, ':zero': 0 },
+          ReturnValues: 'ALL_NEW',
         }),
       );
-      return true;
+      return toUpload(res.Attributes!);
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
+      if (err instanceof ConditionalCheckFailedException) return undefined;
       throw err;
     }
+  }
+
+  async removeClaimed(id: string): Promise<void> {
+    await this.db.send(
+      new DeleteCommand({
+        TableName: this.table,
+        Key: key.upload(id),
+        ConditionExpression: '#expiresAt = :zero',
+        ExpressionAttributeNames: { '#expiresAt': 'expiresAt' },
+        ExpressionAttributeValues: { ':zero': 0 },
+      }),
+    ).catch((err) => {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    });
   }
 
   async remove(id: string, repo: string): Promise<Upload | undefined> {
@@ -417,6 +446,21 @@ function toUpload(item: Record<string, unknown>): Upload {
     seq: (item.seq as number) ?? 0,
     attempt: item.attempt as string | undefined,
   };
+}
+
+/** The sparse index of live upload sessions by expiry (infra/dynamodb-table.json). */
+const EXPIRY_INDEX = 'expiry';
+const EXPIRY_SHARDS = 8;
+
+function shardName(n: number): string {
+  return `UPLOADS#${n}`;
+}
+
+/** An upload's shard of the expiry index, from its id (any string: ids are UUIDs in practice). */
+export function expiryShard(id: string): string {
+  let h = 0;
+  for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) >>> 0;
+  return shardName(h % EXPIRY_SHARDS);
 }
 
 /**

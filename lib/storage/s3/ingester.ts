@@ -21,6 +21,7 @@ import {
   NotReadable,
   type Part,
   type WriteState,
+  WriteGone,
   countRequest,
   keys,
 } from '../types.js';
@@ -73,6 +74,7 @@ export class S3Ingester implements Ingester {
     } catch (err) {
       if (tailKey) await this.store.delete([tailKey]).catch(() => undefined);
       await writer.abandon();
+      if (s3ErrorName(err) === 'NoSuchUpload') throw new WriteGone(`multipart upload of ${state.key} is gone`, { cause: err });
       throw err;
     }
   }
@@ -155,7 +157,10 @@ export class S3Ingester implements Ingester {
 
   private async abortMultipart(state: WriteState): Promise<void> {
     countRequest(this.store.stats, 'AbortMultipartUpload');
-    await this.store.s3.send(new AbortMultipartUploadCommand({ Bucket: this.store.bucket, Key: state.key, UploadId: state.multipartId }));
+    await this.store.s3.send(new AbortMultipartUploadCommand({ Bucket: this.store.bucket, Key: state.key, UploadId: state.multipartId })).catch((err) => {
+      // Already aborted (a retried purge or cancel) or completed: nothing left to free.
+      if (s3ErrorName(err) !== 'NoSuchUpload') throw err;
+    });
   }
 
 }
