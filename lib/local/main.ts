@@ -20,7 +20,8 @@ import { createRegistryServer } from './server.js';
 const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
 
 async function main(): Promise<void> {
-  const log = new Telemetry().logger;
+  const telemetry = new Telemetry();
+  const log = telemetry.logger;
   let config = loadConfig();
   let embedded: DynamoDbLocal | undefined;
   if (!config.dynamo.endpoint) {
@@ -31,7 +32,7 @@ async function main(): Promise<void> {
   try {
     const db = createDynamo(config, embedded ? LOCAL_CREDENTIALS : undefined);
     await ensureTable(db, config.dynamo.table);
-    const registry = createRegistry(config, { dynamo: db });
+    const registry = createRegistry(config, telemetry.integrity, { dynamo: db });
     if (registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
 
     const server = config.http.lambdaMode ? await lambdaModeServer(embedded) : createRegistryServer(new RegistryApp(registry, log));
