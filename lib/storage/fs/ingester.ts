@@ -62,17 +62,13 @@ export class FsIngester implements Ingester {
       });
       return file;
     }
-    let file: FileHandle | undefined;
-    try {
-      file = await open(path, constants.O_RDWR);
-      const size = (await file.stat()).size;
-      if (size >= state.size) return file;
-      await file.close();
-      throw lostWrite(state, size, ctx);
-    } catch (err) {
-      if (isNotFound(err)) throw lostWrite(state, undefined, ctx);
-      throw err;
-    }
+    const file = await open(path, constants.O_RDWR).catch((err) => {
+      throw isNotFound(err) ? lostWrite(state, undefined, ctx) : err;
+    });
+    const size = (await file.stat()).size;
+    if (size >= state.size) return file;
+    await file.close();
+    throw lostWrite(state, size, ctx);
   }
 
   async commit(state: WriteState, body: AsyncIterable<Uint8Array> | undefined, ctx: AppendContext): Promise<Committed> {
