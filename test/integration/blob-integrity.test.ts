@@ -20,16 +20,16 @@ import type { IntegrityKind } from '../../lib/telemetry.js';
 type Fault = (apply: () => Promise<unknown>) => Promise<unknown>;
 
 /**
- * One-shot faults on the registry's DynamoDB client, by command name: the next matching call
- * runs the fault instead of going through. Sits before the SDK's retries, as a lost answer
- * reaches the code only after the SDK gave up.
+ * One-shot faults on the registry's DynamoDB client, by command name (and a test of its input):
+ * the next matching call runs the fault instead of going through. Sits before the SDK's
+ * retries, as a lost answer reaches the code only after the SDK gave up.
  */
-function dynamoFaults(r: TestRegistry): { arm(command: string, fault: Fault): void; armed(): number } {
-  const pending: { command: string; fault: Fault }[] = [];
+function dynamoFaults(r: TestRegistry): { arm(command: string, fault: Fault, when?: (input: string) => boolean): void; armed(): number } {
+  const pending: { command: string; fault: Fault; when?: (input: string) => boolean }[] = [];
   before(() => {
     r.db.middlewareStack.add(
       (next, ctx) => async (args) => {
-        const i = pending.findIndex((p) => p.command === ctx.commandName);
+        const i = pending.findIndex((p) => p.command === ctx.commandName && (!p.when || p.when(JSON.stringify(args.input))));
         if (i < 0) return next(args);
         const [{ fault }] = pending.splice(i, 1);
         return fault(() => next(args)) as ReturnType<typeof next>;
@@ -37,7 +37,7 @@ function dynamoFaults(r: TestRegistry): { arm(command: string, fault: Fault): vo
       { step: 'initialize', name: 'integrityFaults' },
     );
   });
-  return { arm: (command, fault) => void pending.push({ command, fault }), armed: () => pending.length };
+  return { arm: (command, fault, when) => void pending.push({ command, fault, when }), armed: () => pending.length };
 }
 
 function timeout(): Error {
@@ -148,6 +148,37 @@ for (const driver of DRIVERS) {
       // Both repositories read it: the first one's link still names the dead key and the read
       // falls back to the descriptor.
       await readsBack(r, ['heal/second', 'heal/first'], data);
+    });
+
+    it('two pushes repairing one dead descriptor at once: one repoints it, the other keeps that copy and drops its own', async () => {
+      const data = bytes(MiB + 13, 87);
+      const digest = sha256(data);
+      await pushChunked(r.url, 'repair/race-a', data, [MiB]);
+      const dead = await descriptorHolds(r, data);
+      await r.registry.storage.objects.delete([dead]);
+      const stored = await blobObjects(r);
+
+      const location = await startUpload(r.url, 'repair/race-b');
+      assert.equal((await patch(location, data, 0)).status, 202);
+      // Held at its conditional repoint of the descriptor while another push repairs it first.
+      faults.arm(
+        'PutItemCommand',
+        async (apply) => {
+          await pushChunked(r.url, 'repair/race-c', data, [MiB]);
+          return apply();
+        },
+        (input) => input.includes(digest) && input.includes(':from'),
+      );
+      const res = await call(withDigest(location, digest), { method: 'PUT' });
+      assert.equal(res.status, 201, res.body.toString());
+      assert.equal(faults.armed(), 0);
+
+      const kept = await descriptorHolds(r, data);
+      // (blobObjects names S3 keys in full, files by their name in blobs/)
+      const added = (await blobObjects(r)).filter((k) => !stored.includes(k)).map((k) => k.replace(/^blobs\//, ''));
+      assert.deepEqual(added, [kept.replace(/^blobs\//, '')], 'one copy: the first repair');
+      assert.equal(kinds(r, digest).filter((k) => k === 'descriptor-repaired').length, 1);
+      await readsBack(r, ['repair/race-a', 'repair/race-b', 'repair/race-c'], data);
     });
 
     it('treats a short object as missing: 404 instead of a body shorter than its Content-Length, then heals', async () => {
