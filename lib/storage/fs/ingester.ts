@@ -6,7 +6,7 @@
  * upload frees only scratch, never a blob a finished upload made of the same bytes.
  */
 import { constants } from 'node:fs';
-import { type FileHandle, open, rm } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RegistryError } from '../../oci/errors.js';
 import type { AppendContext, Committed, Ingester, WriteState } from '../types.js';
@@ -95,7 +95,7 @@ export class FsIngester implements Ingester {
 
   async abort(state: WriteState): Promise<void> {
     // Only the scratch file: whatever is at the blob key was put there by a commit.
-    await rm(this.objects.path(scratchOf(state)), { force: true });
+    await this.objects.delete([scratchOf(state)]);
   }
 }
 
