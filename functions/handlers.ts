@@ -15,7 +15,7 @@ import { Telemetry } from '../lib/telemetry.js';
 
 // Created once per container, at cold start, and reused by every invocation it serves.
 const telemetry = new Telemetry();
-const registry = createRegistry(loadConfig());
+const registry = createRegistry(loadConfig(), telemetry.integrity);
 const app = new RegistryApp(registry, telemetry.logger);
 
 export function http(event: APIGatewayProxyEventV2, context: Context): Promise<APIGatewayProxyStructuredResultV2> {

@@ -15,6 +15,37 @@ export interface Observation {
   bytesIn?: number;
 }
 
+/**
+ * What kind of disagreement between storage and metadata was found (the metric's dimension):
+ *   object-missing      a descriptor or link names an object that is not there
+ *   object-truncated    the object is there but its size is not the recorded one
+ *   descriptor-repaired a dedupe found the kept copy gone and pointed the descriptor at a new one
+ *   upload-data-missing an upload's written bytes are shorter than its record says
+ *   multipart-repaired  S3 refused the recorded part list and the repair fixed it
+ *   multipart-corrupt   S3 holds parts that differ from the record: the upload cannot finish
+ */
+export type IntegrityKind =
+  | 'object-missing'
+  | 'object-truncated'
+  | 'descriptor-repaired'
+  | 'upload-data-missing'
+  | 'multipart-repaired'
+  | 'multipart-corrupt';
+
+export interface IntegrityFailure {
+  kind: IntegrityKind;
+  message: string;
+  digest?: string;
+  key?: string;
+  [detail: string]: unknown;
+}
+
+/** Receives integrity failures where they are found (services, drivers); must not throw. */
+export type IntegrityReporter = (failure: IntegrityFailure) => void;
+
+/** The log line's message for an integrity failure, so log queries and tests can find them. */
+export const INTEGRITY_LOG_MESSAGE = 'integrity failure';
+
 export class Telemetry {
   readonly logger: Logger;
   private readonly metrics: Metrics;
@@ -23,6 +54,18 @@ export class Telemetry {
     this.logger = new Logger({ serviceName: service, logLevel: (process.env.SKIFF_LOG_LEVEL ?? 'INFO') as 'INFO' });
     this.metrics = new Metrics({ serviceName: service, namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'Skiff' });
   }
+
+  /**
+   * Storage disagreeing with metadata is never the client's fault and rarely visible in a
+   * status: an error log line and the IntegrityErrors metric (by kind) make it seen.
+   */
+  readonly integrity: IntegrityReporter = (failure) => {
+    this.logger.error(INTEGRITY_LOG_MESSAGE, { ...failure });
+    // Its own EMF document, published at once: independent of the request's metrics.
+    const m = this.metrics.singleMetric();
+    m.addDimension('kind', failure.kind);
+    m.addMetric('IntegrityErrors', MetricUnit.Count, 1);
+  };
 
   observe(o: Observation): void {
     this.logger.info('request', { ...o });

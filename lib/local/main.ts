@@ -21,7 +21,8 @@ import { createLambdaModeServer } from './lambda-mode.js';
 import { createRegistryServer } from './server.js';
 
 async function main(): Promise<void> {
-  const log = new Telemetry().logger;
+  const telemetry = new Telemetry();
+  const log = telemetry.logger;
   provideEphemeralKey(process.env);
   let config = loadConfig();
   // The data directory holds password hashes and private layers: ours alone. The umask covers
@@ -41,7 +42,7 @@ async function main(): Promise<void> {
   try {
     const db = createDynamo(config, embedded?.credentials);
     await ensureTable(db, config.dynamo.table);
-    const registry = createRegistry(config, { dynamo: db });
+    const registry = createRegistry(config, telemetry.integrity, { dynamo: db });
     if (registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
 
     const servers: Server[] = [];

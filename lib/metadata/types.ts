@@ -127,6 +127,11 @@ export interface BlobIndex {
   /** Returns false when the repository did not link the digest. */
   deleteLink(repo: string, digest: string): Promise<boolean>;
   getDescriptor(digest: string): Promise<Descriptor | undefined>;
+  /**
+   * Points the digest's descriptor at other bytes, only if it still names `fromKey` (whose
+   * object was found gone); false when it names something else by now.
+   */
+  repointDescriptor(fromKey: string, to: Descriptor): Promise<boolean>;
 }
 
 /** A manifest stored in a repository. */

@@ -5,7 +5,8 @@
 import { RegistryError, deletionDisabled } from '../oci/errors.js';
 import { assertName } from '../oci/names.js';
 import type { MetadataStore, Link } from '../metadata/types.js';
-import { ObjectNotFound, type ByteRange, type StorageDriver } from '../storage/types.js';
+import { ObjectNotFound, ObjectTruncated, type ByteRange, type StorageDriver } from '../storage/types.js';
+import type { IntegrityReporter } from '../telemetry.js';
 
 export interface BlobSettings {
   deleteEnabled: boolean;
@@ -18,6 +19,7 @@ export class BlobService {
     private readonly meta: MetadataStore,
     private readonly storage: StorageDriver,
     private readonly settings: BlobSettings,
+    private readonly integrity: IntegrityReporter,
   ) {}
 
   /** HEAD: one metadata read. */
@@ -33,14 +35,40 @@ export class BlobService {
     return this.storage.objects.presign(link.key, this.settings.redirectSeconds);
   }
 
+  /**
+   * The blob's bytes; the recorded size is checked, so a short object is never served under a
+   * Content-Length it cannot fill. A link whose object is gone falls back to the descriptor
+   * (the durable record of where a digest's bytes are), which a later push of the same digest
+   * repoints at its fresh copy; with no copy anywhere the blob is missing, said so and reported.
+   */
   async open(link: Link, range?: ByteRange): Promise<AsyncIterable<Uint8Array>> {
+    let missing: ObjectNotFound;
     try {
-      return await this.storage.objects.open(link.key, range);
+      return await this.storage.objects.open(link.key, range, link.size);
     } catch (err) {
-      // Linked but gone from storage: report it as unknown rather than failing the request.
-      if (err instanceof ObjectNotFound) throw unknownBlob(link.digest);
-      throw err;
+      if (!(err instanceof ObjectNotFound)) throw err;
+      missing = err;
     }
+    const descriptor = await this.meta.blobs.getDescriptor(link.digest);
+    if (descriptor && descriptor.key !== link.key && descriptor.size === link.size) {
+      try {
+        return await this.storage.objects.open(descriptor.key, range, descriptor.size);
+      } catch (err) {
+        if (!(err instanceof ObjectNotFound)) throw err;
+        missing = err;
+      }
+    }
+    this.integrity({
+      kind: missing instanceof ObjectTruncated ? 'object-truncated' : 'object-missing',
+      message: `blob ${link.digest} of ${link.repo}: ${missing.message}`,
+      digest: link.digest,
+      key: missing.key,
+      repo: link.repo,
+      size: link.size,
+    });
+    throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry: its bytes are missing from storage; push it again', {
+      detail: { digest: link.digest, reason: 'stored bytes missing' },
+    });
   }
 
   /** Removes the repository's link; the bytes stay for other repositories (and a later GC). */

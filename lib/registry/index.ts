@@ -23,6 +23,7 @@ import { UploadCapabilities } from '../auth/capability.js';
 import { BlobService } from './blobs.js';
 import { ManifestService } from './manifests.js';
 import { UploadService } from './uploads.js';
+import type { IntegrityReporter } from '../telemetry.js';
 
 export interface Registry {
   config: Config;
@@ -35,6 +36,8 @@ export interface Registry {
   uploads: UploadService;
   blobs: BlobService;
   manifests: ManifestService;
+  /** Where storage found disagreeing with metadata is reported (Telemetry.integrity). */
+  integrity: IntegrityReporter;
 }
 
 export interface Clients {
@@ -79,7 +82,7 @@ export function createMetadata(config: Config, db: DynamoDBDocumentClient): Meta
   };
 }
 
-export function createRegistry(config: Config, clients: Clients = {}): Registry {
+export function createRegistry(config: Config, integrity: IntegrityReporter, clients: Clients = {}): Registry {
   const storage = createStorage(config, clients.s3);
   const meta = createMetadata(config, clients.dynamo ?? createDynamo(config));
   // One key provider for tokens and upload capabilities (one SSM read serves both).
@@ -105,11 +108,12 @@ export function createRegistry(config: Config, clients: Clients = {}): Registry 
       maxChunkBytes: config.uploads.maxChunkBytes,
       leaseMs: config.uploads.leaseSeconds * 1000,
       hashThread: config.uploads.hashThread,
-    }),
+    }, integrity),
     blobs: new BlobService(meta, storage, {
       deleteEnabled: config.blobs.deleteEnabled,
       redirectSeconds: config.blobs.redirect ? config.blobs.redirectSeconds : 0,
-    }),
+    }, integrity),
     manifests: new ManifestService(meta, storage, { deleteEnabled: config.blobs.deleteEnabled, maxPage: config.listings.maxPage }),
+    integrity,
   };
 }

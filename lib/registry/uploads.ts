@@ -15,6 +15,7 @@ import { type AppendContext, type Committed, type StorageDriver, WriteGone } fro
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
 import { type Body, type ByteSpan, checkDeclared, checked } from './body.js';
 import { HashStates, freeUpload } from './hash-states.js';
+import type { IntegrityReporter } from '../telemetry.js';
 
 export interface UploadSettings {
   /** Largest chunk accepted in one request; 0 for no limit. */
@@ -32,6 +33,7 @@ export class UploadService {
     private readonly meta: MetadataStore,
     private readonly storage: StorageDriver,
     private readonly settings: UploadSettings,
+    private readonly integrity: IntegrityReporter,
   ) {
     this.states = new HashStates(storage);
   }
@@ -90,28 +92,31 @@ export class UploadService {
         // A blob sent whole in this request needs no resumable state: nothing will continue it.
         hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(before), final ? expected : 0, this.settings.hashThread);
         // With no final chunk the digest is known now: refuse before assembling anything.
-        if (!final && !sameDigest(await hash.digest(), digest)) return this.reject(before, digest, undefined);
+        if (!final && !sameDigest(await hash.digest(), digest)) return this.reject(before, digest);
       }
       if (final) stream = checked(final.stream, expected, this.settings.maxChunkBytes, hash ? (c) => hash!.update(c) : undefined);
 
       let committed: Committed;
-      let verified: boolean;
+      let actual: string;
       try {
         committed = await this.storage.ingester.commit(before.write, stream, ctx);
-        verified = hash ? sameDigest(await hash.digest(), digest) : await this.rehash(committed.key, digest);
+        actual = hash ? `sha256:${Buffer.from(await hash.digest()).toString('hex')}` : await this.rehash(committed.key, digest);
       } finally {
         if (hash && 'close' in hash) hash.close();
       }
-      if (!verified) return this.reject(before, digest, committed.key);
+      if (actual !== digest.value) return this.reject(before, digest, { key: committed.key, digest: actual });
 
-      const result = await this.meta.uploads
-        .finish(lease, { digest: digest.value, size: committed.size, key: committed.key, mediaType: 'application/octet-stream', createdAt: Date.now() })
-        .catch((err) => this.afterFailedLink(err, before, digest, committed.key));
-      const cleanup: Promise<unknown>[] = [this.storage.ingester.release(before.write, undefined), this.states.drop(id, before.offset, before.attempt)];
-      // Same digest already stored: keep one copy of the bytes.
-      if (!result.created && result.descriptor.key !== committed.key) cleanup.push(this.storage.objects.delete([committed.key]));
-      await Promise.allSettled(cleanup);
-      return result.descriptor;
+      // From here the bytes are a blob: only the descriptor can prove them a spare copy.
+      const ours: Descriptor = { digest: digest.value, size: committed.size, key: committed.key, mediaType: 'application/octet-stream', createdAt: Date.now() };
+      let result: { descriptor: Descriptor; linked: boolean };
+      try {
+        result = { ...(await this.meta.uploads.finish(lease, ours)), linked: true };
+      } catch (err) {
+        result = await this.afterFailedLink(err, before, ours);
+      }
+      const kept = result.descriptor.key === ours.key ? result.descriptor : await this.keepOneCopy(before.repo, result.descriptor, ours, result.linked);
+      await Promise.allSettled([this.storage.ingester.release(before.write, undefined), this.states.drop(id, before.offset, before.attempt)]);
+      return kept;
     });
   }
 
@@ -137,38 +142,48 @@ export class UploadService {
 
   /**
    * A digest mismatch ends the upload (as distribution does): the client sent bytes that are
-   * not what it claims, and nothing of them may become linkable.
+   * not what it claims, and nothing of them may become linkable. Assembled bytes are deleted
+   * unless a descriptor names them: a request that lost its lease may have finished the same
+   * write (one file, one key) under the right digest.
    */
-  private async reject(upload: Upload, digest: Digest, assembled: string | undefined): Promise<never> {
+  private async reject(upload: Upload, digest: Digest, assembled?: { key: string; digest: string }): Promise<never> {
     await this.meta.uploads.remove(upload.id, upload.repo);
-    await Promise.allSettled([freeUpload(this.storage, upload.id, upload.write), assembled ? this.storage.objects.delete([assembled]) : undefined]);
+    const spare = assembled && this.meta.blobs.getDescriptor(assembled.digest).then((d) => (d?.key === assembled.key ? undefined : this.storage.objects.delete([assembled.key])));
+    await Promise.allSettled([freeUpload(this.storage, upload.id, upload.write), spare]);
     throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', { detail: { digest: digest.value } });
   }
 
   /**
-   * The link transaction failed after the bytes were assembled. Its answer may have been lost
-   * while it landed (a timeout), so look before deleting anything: deleting bytes a committed
-   * link points at would lose a blob, while an orphan object only costs storage.
-   *   linked                -> it landed, or a concurrent upload linked the same digest:
-   *                            success either way (finish drops these bytes if they are not
-   *                            the linked ones);
-   *   not linked            -> it did not land: free the bytes and end the upload (its
-   *                            multipart upload is completed, so a retried finish could never
-   *                            work);
-   *   cannot tell           -> keep everything and report the failure.
+   * The link transaction failed after the bytes were assembled, or its answer was lost while
+   * it landed (a timeout). The descriptor, the durable record of which key holds a digest's
+   * bytes, decides; a repository link cannot (a concurrent blob DELETE removes it):
+   *   names our bytes    -> it landed: success;
+   *   names other bytes  -> the digest is stored already: ours are a spare copy, the caller
+   *                         links the kept one (keepOneCopy);
+   *   absent             -> it has not landed; deleting the upload record fences off a
+   *                         transaction still in flight (it is conditional on the record),
+   *                         then a second look decides: still absent, our bytes are nobody's
+   *                         and go, and the upload ends (on S3 its multipart upload is
+   *                         completed: a retried finish could never work);
+   *   cannot tell        -> keep everything and report the failure.
    */
-  private async afterFailedLink(err: unknown, upload: Upload, digest: Digest, assembled: string): Promise<{ descriptor: Descriptor; created: boolean }> {
-    let link: Descriptor | undefined;
+  private async afterFailedLink(err: unknown, upload: Upload, ours: Descriptor): Promise<{ descriptor: Descriptor; linked: boolean }> {
+    let descriptor: Descriptor | undefined;
     try {
-      link = await this.meta.blobs.getLink(upload.repo, digest.value);
+      descriptor = await this.meta.blobs.getDescriptor(ours.digest);
+      if (!descriptor) {
+        await this.meta.uploads.remove(upload.id, upload.repo);
+        descriptor = await this.meta.blobs.getDescriptor(ours.digest);
+      }
     } catch {
       throw err;
     }
-    if (link) {
+    if (descriptor?.key === ours.key) return { descriptor, linked: true };
+    if (descriptor) {
       await this.meta.uploads.remove(upload.id, upload.repo).catch(() => undefined);
-      return { descriptor: link, created: link.key === assembled };
+      return { descriptor, linked: false };
     }
-    await Promise.allSettled([this.storage.objects.delete([assembled]), this.meta.uploads.remove(upload.id, upload.repo)]);
+    await this.storage.objects.delete([ours.key]).catch(() => undefined);
     throw err;
   }
 
@@ -194,11 +209,48 @@ export class UploadService {
     ]);
   }
 
+  /**
+   * The digest was stored already (`kept`): one copy stays. Ours is deleted only after the kept
+   * object is seen in storage at its size. If it is gone (a crash, a lost write), the
+   * descriptor is pointed at our copy instead, conditionally on it still naming the dead key:
+   * a push of the digest heals it for every repository (reads fall back to the descriptor).
+   * `linked`: whether the repository's link to `kept` is already written.
+   */
+  private async keepOneCopy(repo: string, kept: Descriptor, ours: Descriptor, linked: boolean): Promise<Descriptor> {
+    const first = kept;
+    for (let round = 0; kept.key !== ours.key; round++) {
+      const size = await this.storage.objects.stat(kept.key);
+      if (size === kept.size) {
+        await this.storage.objects.delete([ours.key]).catch(() => undefined);
+        break;
+      }
+      this.integrity({
+        kind: size === undefined ? 'object-missing' : 'object-truncated',
+        message: `descriptor of ${kept.digest} names ${kept.key}, which holds ${size ?? 'no'} bytes of ${kept.size}`,
+        digest: kept.digest,
+        key: kept.key,
+        size: kept.size,
+        actual: size,
+      });
+      if (await this.meta.blobs.repointDescriptor(kept.key, ours)) {
+        this.integrity({ kind: 'descriptor-repaired', message: `descriptor of ${ours.digest} now names ${ours.key} instead of ${kept.key}`, digest: ours.digest, key: ours.key, replaced: kept.key });
+        kept = ours;
+        break;
+      }
+      // Someone else repointed it first (or our own write's answer was lost): look again.
+      const now = await this.meta.blobs.getDescriptor(ours.digest);
+      if (!now || round >= 3) throw new Contended();
+      kept = now;
+    }
+    if (!linked || kept !== first) await this.meta.blobs.putLink(repo, kept);
+    return kept;
+  }
+
   /** Digests other than the canonical sha256 are verified by reading the assembled blob back. */
-  private async rehash(key: string, digest: Digest): Promise<boolean> {
+  private async rehash(key: string, digest: Digest): Promise<string> {
     const hash = createHash(digest.algorithm);
     for await (const chunk of await this.storage.objects.open(key)) hash.update(chunk);
-    return hash.digest('hex') === digest.encoded;
+    return `${digest.algorithm}:${hash.digest('hex')}`;
   }
 
   /**
@@ -238,6 +290,7 @@ export class UploadService {
     const ctx: AppendContext = {
       uploadId: id,
       attempt: lease.attempt,
+      report: this.integrity,
       ledger: this.meta.uploads.ledger(lease),
       checkpoint: () => {
         if (lost !== undefined) throw lost;
@@ -274,9 +327,11 @@ export class UploadService {
     if (known !== err) return known;
     const upload = await this.meta.uploads.get(id, repo).catch(() => null);
     if (upload === undefined) {
-      // A lost lease means another request took the upload over; had it finished the upload,
-      // the write is now a blob (on the filesystem the very same file), so only scratch goes.
-      await freeUpload(this.storage, id, err instanceof LeaseLost ? undefined : lease.upload.write);
+      // Gone: cancelled, purged, or finished (by this request, its answer lost, or by another
+      // that took the lease over). Aborting a write frees only what is not yet a blob (the
+      // scratch file, the multipart upload and tail), never the object a finish made, so it is
+      // safe whichever it was; the descriptor alone decides about a blob's bytes.
+      await freeUpload(this.storage, id, lease.upload.write);
       return unknownUpload(id);
     }
     if (upload && err instanceof LeaseLost) return rangeConflict(upload.offset, err.message);

@@ -12,6 +12,7 @@
  * Neither knows about repositories, digests or DynamoDB: the upload service (lib/registry)
  * owns sessions, leases, hashing and the commit point.
  */
+import type { IntegrityReporter } from '../telemetry.js';
 
 export interface ByteRange {
   /** First byte, inclusive. */
@@ -25,8 +26,13 @@ export interface ObjectStore {
   put(key: string, bytes: Uint8Array): Promise<void>;
   /** Reads a whole small object; undefined when it does not exist. */
   get(key: string): Promise<Uint8Array | undefined>;
-  /** Streams an object or a byte range of it. Throws ObjectNotFound when absent. */
-  open(key: string, range?: ByteRange): Promise<AsyncIterable<Uint8Array>>;
+  /**
+   * Streams an object or a byte range of it. Throws ObjectNotFound when absent, and
+   * ObjectTruncated when `size` (what the metadata records) is given and the object's differs.
+   */
+  open(key: string, range?: ByteRange, size?: number): Promise<AsyncIterable<Uint8Array>>;
+  /** The object's size in bytes; undefined when it does not exist. */
+  stat(key: string): Promise<number | undefined>;
   /** Keys under a prefix (scratch areas only: never on a hot path). */
   list(prefix: string): Promise<string[]>;
   /** Deletes keys; missing keys are not an error. */
@@ -72,6 +78,11 @@ export interface WriteState {
   tailKey?: string;
   /** S3: ETag of the provisional part `parts + 1`. */
   tailEtag?: string;
+  /**
+   * Filesystem: the file the bytes accumulate in (under the upload's scratch prefix); commit
+   * renames it to `key`, so nothing but a commit ever writes at a blob's key.
+   */
+  scratchKey?: string;
 }
 
 export interface Part {
@@ -98,6 +109,8 @@ export interface AppendContext {
   attempt: string;
   /** Called between data chunks; throws to stop the write (lost lease, client gone). */
   checkpoint?: () => void;
+  /** Where the driver reports stored bytes that disagree with the upload record (and repairs). */
+  report?: IntegrityReporter;
 }
 
 export interface Committed {
@@ -138,8 +151,11 @@ export interface StorageDriver {
 }
 
 export class ObjectNotFound extends Error {
-  constructor(readonly key: string) {
-    super(`object not found: ${key}`);
+  constructor(
+    readonly key: string,
+    message = `object not found: ${key}`,
+  ) {
+    super(message);
     this.name = 'ObjectNotFound';
   }
 }
@@ -152,6 +168,21 @@ export class WriteGone extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'WriteGone';
+  }
+}
+
+/**
+ * An object shorter (or longer) than the metadata says: a crash or a lost write left it so.
+ * It counts as missing: serving it would send fewer bytes than the Content-Length promised.
+ */
+export class ObjectTruncated extends ObjectNotFound {
+  constructor(
+    key: string,
+    readonly expected: number,
+    readonly actual: number | undefined,
+  ) {
+    super(key, `object ${key} holds ${actual ?? 'fewer'} bytes, expected ${expected}`);
+    this.name = 'ObjectTruncated';
   }
 }
 
@@ -177,4 +208,6 @@ export const keys = {
     attempt ? `uploads/${uploadId}/hashstates/${algorithm}/${attempt}/${offset}` : `uploads/${uploadId}/hashstates/${algorithm}/${offset}`,
   hashStatePrefix: (uploadId: string, algorithm: string) => `uploads/${uploadId}/hashstates/${algorithm}/`,
   tail: (uploadId: string, attempt: string) => `uploads/${uploadId}/tail/${attempt}`,
+  /** Filesystem: where an upload's bytes accumulate until commit renames them to the blob key. */
+  uploadData: (uploadId: string) => `uploads/${uploadId}/data`,
 };

@@ -18,6 +18,7 @@ import { createDocumentClient, ensureTable } from '../../lib/metadata/dynamo/tab
 import { createRegistry, type Registry } from '../../lib/registry/index.js';
 import { createS3Client } from '../../lib/storage/s3/client.js';
 import { ensureBucket } from '../../lib/storage/s3/bucket.js';
+import type { IntegrityFailure } from '../../lib/telemetry.js';
 import { backends, uniqueName } from './backends.js';
 
 export type DriverKind = 'fs' | 's3';
@@ -37,6 +38,8 @@ export interface TestRegistry {
   s3Calls: Record<string, number>;
   /** Errors the app logged (server faults); a clean test leaves this empty. */
   serverErrors: unknown[];
+  /** Integrity failures the registry reported (Telemetry.integrity in production), apart from server faults. */
+  integrityErrors: IntegrityFailure[];
   close(): Promise<void>;
 }
 
@@ -87,7 +90,8 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
   await ensureTable(db, config.dynamo.table);
   if (storage === 's3') await ensureBucket(s3, config.s3.bucket);
 
-  const registry = createRegistry(config, { dynamo: db, s3 });
+  const integrityErrors: IntegrityFailure[] = [];
+  const registry = createRegistry(config, (failure) => void integrityErrors.push(failure), { dynamo: db, s3 });
   const serverErrors: unknown[] = [];
   const log: Log = {
     info: () => undefined,
@@ -114,6 +118,7 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
     dynamoCalls,
     s3Calls,
     serverErrors,
+    integrityErrors,
     async close() {
       for (const s of servers) {
         await new Promise<void>((resolve) => {

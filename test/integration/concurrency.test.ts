@@ -100,18 +100,18 @@ for (const driver of DRIVERS) {
         const l3 = await startUpload(r.url, 'race/linkfail');
         assert.equal((await patch(l3, unsure, 0)).status, 202);
         const blobs = r.registry.meta.blobs;
-        const getLink = blobs.getLink.bind(blobs);
+        const getDescriptor = blobs.getDescriptor.bind(blobs);
         uploads.finish = async () => {
           throw new Contended();
         };
-        blobs.getLink = async () => {
+        blobs.getDescriptor = async () => {
           throw new Contended();
         };
         const id3 = new URL(l3).pathname.split('/').pop()!;
         try {
           assert.equal((await call(withDigest(l3, sha256(unsure)), { method: 'PUT' })).status, 429);
         } finally {
-          blobs.getLink = getLink;
+          blobs.getDescriptor = getDescriptor;
           uploads.finish = real;
         }
         assert.ok((await blobObjects(r)).some((k) => k.includes(id3)), 'the assembled bytes are kept');

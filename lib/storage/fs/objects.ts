@@ -1,11 +1,19 @@
 /**
  * ObjectStore on a local directory: the embedded default. Keys map to paths under `root`.
+ *
+ * Crash safety, as containerd's content store ingests: a new object is written under the
+ * scratch directory `tmp/`, fsynced, renamed into place, and its directory fsynced, so after
+ * a crash a key holds either nothing or all of its bytes. A crash leaves at most a
+ * `tmp/<key, slashes as _>.<attempt>.tmp` file, recognisable for a later clean-up.
  */
-import { type Dirent, createReadStream } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { type Dirent } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { type ByteRange, type ObjectStore, ObjectNotFound, countRequest, newStats } from '../types.js';
+import { type ByteRange, type ObjectStore, ObjectNotFound, ObjectTruncated, countRequest, newStats } from '../types.js';
+
+/** Scratch directory for objects being written, under the root (rename needs one filesystem). */
+export const SCRATCH_DIR = 'tmp';
 
 export class FsObjectStore implements ObjectStore {
   readonly stats = newStats();
@@ -23,11 +31,49 @@ export class FsObjectStore implements ObjectStore {
   async put(key: string, bytes: Uint8Array): Promise<void> {
     countRequest(this.stats, 'put');
     const path = this.path(key);
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    // Write then rename: a reader never sees half a hash state.
-    const tmp = `${path}.${randomUUID()}.tmp`;
-    await writeFile(tmp, bytes, { mode: 0o600 });
-    await rename(tmp, path);
+    const tmp = this.scratchPath(key, randomUUID());
+    await this.ensureDir(dirname(tmp));
+    // Write elsewhere, fsync, rename: a reader (or a restart after a crash) never sees half an object.
+    const file = await open(tmp, 'w', 0o600);
+    try {
+      await file.writeFile(bytes);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await this.moveIntoPlace(tmp, path);
+  }
+
+  /** Where an attempt writes `key` before it is complete. */
+  scratchPath(key: string, attempt: string): string {
+    return join(this.root, SCRATCH_DIR, `${key.split('/').join('_')}.${attempt}.tmp`);
+  }
+
+  /** Renames a complete, fsynced file to `path` and makes the new directory entry durable. */
+  async moveIntoPlace(from: string, path: string): Promise<void> {
+    await this.ensureDir(dirname(path));
+    await rename(from, path);
+    await syncDir(dirname(path));
+  }
+
+  /** mkdir -p, with each directory it creates made durable in its parent. */
+  async ensureDir(dir: string): Promise<void> {
+    const first = await mkdir(dir, { recursive: true, mode: 0o700 });
+    if (!first) return;
+    for (let d = dir; ; d = dirname(d)) {
+      await syncDir(dirname(d));
+      if (d === first) break;
+    }
+  }
+
+  async stat(key: string): Promise<number | undefined> {
+    countRequest(this.stats, 'stat');
+    try {
+      return (await stat(this.path(key))).size;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
@@ -42,15 +88,20 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async open(key: string, range?: ByteRange): Promise<AsyncIterable<Uint8Array>> {
+  async open(key: string, range?: ByteRange, size?: number): Promise<AsyncIterable<Uint8Array>> {
     countRequest(this.stats, 'open');
-    const stream = createReadStream(this.path(key), range ? { start: range.start, end: range.end } : {});
-    // Surface a missing file now, as ObjectNotFound, rather than as a stream error mid-response.
-    await new Promise<void>((resolve, reject) => {
-      stream.once('open', () => resolve());
-      stream.once('error', (err) => reject(isNotFound(err) ? new ObjectNotFound(key) : err));
+    // Surface a missing or short file now, rather than as a stream cut short mid-response.
+    const file = await open(this.path(key), 'r').catch((err) => {
+      throw isNotFound(err) ? new ObjectNotFound(key) : err;
     });
-    return this.counted(stream);
+    if (size !== undefined) {
+      const actual = (await file.stat()).size;
+      if (actual !== size) {
+        await file.close();
+        throw new ObjectTruncated(key, size, actual);
+      }
+    }
+    return this.counted(file.createReadStream(range ? { start: range.start, end: range.end } : {}));
   }
 
   /** Counts bytes as they are consumed, so stats reflect what was really read. */
@@ -97,6 +148,16 @@ export class FsObjectStore implements ObjectStore {
         dir = dirname(dir);
       }
     }
+  }
+}
+
+/** Makes a directory's entries (a file created or renamed in it) durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

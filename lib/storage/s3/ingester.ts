@@ -118,7 +118,7 @@ export class S3Ingester implements Ingester {
         // this request's body, or else the committed tail (the provisional part).
         const last = lastBytes;
         const tail = last ? async () => last : !wrote && state.tailKey ? () => this.readTail(state) : undefined;
-        key = await repairAndComplete(this.store, { key: state.key, multipartId, parts, tail });
+        key = await repairAndComplete(this.store, { key: state.key, multipartId, parts, tail, report: ctx.report });
       }
       writer.dispose();
       return { key, size };

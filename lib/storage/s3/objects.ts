@@ -5,13 +5,14 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
-import { type ByteRange, type ObjectStore, ObjectNotFound, countRequest, newStats } from '../types.js';
-import { isS3NotFound } from './client.js';
+import { type ByteRange, type ObjectStore, ObjectNotFound, ObjectTruncated, countRequest, newStats } from '../types.js';
+import { isS3NotFound, s3ErrorName } from './client.js';
 
 export class S3ObjectStore implements ObjectStore {
   readonly stats = newStats();
@@ -39,15 +40,35 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async open(key: string, range?: ByteRange): Promise<AsyncIterable<Uint8Array>> {
+  async open(key: string, range?: ByteRange, size?: number): Promise<AsyncIterable<Uint8Array>> {
     countRequest(this.stats, 'GetObject');
+    let res;
     try {
-      const res = await this.s3.send(
+      res = await this.s3.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
       );
-      return this.counted(res.Body as Readable);
     } catch (err) {
       if (isS3NotFound(err)) throw new ObjectNotFound(key);
+      // A range the recorded size allows but the object does not: the object is short.
+      if (size !== undefined && s3ErrorName(err) === 'InvalidRange') throw new ObjectTruncated(key, size, undefined);
+      throw err;
+    }
+    // The object's whole size comes with the answer (Content-Range of a range, else Content-Length).
+    const actual = range ? Number(/\/(\d+)$/.exec(res.ContentRange ?? '')?.[1]) : res.ContentLength;
+    if (size !== undefined && actual !== size) {
+      (res.Body as Readable).destroy();
+      throw new ObjectTruncated(key, size, actual);
+    }
+    return this.counted(res.Body as Readable);
+  }
+
+  async stat(key: string): Promise<number | undefined> {
+    countRequest(this.stats, 'HeadObject');
+    try {
+      const res = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return res.ContentLength;
+    } catch (err) {
+      if (isS3NotFound(err)) return undefined;
       throw err;
     }
   }

@@ -20,6 +20,7 @@ import {
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { RegistryError } from '../../oci/errors.js';
+import type { IntegrityReporter } from '../../telemetry.js';
 import { type Part, countRequest } from '../types.js';
 import { bareEtag } from './client.js';
 import type { S3ObjectStore } from './objects.js';
@@ -37,6 +38,8 @@ export interface RepairInput {
   parts: Part[];
   /** Reads the committed tail, when the last part is the provisional one. */
   tail?: () => Promise<Uint8Array | undefined>;
+  /** Every repair (and every part beyond repair) is reported: stored parts disagreed with the record. */
+  report?: IntegrityReporter;
 }
 
 /** Fixes what can be fixed and completes; returns the key now holding the blob. */
@@ -45,22 +48,35 @@ export async function repairAndComplete(store: S3ObjectStore, given: RepairInput
   let tailRead: Promise<Uint8Array | undefined> | undefined;
   const input: RepairInput = { ...given, tail: given.tail && (() => (tailRead ??= given.tail!())) };
   const { key, multipartId, parts } = input;
+  const report = (kind: 'multipart-repaired' | 'multipart-corrupt', message: string, extra: Record<string, unknown> = {}) =>
+    input.report?.({ kind, message, key, multipartId, ...extra });
   const listed = await listParts(store, key, multipartId);
+  const replaced: number[] = [];
   for (const part of parts) {
     if (bareEtag(listed.get(part.number)?.etag) === bareEtag(part.etag)) continue;
     const isTail = input.tail && part.number === parts.length;
-    if (!isTail) throw new RegistryError('BLOB_UPLOAD_INVALID', `stored part ${part.number} does not match the upload record; restart the upload`);
+    if (!isTail) {
+      report('multipart-corrupt', `stored part ${part.number} differs from the upload record`, { part: part.number });
+      throw new RegistryError('BLOB_UPLOAD_INVALID', `stored part ${part.number} does not match the upload record; restart the upload`);
+    }
     const tail = await input.tail!();
-    if (!tail || tail.length !== part.size) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload tail is missing; restart the upload');
+    if (!tail || tail.length !== part.size) {
+      report('multipart-corrupt', `upload tail ${tail ? `holds ${tail.length} bytes, expected ${part.size}` : 'is missing'}`, { part: part.number });
+      throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload tail is missing; restart the upload');
+    }
     part.etag = await uploadPart(store, key, multipartId, part.number, tail);
     listed.set(part.number, { etag: part.etag, size: part.size });
+    replaced.push(part.number);
   }
   const strays = [...listed.keys()].filter((n) => n > parts.length);
   if (!strays.length) {
     await complete(store, key, multipartId, parts);
+    report('multipart-repaired', 'completed after putting back the parts a failed request overwrote', { replaced });
     return key;
   }
-  return rebuild(store, input, listed);
+  const rebuilt = await rebuild(store, input, listed);
+  report('multipart-repaired', `rebuilt at ${rebuilt} without the parts failed requests left behind`, { replaced, strays, rebuilt });
+  return rebuilt;
 }
 
 /**
