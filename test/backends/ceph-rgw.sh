@@ -9,7 +9,7 @@
 #
 # env: RGW_BASE (/tmp/skiff-ceph)  RGW_PORT (19504)  MON_PORT (19506)  MON2_PORT (19505)
 #      RGW_ACCESS_KEY (test)  RGW_SECRET_KEY (testsecret)  OBJECTSTORE (bluestore|memstore)
-#      RGW_BLOCK_BYTES (25769803776, sparse)  RGW_REUSE=1  KEEP_CEPH_DATA=1  WITH_MGR=1
+#      RGW_BLOCK_BYTES (68719476736, sparse)  RGW_REUSE=1  KEEP_CEPH_DATA=1  WITH_MGR=1
 #      RGW_WAIT_SECS (120, bound of each readiness wait)  RGW_STOP_WAIT_SECS (10, per daemon)
 #
 # stdout carries only the S3_ENDPOINT line (start); everything else goes to stderr or $BASE/log.
@@ -25,7 +25,7 @@ MON2_PORT=${MON2_PORT:-19505}
 ACCESS=${RGW_ACCESS_KEY:-test}
 SECRET=${RGW_SECRET_KEY:-testsecret}
 OBJECTSTORE=${OBJECTSTORE:-bluestore}
-BLOCK_BYTES=${RGW_BLOCK_BYTES:-25769803776}
+BLOCK_BYTES=${RGW_BLOCK_BYTES:-68719476736}
 WITH_MGR=${WITH_MGR:-0}
 WAIT_SECS=${RGW_WAIT_SECS:-120}
 STOP_WAIT_SECS=${RGW_STOP_WAIT_SECS:-10}
@@ -350,6 +350,11 @@ rgw_frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 rgw_data = $base/rgw
 rgw_thread_pool_size = 64
 rgw_dns_name = localhost
+# Deleted objects' space comes back within a minute, not after RGW's default two hours: a test
+# run writes several GiB of layers and deletes each bucket when its test ends.
+rgw_gc_obj_min_wait = 30
+rgw_gc_processor_period = 30
+rgw_gc_processor_max_time = 30
 EOF
   local L=$base/log
   # every CLI call is bounded; its output goes to $BASE/log/cli.out

@@ -19,7 +19,7 @@ import { createRegistry, type Registry } from '../../lib/registry/index.js';
 import { createS3Client } from '../../lib/storage/s3/client.js';
 import { ensureBucket } from '../../lib/storage/s3/bucket.js';
 import type { IntegrityFailure } from '../../lib/telemetry.js';
-import { backends, uniqueName } from './backends.js';
+import { backends, removeBucket, uniqueName } from './backends.js';
 
 export type DriverKind = 'fs' | 's3';
 export const DRIVERS: DriverKind[] = ['fs', 's3'];
@@ -127,6 +127,7 @@ export async function startRegistry(storage: DriverKind, opts: RegistryOptions =
         });
       }
       if (!opts.sameStoreAs && storage === 'fs') await rm(dataDir, { recursive: true, force: true });
+      if (!opts.sameStoreAs && storage === 's3') await removeBucket(s3, config.s3.bucket);
     },
   };
 }

@@ -40,12 +40,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createGunzip } from 'node:zlib';
-import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { hashPassword } from '../../lib/auth/passwords.js';
 import { createDocumentClient } from '../../lib/metadata/dynamo/table.js';
 import { DynamoUserStore } from '../../lib/metadata/dynamo/users.js';
 import { createS3Client } from '../../lib/storage/s3/client.js';
-import { backends } from '../helpers/backends.js';
+import { backends, removeBucket } from '../helpers/backends.js';
 import { ClientSandbox, type RecordedRequest, type RecordingProxy, type RunResult, ensureClients, formatRequest, formatRun, recordingProxy } from '../helpers/clients.js';
 import { Containerd, DOCKER, Dockerd, systemFootprint } from '../helpers/daemons.js';
 import { MiB } from '../helpers/data.js';
@@ -123,13 +122,7 @@ async function shutDown(env: Record<string, string>, processes: RegistryProcess[
   for (const p of processes) await p.kill();
   const b = backends();
   const s3 = createS3Client({ bucket: env.S3_BUCKET!, region: 'us-east-1', endpoint: b.s3Endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED', credentials: b.s3Credentials });
-  for (;;) {
-    const listed = await s3.send(new ListObjectsV2Command({ Bucket: env.S3_BUCKET! })).catch(() => undefined);
-    const keys = (listed?.Contents ?? []).map((o) => ({ Key: o.Key! }));
-    if (!keys.length) break;
-    await s3.send(new DeleteObjectsCommand({ Bucket: env.S3_BUCKET!, Delete: { Objects: keys } }));
-  }
-  await s3.send(new DeleteBucketCommand({ Bucket: env.S3_BUCKET! })).catch(() => undefined);
+  await removeBucket(s3, env.S3_BUCKET!);
   await rm(env.SKIFF_DATA_DIR!, { recursive: true, force: true });
   for (const p of processes) assert.doesNotMatch(p.output(), /"level":"ERROR"/, `a request ended in a server fault:\n${p.output()}`);
 }

@@ -17,11 +17,11 @@
  * time would) and the client, having given up on the request, retries next to it; then the
  * held call goes on, a stale writer.
  */
+import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { AbortMultipartUploadCommand, DeleteBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { ScanCommand, type ScanCommandOutput, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { purgeExpiredUploads } from '../../lib/registry/purge.js';
 import { ObjectNotFound, keys } from '../../lib/storage/types.js';
@@ -497,25 +497,10 @@ async function sweep(driver: DriverKind, kinds: FaultKind[], flows: Flow[]): Pro
     out.problems.push(...(await checkWholeTable(r)).map((p) => `${driver}: after the sweep: ${p}`));
   } finally {
     await r.close();
-    if (driver === 's3') await emptyBucket(r);
   }
   return out;
 }
 
-/** The sweep writes a few hundred blobs: leave the shared S3 server as it was. */
-async function emptyBucket(r: TestRegistry): Promise<void> {
-  const Bucket = r.config.s3.bucket;
-  const mpus = await r.s3.send(new ListMultipartUploadsCommand({ Bucket }));
-  for (const u of mpus.Uploads ?? []) await r.s3.send(new AbortMultipartUploadCommand({ Bucket, Key: u.Key, UploadId: u.UploadId })).catch(() => undefined);
-  for (let token: string | undefined, more = true; more; ) {
-    const page = await r.s3.send(new ListObjectsV2Command({ Bucket, ContinuationToken: token }));
-    const objects = (page.Contents ?? []).map((o) => ({ Key: o.Key! }));
-    if (objects.length) await r.s3.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: objects, Quiet: true } }));
-    token = page.NextContinuationToken;
-    more = !!page.IsTruncated;
-  }
-  await r.s3.send(new DeleteBucketCommand({ Bucket })).catch(() => undefined);
-}
 
 const PARALLEL = 6;
 
