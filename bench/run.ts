@@ -11,6 +11,12 @@
  *   4. HEAD latency p50 / p99 over 1,000 requests
  *   5. each Lambda function's bundle size (target <= 1 MB) and cold initialisation: a fresh Node
  *      process loading the bundle and answering one event (target <= 150 ms)
+ *   6. the upload host (SKIFF_SERVE=uploads, its own process): a 1 GiB layer pushed through it
+ *      (POST on the registry, one streamed PATCH and the PUT on the host) next to a raw multipart
+ *      upload of the same bytes (target >= 0.8 of raw), with the host's peak RSS; four such
+ *      pushes at once (aggregate MB/s: hashing on one thread per core, not one per process)
+ *   7. a streamed blob GET through the registry next to a raw GetObject of the same object
+ *      (target >= 0.9)
  *
  * The registry runs as its own process (the real `npm start` entry point) on the S3 path, against
  * Ceph RGW and DynamoDB Local started for the run (or S3_ENDPOINT / DYNAMODB_ENDPOINT).
@@ -19,7 +25,8 @@
 import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { DeleteObjectCommand } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
+import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ResumableSha256 } from '../lib/hash/sha256-state.js';
 import { createS3Client } from '../lib/storage/s3/client.js';
@@ -28,6 +35,8 @@ import { MiB, asyncStream, bytes, sha256, stream } from '../test/helpers/data.js
 import { call, resolve } from '../test/helpers/http.js';
 import { withDigest } from '../test/helpers/oci.js';
 import { processEnv, spawnRegistry, type RegistryProcess } from '../test/helpers/process.js';
+import { UPLOAD_HOST, freePort } from '../test/helpers/registry.js';
+import { keys } from '../lib/storage/types.js';
 import { type BundleFigures, measureBundles } from './bundles.js';
 
 const quick = process.env.BENCH_QUICK === '1';
@@ -73,17 +82,68 @@ async function finishLatency(reg: RegistryProcess, size: number, rounds: number)
   return times;
 }
 
+/** A raw multipart upload (lib-storage) of `size` bytes; MB/s. The object is deleted after. */
+async function rawUpload(s3: S3Client, bucket: string, key: string, size: number, seed: number): Promise<number> {
+  const t = performance.now();
+  await new Upload({ client: s3, params: { Bucket: bucket, Key: key, Body: Readable.from(asyncStream(size, seed)) }, partSize: PART_SIZE, queueSize: CONCURRENCY }).done();
+  const rate = mbps(size, performance.now() - t);
+  await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+  return rate;
+}
+
+/**
+ * A push as docker, podman and skopeo make it, through the upload host: POST on the registry,
+ * the whole blob in one PATCH and the closing PUT on the host (the Location's path and capability
+ * on `host`'s address). Returns the blob's storage key.
+ */
+async function pushThroughHost(starter: RegistryProcess, host: RegistryProcess, repo: string, size: number, seed: number): Promise<string> {
+  const res = await call(`${starter.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  if (res.status !== 202) throw new Error(`POST: ${res.status} ${res.body}`);
+  const onHost = (location: string) => host.url + location.replace(/^https?:\/\/[^/]+/, '');
+  const id = res.header('docker-upload-uuid')!;
+  const patched = await call(onHost(res.header('location')!), { method: 'PATCH', body: asyncStream(size, seed), headers: { 'Content-Length': size } });
+  if (patched.status !== 202) throw new Error(`PATCH: ${patched.status} ${patched.body}`);
+  const put = await call(withDigest(onHost(patched.header('location')!), digestOf(size, seed)), { method: 'PUT' });
+  if (put.status !== 201) throw new Error(`PUT: ${put.status} ${put.body}`);
+  return keys.blob(id);
+}
+
+/** Bytes of a GET, read and dropped. */
+async function drain(url: string): Promise<number> {
+  const { request } = await import('node:http');
+  return new Promise((done, fail) => {
+    request(url, (res) => {
+      if (res.statusCode !== 200) return fail(new Error(`GET ${url}: ${res.statusCode}`));
+      let n = 0;
+      res.on('data', (c: Buffer) => (n += c.length));
+      res.on('end', () => done(n));
+      res.on('error', fail);
+    })
+      .on('error', fail)
+      .end();
+  });
+}
+
 async function main() {
   log('packaging the stack and timing cold starts');
   const bundles: BundleFigures[] = await measureBundles();
   const backends = await startBackends(log);
   Object.assign(process.env, backends.env);
   let reg: RegistryProcess | undefined;
+  let uploadHost: RegistryProcess | undefined;
+  let starter: RegistryProcess | undefined;
   let dataDir: string | undefined;
   try {
     const env = processEnv('s3', { S3_PART_SIZE: String(PART_SIZE), S3_UPLOAD_CONCURRENCY: String(CONCURRENCY), SKIFF_LOG_LEVEL: 'ERROR' });
     dataDir = env.SKIFF_DATA_DIR;
     reg = await spawnRegistry(env);
+    // The upload host alone, as the container runs it, on the same table and bucket. The registry
+    // above stays without SKIFF_UPLOAD_ORIGIN (figures 1-4 measure it as before); figure 6 starts
+    // uploads with a registry process that hands out this host's Locations.
+    const tokenKeys = `bench=${randomBytes(32).toString('base64url')}`;
+    const hostPort = await freePort(UPLOAD_HOST);
+    uploadHost = await spawnRegistry({ ...env, SKIFF_SERVE: 'uploads', SKIFF_TOKEN_KEYS: tokenKeys, SKIFF_HOST: UPLOAD_HOST, SKIFF_PORT: String(hostPort) });
+    starter = await spawnRegistry({ ...env, SKIFF_TOKEN_KEYS: tokenKeys, SKIFF_UPLOAD_ORIGIN: `https://${UPLOAD_HOST}:${hostPort}` });
     log(`registry ${reg.url} (pid ${reg.pid}), bucket ${env.S3_BUCKET}`);
     // Warm-up: first requests pay for connection setup and JIT.
     await finishLatency(reg, 1 * MiB, 2);
@@ -168,6 +228,49 @@ async function main() {
       if (res.status !== 200) throw new Error(`HEAD: ${res.status}`);
     }
 
+    // 6. The upload host.
+    const hostSize = quick ? 128 * MiB : 1024 * MiB;
+    const hostRaw: number[] = [];
+    const viaHost: number[] = [];
+    let peakRss = 0;
+    let lastKey = '';
+    let lastSeed = 0;
+    for (let round = 0; round < (quick ? 1 : 2); round++) {
+      const seed = nextSeed;
+      nextSeed += 1;
+      hostRaw.push(await rawUpload(s3, env.S3_BUCKET!, `bench/raw-host-${round}`, hostSize, seed));
+      await uploadHost.resetPeak();
+      const t0 = performance.now();
+      lastKey = await pushThroughHost(starter, uploadHost, 'bench/host', hostSize, seed);
+      lastSeed = seed;
+      viaHost.push(mbps(hostSize, performance.now() - t0));
+      peakRss = Math.max(peakRss, await uploadHost.peakRss());
+      log(`upload host round ${round}: raw ${hostRaw.at(-1)!.toFixed(0)} MB/s, through the host ${viaHost.at(-1)!.toFixed(0)} MB/s, peak RSS ${(peakRss / MiB).toFixed(0)} MiB`);
+    }
+    const fourSize = quick ? 64 * MiB : 1024 * MiB;
+    await uploadHost.resetPeak();
+    let t4 = performance.now();
+    await Promise.all([0, 1, 2, 3].map(() => pushThroughHost(starter!, uploadHost!, 'bench/four', fourSize, nextSeed++)));
+    const fourRate = mbps(4 * fourSize, performance.now() - t4);
+    const fourRss = await uploadHost.peakRss();
+    log(`four pushes at once: ${fourRate.toFixed(0)} MB/s aggregate, peak RSS ${(fourRss / MiB).toFixed(0)} MiB`);
+
+    // 7. A streamed blob GET through the registry next to a raw GetObject of the same object.
+    const getRates: number[] = [];
+    const rawGets: number[] = [];
+    const hostDigest = digestOf(hostSize, lastSeed);
+    for (let round = 0; round < 2; round++) {
+      t4 = performance.now();
+      const got = await drain(`${reg.url}/v2/bench/host/blobs/${hostDigest}`);
+      getRates.push(mbps(got, performance.now() - t4));
+      t4 = performance.now();
+      const res = await s3.send(new GetObjectCommand({ Bucket: env.S3_BUCKET!, Key: lastKey }));
+      let n = 0;
+      for await (const c of res.Body as AsyncIterable<Uint8Array>) n += c.length;
+      rawGets.push(mbps(n, performance.now() - t4));
+      if (got !== hostSize || n !== hostSize) throw new Error(`GET sizes: ${got}, ${n}, expected ${hostSize}`);
+    }
+
     const [small, , large] = sizes as [number, number, number];
     const rows: [string, string, string][] = [
       ...sizes.map((s) => [`finish latency, ${s / MiB} MiB`, `${finish[s]!.toFixed(1)} ms`, ''] as [string, string, string]),
@@ -178,6 +281,11 @@ async function main() {
       [`node:crypto sha256, ${hashSize / MiB} MiB`, `${nativeRate.toFixed(0)} MiB/s`, 'baseline'],
       ['resumable sha256 (@noble/hashes)', `${nobleRate.toFixed(0)} MiB/s`, `${(nobleRate / nativeRate).toFixed(2)} of node:crypto`],
       ['HEAD p50 / p99 (1,000 requests)', `${percentile(heads, 50).toFixed(2)} / ${percentile(heads, 99).toFixed(2)} ms`, ''],
+      [`raw multipart upload, ${hostSize / MiB} MiB`, `${median(hostRaw).toFixed(0)} MB/s`, 'baseline'],
+      [`push through the upload host (POST, PATCH, PUT), ${hostSize / MiB} MiB`, `${median(viaHost).toFixed(0)} MB/s`, `${(median(viaHost) / median(hostRaw)).toFixed(2)} of raw (target >= 0.8); host peak RSS ${(peakRss / MiB).toFixed(0)} MiB`],
+      [`four pushes at once through the upload host, ${fourSize / MiB} MiB each`, `${fourRate.toFixed(0)} MB/s`, `aggregate; host peak RSS ${(fourRss / MiB).toFixed(0)} MiB`],
+      [`raw GetObject, ${hostSize / MiB} MiB`, `${median(rawGets).toFixed(0)} MB/s`, 'baseline'],
+      ['streamed blob GET through Skiff', `${median(getRates).toFixed(0)} MB/s`, `${(median(getRates) / median(rawGets)).toFixed(2)} of raw (target >= 0.9)`],
       ...bundles.map(
         (b) =>
           [
@@ -193,6 +301,7 @@ async function main() {
     for (const [a, b, c] of rows) process.stdout.write(`  ${a.padEnd(w0)}  ${b.padStart(w1)}  ${c}\n`);
     process.stdout.write('\n');
   } finally {
+    await Promise.all([uploadHost?.kill(), starter?.kill()]);
     await reg?.kill();
     await backends.stop();
     if (dataDir) await rm(dataDir, { recursive: true, force: true });

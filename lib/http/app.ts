@@ -134,8 +134,11 @@ export class RegistryApp {
 
   failure(err: unknown, req: Pick<RegistryRequest, 'method' | 'path'>): RegistryResponse {
     const known = err instanceof RegistryError ? err : fromBackend(err);
-    if (!known || known.status >= 500) {
+    // A 503 of our own (SKIFF_MAX_STREAMS reached) is load, not a fault.
+    if (!known || (known.status >= 500 && known.code !== 'UNAVAILABLE')) {
       this.log.error('request failed', { method: req.method, path: req.path, error: describe(err) });
+    } else if (known.code === 'UNAVAILABLE') {
+      this.log.warn('request turned away', { method: req.method, path: req.path, reason: known.message });
     }
     return errorResponse(known ?? new RegistryError('UNKNOWN', 'internal server error'));
   }

@@ -19,7 +19,7 @@ import { HashStates, freeUpload } from './hash-states.js';
 export interface UploadSettings {
   /** Largest chunk accepted in one request; 0 for no limit. */
   maxChunkBytes: number;
-  /** Lease duration; the lease is renewed every third of it while a body streams. */
+  /** Lease duration; the lease is renewed every third of it while body bytes keep arriving. */
   leaseMs: number;
   /** Whether large streamed bodies may hash on a worker thread. */
   hashThread: boolean;
@@ -180,26 +180,48 @@ export class UploadService {
   }
 
   /**
-   * Runs `work` holding the upload's write lease, renewing it while the body streams. A lost
-   * lease stops the work at its next checkpoint.
+   * Runs `work` holding the upload's write lease, renewing it as the body makes progress: the
+   * storage drivers call `checkpoint` between chunks of data, and a third of the lease after the
+   * last renewal the next checkpoint renews it (in the background; the body keeps flowing). A
+   * body that stops arriving therefore stops renewing, and its lease runs out rather than
+   * blocking the upload for as long as the connection stays open. A renewal that fails for a
+   * passing reason (a throttle, a timeout) is tried again at a later checkpoint; only losing
+   * the lease to another writer, or the lease running out, stops the work.
    */
   private async withLease<T>(repo: string, id: string, offset: number | undefined, work: (lease: Lease, ctx: AppendContext) => Promise<T>): Promise<T> {
     const lease = await this.meta.uploads.acquire(id, repo, offset).catch((err) => {
       throw this.translate(err, id);
     });
     let lost: unknown;
-    const margin = Math.min(1000, this.settings.leaseMs / 10);
-    const timer = setInterval(() => {
-      this.meta.uploads.renew(lease).catch((err) => (lost ??= err));
-    }, this.settings.leaseMs / 3);
-    timer.unref();
+    const leaseMs = this.settings.leaseMs;
+    const margin = Math.min(1000, leaseMs / 10);
+    let renewedAt = Date.now();
+    let renewing = false;
+    /** After a failed renewal, the next attempt waits this long (no storm of retries per chunk). */
+    let retryAt = 0;
+    const renew = () => {
+      renewing = true;
+      const sent = Date.now();
+      this.meta.uploads
+        .renew(lease)
+        .then(
+          () => void (renewedAt = sent),
+          (err: unknown) => {
+            if (err instanceof LeaseLost || err instanceof UploadGone) lost ??= err;
+            else retryAt = Date.now() + Math.min(1000, leaseMs / 12);
+          },
+        )
+        .finally(() => (renewing = false));
+    };
     const ctx: AppendContext = {
       uploadId: id,
       attempt: lease.attempt,
       ledger: this.meta.uploads.ledger(lease),
       checkpoint: () => {
         if (lost !== undefined) throw lost;
-        if (Date.now() > lease.until - margin) throw new LeaseLost(id);
+        const now = Date.now();
+        if (now > lease.until - margin) throw new LeaseLost(id);
+        if (!renewing && now - renewedAt >= leaseMs / 3 && now >= retryAt) renew();
       },
     };
     try {
@@ -207,8 +229,6 @@ export class UploadService {
     } catch (err) {
       await this.meta.uploads.release(lease).catch(() => undefined);
       throw await this.translateAsync(err, lease);
-    } finally {
-      clearInterval(timer);
     }
   }
 
