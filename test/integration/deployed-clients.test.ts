@@ -41,9 +41,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createGunzip } from 'node:zlib';
 import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { hashPassword } from '../../lib/auth/passwords.js';
-import { createDocumentClient } from '../../lib/metadata/dynamo/table.js';
-import { DynamoUserStore } from '../../lib/metadata/dynamo/users.js';
 import { createS3Client } from '../../lib/storage/s3/client.js';
 import { backends } from '../helpers/backends.js';
 import { ClientSandbox, type RecordedRequest, type RecordingProxy, type RunResult, ensureClients, formatRequest, formatRun, recordingProxy } from '../helpers/clients.js';
@@ -53,6 +50,7 @@ import { call } from '../helpers/http.js';
 import { type ImageInfo, MediaType, OciLayout, readLayout, tempDir } from '../helpers/oci-layout.js';
 import { type RegistryProcess, processEnv, spawnRegistry } from '../helpers/process.js';
 import { type DriverKind, UPLOAD_HOST, freePort } from '../helpers/registry.js';
+import { addUser } from '../helpers/users.js';
 
 ensureClients(['skopeo', 'buildah', 'dockerd', DOCKER, 'containerd', 'ctr']);
 
@@ -97,14 +95,8 @@ interface Target extends Endpoint {
   close(): Promise<void>;
 }
 
-/** The user the clients log in as: push and pull on deployed/*, added as the admin tool would. */
-async function addPusher(env: Record<string, string>): Promise<void> {
-  const db = createDocumentClient({ table: env.DYNAMODB_TABLE!, region: 'us-east-1', endpoint: env.DYNAMODB_ENDPOINT!, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
-  const users = new DynamoUserStore(db, env.DYNAMODB_TABLE!);
-  const now = Date.now();
-  await users.putUser({ name: USER, passwordHash: await hashPassword(PASSWORD), createdAt: now, updatedAt: now });
-  await users.putGrant(USER, { pattern: 'deployed/*', actions: ['pull', 'push'] });
-}
+/** The user the clients log in as: push and pull on deployed/*. */
+const addPusher = (env: Record<string, string>) => addUser(env, USER, PASSWORD, 'deployed/*');
 
 /** Starts `npm start` with `env` and checks its start-up lines. */
 async function startProcess(env: Record<string, string>, expect: RegExp[]): Promise<RegistryProcess> {
@@ -116,22 +108,29 @@ async function startProcess(env: Record<string, string>, expect: RegExp[]): Prom
 /**
  * Stops the processes and proxies; no request may have ended in a server fault (an ERROR line
  * in a process's log). The bucket is emptied and removed, the data directory deleted: over a
- * few GiB per run.
+ * few GiB per run. Each S3 call is bounded (a full Ceph cluster blocks deletes forever).
  */
 async function shutDown(env: Record<string, string>, processes: RegistryProcess[], proxies: RecordingProxy[]): Promise<void> {
   for (const p of proxies) await p.close();
   for (const p of processes) await p.kill();
-  const b = backends();
-  const s3 = createS3Client({ bucket: env.S3_BUCKET!, region: 'us-east-1', endpoint: b.s3Endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED', credentials: b.s3Credentials });
-  for (;;) {
-    const listed = await s3.send(new ListObjectsV2Command({ Bucket: env.S3_BUCKET! })).catch(() => undefined);
-    const keys = (listed?.Contents ?? []).map((o) => ({ Key: o.Key! }));
-    if (!keys.length) break;
-    await s3.send(new DeleteObjectsCommand({ Bucket: env.S3_BUCKET!, Delete: { Objects: keys } }));
-  }
-  await s3.send(new DeleteBucketCommand({ Bucket: env.S3_BUCKET! })).catch(() => undefined);
   await rm(env.SKIFF_DATA_DIR!, { recursive: true, force: true });
   for (const p of processes) assert.doesNotMatch(p.output(), /"level":"ERROR"/, `a request ended in a server fault:\n${p.output()}`);
+  const b = backends();
+  const s3 = createS3Client({ bucket: env.S3_BUCKET!, region: 'us-east-1', endpoint: b.s3Endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED', credentials: b.s3Credentials });
+  const bounded = { abortSignal: AbortSignal.timeout(60_000) };
+  try {
+    for (;;) {
+      const listed = await s3.send(new ListObjectsV2Command({ Bucket: env.S3_BUCKET! }), bounded).catch((err: Error) => (err.name === 'NoSuchBucket' ? undefined : Promise.reject(err)));
+      const keys = (listed?.Contents ?? []).map((o) => ({ Key: o.Key! }));
+      if (!keys.length) break;
+      await s3.send(new DeleteObjectsCommand({ Bucket: env.S3_BUCKET!, Delete: { Objects: keys } }), bounded);
+    }
+    await s3.send(new DeleteBucketCommand({ Bucket: env.S3_BUCKET! }), bounded).catch((err: Error) => (err.name === 'NoSuchBucket' ? undefined : Promise.reject(err)));
+  } catch (err) {
+    throw new Error(`could not remove the test bucket ${env.S3_BUCKET} from ${b.s3Endpoint}: ${(err as Error).message}`);
+  } finally {
+    s3.destroy();
+  }
 }
 
 /** Lambda-mode registry API + upload host on 127.0.0.2, one `npm start`, auth required. */
