@@ -14,6 +14,8 @@
  *     and sends no Authorization header to the upload host (another host than the registry's).
  *   - buildah 1.28 (sandboxed store and configuration, test/helpers/clients.ts): pulls the image
  *     from the layout, pushes it (compressing it again) in ONE chunked PATCH, no Content-Length.
+ *     Unlike docker and containerd it also sends its Bearer token to the upload host (which
+ *     ignores it: the capability in the Location is what counts there).
  *
  * Recording proxies stand in front of the registry API and of the upload host, so the tests see
  * how each client sent its layers and where. The proxy in front of the API passes the upload
