@@ -367,7 +367,8 @@ export class ClientSandbox {
 
   /**
    * buildah push to a registry (--tls-verify=false, and --retry 0: buildah retries three times by
-   * default, which would turn a refusal into three); returns the manifest digest it wrote.
+   * default; 1.28 still retries a layer upload cut by a network error, seen here); returns the
+   * manifest digest it wrote.
    */
   async buildahPush(image: string, dest: string, extra: string[] = []): Promise<string> {
     const digestFile = join(this.dir, `digest-${Date.now()}-${Math.random().toString(36).slice(2)}`);

@@ -14,6 +14,8 @@
  *     and sends no Authorization header to the upload host (another host than the registry's).
  *   - buildah 1.28 (sandboxed store and configuration, test/helpers/clients.ts): pulls the image
  *     from the layout, pushes it (compressing it again) in ONE chunked PATCH, no Content-Length.
+ *     Unlike docker and containerd it also sends its Bearer token to the upload host (which
+ *     ignores it: the capability in the Location is what counts there).
  *
  * Recording proxies stand in front of the registry API and of the upload host, so the tests see
  * how each client sent its layers and where. The proxy in front of the API passes the upload
@@ -40,9 +42,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createGunzip } from 'node:zlib';
-import { hashPassword } from '../../lib/auth/passwords.js';
-import { createDocumentClient } from '../../lib/metadata/dynamo/table.js';
-import { DynamoUserStore } from '../../lib/metadata/dynamo/users.js';
 import { createS3Client } from '../../lib/storage/s3/client.js';
 import { backends, removeBucket } from '../helpers/backends.js';
 import { ClientSandbox, type RecordedRequest, type RecordingProxy, type RunResult, ensureClients, formatRequest, formatRun, recordingProxy } from '../helpers/clients.js';
@@ -52,6 +51,7 @@ import { call } from '../helpers/http.js';
 import { type ImageInfo, MediaType, OciLayout, readLayout, tempDir } from '../helpers/oci-layout.js';
 import { type RegistryProcess, processEnv, spawnRegistry } from '../helpers/process.js';
 import { type DriverKind, UPLOAD_HOST, freePort } from '../helpers/registry.js';
+import { addUser } from '../helpers/users.js';
 
 ensureClients(['skopeo', 'buildah', 'dockerd', DOCKER, 'containerd', 'ctr']);
 
@@ -96,14 +96,8 @@ interface Target extends Endpoint {
   close(): Promise<void>;
 }
 
-/** The user the clients log in as: push and pull on deployed/*, added as the admin tool would. */
-async function addPusher(env: Record<string, string>): Promise<void> {
-  const db = createDocumentClient({ table: env.DYNAMODB_TABLE!, region: 'us-east-1', endpoint: env.DYNAMODB_ENDPOINT!, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
-  const users = new DynamoUserStore(db, env.DYNAMODB_TABLE!);
-  const now = Date.now();
-  await users.putUser({ name: USER, passwordHash: await hashPassword(PASSWORD), createdAt: now, updatedAt: now });
-  await users.putGrant(USER, { pattern: 'deployed/*', actions: ['pull', 'push'] });
-}
+/** The user the clients log in as: push and pull on deployed/*. */
+const addPusher = (env: Record<string, string>) => addUser(env, USER, PASSWORD, 'deployed/*');
 
 /** Starts `npm start` with `env` and checks its start-up lines. */
 async function startProcess(env: Record<string, string>, expect: RegExp[]): Promise<RegistryProcess> {
@@ -115,16 +109,20 @@ async function startProcess(env: Record<string, string>, expect: RegExp[]): Prom
 /**
  * Stops the processes and proxies; no request may have ended in a server fault (an ERROR line
  * in a process's log). The bucket is emptied and removed, the data directory deleted: over a
- * few GiB per run.
+ * few GiB per run. Each S3 call is bounded (a full Ceph cluster blocks deletes forever).
  */
 async function shutDown(env: Record<string, string>, processes: RegistryProcess[], proxies: RecordingProxy[]): Promise<void> {
   for (const p of proxies) await p.close();
   for (const p of processes) await p.kill();
-  const b = backends();
-  const s3 = createS3Client({ bucket: env.S3_BUCKET!, region: 'us-east-1', endpoint: b.s3Endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED', credentials: b.s3Credentials });
-  await removeBucket(s3, env.S3_BUCKET!);
   await rm(env.SKIFF_DATA_DIR!, { recursive: true, force: true });
   for (const p of processes) assert.doesNotMatch(p.output(), /"level":"ERROR"/, `a request ended in a server fault:\n${p.output()}`);
+  const b = backends();
+  const s3 = createS3Client({ bucket: env.S3_BUCKET!, region: 'us-east-1', endpoint: b.s3Endpoint, forcePathStyle: true, checksums: 'WHEN_REQUIRED', credentials: b.s3Credentials });
+  try {
+    await removeBucket(s3, env.S3_BUCKET!);
+  } finally {
+    s3.destroy();
+  }
 }
 
 /** Lambda-mode registry API + upload host on 127.0.0.2, one `npm start`, auth required. */
