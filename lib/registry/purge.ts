@@ -1,9 +1,10 @@
 /**
  * The purge: frees what abandoned uploads hold. An upload nobody finished expires
- * SKIFF_UPLOAD_TTL_SECONDS after its last write; the purge then deletes its record, aborts its
- * write (the multipart upload and tail on S3, the partial file on the filesystem) and drops its
- * scratch objects. S3's lifecycle rules and DynamoDB's TTL remain backstops for what a purge
- * misses; on the filesystem the purge is all there is.
+ * SKIFF_UPLOAD_TTL_SECONDS after its last write; the purge then claims it (no request can use it
+ * from then on), aborts its write (the multipart upload and tail on S3, the partial file on the
+ * filesystem), drops its scratch objects and only then deletes its record. S3's lifecycle rules
+ * and DynamoDB's TTL remain backstops for what a purge misses; on the filesystem the purge is
+ * all there is.
  *
  * It reads only upload sessions (a sparse index on expiry), acts page by page as it reads, and
  * stops at a time budget: what it did not reach is still expired and still in the index, so the

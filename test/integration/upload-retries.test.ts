@@ -91,5 +91,27 @@ for (const driver of DRIVERS) {
       assert.equal(put.status, 201, put.body.toString());
       assert.ok((await getBlob(r.url, 'retries/stale', sha256(data))).body.equals(data));
     });
+
+    // Known, not this change's to fix (lib/storage/fs is the integrity work's): on the
+    // filesystem a stale attempt writes into the blob file itself, over the bytes the winner
+    // committed, and the finish then links the winner's digest to the stale bytes.
+    it('a stale attempt sending other bytes does not change what the winner committed', { todo: driver === 'fs' ? 'fs ingester writes stale attempts into the blob file' : undefined }, async () => {
+      const winnerData = bytes(2 * MiB, 15);
+      const staleData = bytes(2 * MiB, 16);
+      const location = await startUpload(r.url, 'retries/other');
+      const id = location.split('/').pop()!;
+      const { body, release } = gated(staleData, MiB);
+      const stale = call(location, { method: 'PATCH', body, headers: { 'Content-Range': `0-${staleData.length - 1}` } });
+      await sleep(300);
+      await r.db.send(
+        new UpdateCommand({ TableName: r.config.dynamo.table, Key: key.upload(id), UpdateExpression: 'SET leaseUntil = :past', ExpressionAttributeValues: { ':past': 1 } }),
+      );
+      assert.equal((await patch(location, winnerData, 0)).status, 202);
+      release();
+      assert.equal((await stale).status, 416);
+      const put = await call(withDigest(location, sha256(winnerData)), { method: 'PUT' });
+      assert.equal(put.status, 201, put.body.toString());
+      assert.ok((await getBlob(r.url, 'retries/other', sha256(winnerData))).body.equals(winnerData), 'the blob is the winner\'s bytes');
+    });
   });
 }
