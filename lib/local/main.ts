@@ -33,17 +33,22 @@ async function main(): Promise<void> {
     await chmod(config.dataDir, 0o700);
     await chmod(join(config.dataDir, 'storage'), 0o700).catch(() => undefined); // absent until the first blob
   }
+  // The upload host alone is a deployed part of a stack (or a second process beside a registry):
+  // it uses the registry's table and bucket as they are, never creates them, never starts an
+  // embedded DynamoDB (DYNAMODB_ENDPOINT unset means AWS, as in Lambda) and leaves the purge to
+  // the registry (its role may not read the whole table).
+  const uploadsOnly = config.uploadHost.serve === 'uploads';
   let embedded: DynamoDbLocal | undefined;
-  if (!config.dynamo.endpoint) {
+  if (!config.dynamo.endpoint && !uploadsOnly) {
     embedded = await startDynamoDbLocal({ port: config.dynamo.localPort, dbPath: join(config.dataDir, 'dynamodb'), region: config.region });
     config = { ...config, dynamo: { ...config.dynamo, endpoint: embedded.endpoint } };
   }
   const stopEmbedded = () => embedded?.stop() ?? Promise.resolve();
   try {
     const db = createDynamo(config, embedded?.credentials);
-    await ensureTable(db, config.dynamo.table);
+    if (!uploadsOnly) await ensureTable(db, config.dynamo.table);
     const registry = createRegistry(config, telemetry.integrity, { dynamo: db });
-    if (registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
+    if (!uploadsOnly && registry.storage.objects instanceof S3ObjectStore) await ensureBucket(registry.storage.objects.s3, config.s3.bucket);
 
     const servers: Server[] = [];
     const lines: string[] = [];
@@ -76,13 +81,15 @@ async function main(): Promise<void> {
     process.stdout.write(`${lines[0]}\n  blobs: ${where}\n  metadata: ${meta}\n${lines.slice(1).map((l) => l + '\n').join('')}`);
 
     // Abandoned uploads: freed an hour after start-up and every hour after (see lib/registry/purge.ts).
-    const purge = setInterval(() => {
-      purgeExpiredUploads(registry.meta, registry.storage).then(
-        (r) => r.purged && log.info('purged expired uploads', { ...r }),
-        (err: unknown) => log.error('purge failed', { error: err instanceof Error ? err.message : String(err) }),
-      );
-    }, 3600_000);
-    purge.unref();
+    if (!uploadsOnly) {
+      const purge = setInterval(() => {
+        purgeExpiredUploads(registry.meta, registry.storage).then(
+          (r) => r.purged && log.info('purged expired uploads', { ...r }),
+          (err: unknown) => log.error('purge failed', { error: err instanceof Error ? err.message : String(err) }),
+        );
+      }, 3600_000);
+      purge.unref();
+    }
 
     const shutdown = () => {
       for (const server of servers) {
