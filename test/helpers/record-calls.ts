@@ -26,6 +26,8 @@ export interface Needed {
   /** DynamoDB: the partition key values (dynamodb:LeadingKeys); sort keys, for the hold only. */
   leadingKeys?: string[];
   sortKeys?: string[];
+  /** DynamoDB: the index a Query reads (its own ARN, `<table>/index/<name>`). */
+  index?: string;
   /** S3: an object (bucket/*) or the bucket itself, and the s3:prefix of a listing. */
   on?: 'object' | 'bucket';
   prefix?: string;
@@ -95,7 +97,7 @@ function dynamoNeeds(name: string, input: any): Needed[] {
     // The partition key's value in `pk = :v` (or `#alias = :v`).
     const names: Record<string, string> = input.ExpressionAttributeNames ?? {};
     const eq = [...String(input.KeyConditionExpression).matchAll(/(#?\w+)\s*=\s*(:\w+)/g)].find(([, n]) => (names[n!] ?? n) === 'pk');
-    return [{ action: 'dynamodb:Query', leadingKeys: eq ? [text(input.ExpressionAttributeValues[eq[2]!])] : [] }];
+    return [{ action: 'dynamodb:Query', leadingKeys: eq ? [text(input.ExpressionAttributeValues[eq[2]!])] : [], ...(input.IndexName ? { index: String(input.IndexName) } : {}) }];
   }
   return [{ action: `dynamodb:${name}` }];
 }

@@ -78,7 +78,7 @@ describe('DynamoDB transaction conflicts', () => {
   });
 
   it('reach the client as 429 TOOMANYREQUESTS with Retry-After, never a 500', async () => {
-    const registry = { blobs: { stat: async () => Promise.reject(new Contended()) } };
+    const registry = { config: { uploadHost: {} }, blobs: { stat: async () => Promise.reject(new Contended()) } };
     const quiet = { info() {}, warn() {}, error() {} };
     const app = new RegistryApp(registry as never, quiet);
     const res = await app.handle({ method: 'GET', path: `/v2/a/blobs/sha256:${'a'.repeat(64)}`, query: new URLSearchParams(), headers: {} } as never);
