@@ -169,6 +169,54 @@ for (const driver of DRIVERS) {
       assert.equal((await headBlob(fresh1, old.digest)).status, 200);
     });
 
+    it('reads a manifest kept in storage (over 64 KiB) to keep what it references; one it cannot read keeps every link of its repository', async () => {
+      const repo = fresh('large');
+      const config = await blob(repo, 260, CONFIG_TYPE);
+      const layer = await blob(repo, 900);
+      const desc = (b: Blob) => ({ mediaType: b.mediaType, digest: b.digest, size: b.size });
+      const text = JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: desc(config), layers: [desc(layer)], annotations: { pad: 'x'.repeat(70_000) } });
+      assert.equal((await putManifest(repo, 'v1', text)).status, 201);
+      const tagged = (await r.registry.meta.manifests.getTag(repo, 'v1'))!;
+      const manifestKey = (await r.registry.meta.manifests.getManifest(repo, tagged.digest))?.key;
+      assert.ok(manifestKey, 'the manifest is kept in storage, not inline');
+      const stray = await blob(repo, 400); // linked, referenced by nothing
+      const read = await collect();
+      assert.deepEqual(read.unreadable, []);
+      assert.deepEqual(read.freed, { links: 1, descriptors: 1, objects: 1, bytes: stray.size }, 'only the stray blob');
+      await assertIntact(r, repo, 'v1', [config.digest, layer.digest]);
+      // Its object lost: GC cannot know what it references, so the repository keeps every link.
+      const other = await blob(repo, 410);
+      await r.registry.storage.objects.delete([manifestKey!]);
+      const blind = await collect();
+      assert.deepEqual(blind.unreadable, [repo]);
+      assert.deepEqual(blind.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
+      for (const b of [config, layer, other]) assert.equal((await headBlob(repo, b.digest)).status, 200);
+    });
+
+    it('a run whose scan does not finish within its budget deletes nothing and says so', async () => {
+      const repo = fresh('budget');
+      await blob(repo, 500); // garbage at grace 0
+      const before = [await table(), await objects()];
+      const report = await collect({ budgetMs: 0 });
+      assert.equal(report.complete, false);
+      assert.deepEqual(report.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
+      assert.deepEqual([await table(), await objects()], before);
+      // A scan that read everything but reports it stopped (its budget ran out at the last
+      // page): what it read proves nothing, so nothing goes.
+      const store = new DynamoCollectorStore(r.db, r.config.dynamo.table);
+      const cut = { cost: store.cost, scan: (visit: Parameters<typeof store.scan>[0], deadline: number) => store.scan(visit, deadline).then(() => false), deleteLink: store.deleteLink.bind(store), deleteDescriptor: store.deleteDescriptor.bind(store) };
+      const partial = await collectGarbage(cut, r.registry.storage, { dryRun: false, graceMs: 0, budgetMs: 60_000 });
+      assert.ok(partial.scanned.links > 0, 'it read the links');
+      assert.deepEqual(partial.freed, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
+      assert.equal(partial.cost.dynamo.DeleteItem, undefined);
+      assert.deepEqual([await table(), await objects()], before);
+      const out: string[] = [];
+      const code = await run(['gc', '--grace', '0'], () => assert.fail('no user store'), { out: (l) => void out.push(l), err: (l) => void out.push(l), readSecret: async () => '' }, () => collect({ budgetMs: 0 }));
+      assert.equal(code, 1, 'the admin command fails');
+      assert.ok(out.some((l) => l.includes('(incomplete: budget reached)')) && out.some((l) => l.includes('nothing was deleted')), out.join('\n'));
+      assert.equal((await collect()).freed.links, 1, 'a run with time enough frees it');
+    });
+
     describe('races, held at the exact DynamoDB call', () => {
       const linkDeleteIn = (repo: string) => (command: string, input: Record<string, unknown>) =>
         command === 'DeleteItemCommand' && (input.Key as { pk?: string }).pk === `REPO#${repo}`;
