@@ -32,15 +32,18 @@ export async function purge(): Promise<void> {
 
 /** The schedule's input (serverless.yml): the grace period, a parameter of the stack. */
 export interface GcEvent {
-  graceSeconds?: number;
+  graceSeconds?: number | string;
 }
 
 /** Stops its scan a minute before Lambda's timeout, so the run reports instead of being killed. */
 export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<void> {
   const config = registry.config;
+  // A stack parameter given on the command line arrives as a string.
+  const graceSeconds = Number(event.graceSeconds ?? 86_400);
+  if (!Number.isFinite(graceSeconds) || graceSeconds < 0) throw new Error(`gc: graceSeconds must be a number of seconds, not ${String(event.graceSeconds)}`);
   const report = await collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), registry.storage, {
     dryRun: false,
-    graceMs: (event.graceSeconds ?? 86_400) * 1000,
+    graceMs: graceSeconds * 1000,
     budgetMs: Math.max(1000, (context?.getRemainingTimeInMillis() ?? 900_000) - 60_000),
   });
   telemetry.logger.info('gc', { ...report });
