@@ -46,6 +46,5 @@ export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemain
     graceMs: graceSeconds * 1000,
     budgetMs: Math.max(1000, (context?.getRemainingTimeInMillis() ?? 900_000) - 60_000),
   });
-  telemetry.logger.info('gc', { ...report });
-  if (!report.complete) telemetry.logger.warn('gc: the scan did not finish within the budget; nothing was deleted');
+  telemetry.collected(report);
 }

@@ -4,6 +4,8 @@
  * interleaving: one side held at its exact DynamoDB call while the other runs.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { basename } from 'node:path';
 import { describe, it } from 'node:test';
 import { ScanCommand } from '@aws-sdk/lib-dynamodb';
@@ -17,6 +19,8 @@ import { call } from '../helpers/http.js';
 import { CONFIG_TYPE, LAYER_TYPE, type Blob } from '../helpers/manifests.js';
 import { expectError, pushInPut } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, blobObjects, useRegistry } from '../helpers/registry.js';
+import { backends } from '../helpers/backends.js';
+import { root } from '../deploy/package.js';
 
 for (const driver of DRIVERS) {
   describe(`garbage collection (${driver})`, () => {
@@ -215,6 +219,42 @@ for (const driver of DRIVERS) {
       assert.equal(code, 1, 'the admin command fails');
       assert.ok(out.some((l) => l.includes('(incomplete: budget reached)')) && out.some((l) => l.includes('nothing was deleted')), out.join('\n'));
       assert.equal((await collect()).freed.links, 1, 'a run with time enough frees it');
+    });
+
+    it('the scheduled function (the gc handler, in a process of its own) collects with the grace period of its input, logs the report and emits it as metrics', async () => {
+      const repo = fresh('scheduled');
+      const stray = await blob(repo, 640);
+      const b = backends();
+      const env = {
+        PATH: process.env.PATH!,
+        NODE_NO_WARNINGS: '1',
+        SKIFF_STORAGE: driver,
+        SKIFF_DATA_DIR: r.config.dataDir,
+        S3_ENDPOINT: b.s3Endpoint,
+        S3_BUCKET: r.config.s3.bucket,
+        S3_ACCESS_KEY_ID: b.s3Credentials.accessKeyId,
+        S3_SECRET_ACCESS_KEY: b.s3Credentials.secretAccessKey,
+        DYNAMODB_ENDPOINT: b.dynamoEndpoint,
+        DYNAMODB_TABLE: r.config.dynamo.table,
+        AWS_ACCESS_KEY_ID: 'local',
+        AWS_SECRET_ACCESS_KEY: 'local',
+        SKIFF_AUTH: 'open',
+      };
+      const handler = async (input: string) => {
+        const script = `const { gc } = await import('./functions/handlers.ts'); await gc(${input}, { getRemainingTimeInMillis: () => 900_000 });`;
+        const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, env });
+        const lines = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+        return { log: lines.find((l) => l.message === 'gc'), metrics: lines.find((l) => l._aws) };
+      };
+      const young = await handler('{ graceSeconds: 3600 }');
+      assert.deepEqual(young.log.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 }, 'inside the grace period');
+      const run1 = await handler(`{ graceSeconds: '0' }`);
+      assert.deepEqual(run1.log.freed, { links: 1, descriptors: 1, objects: 1, bytes: stray.size });
+      assert.equal(run1.metrics.GcFreedObjects, 1);
+      assert.equal(run1.metrics.GcFreedBytes, stray.size);
+      assert.equal(run1.metrics.GcIncompleteRuns, 0);
+      assert.equal((await headBlob(repo, stray.digest)).status, 404);
+      await assert.rejects(handler(`{ graceSeconds: 'soon' }`), /graceSeconds must be a number/);
     });
 
     describe('races, held at the exact DynamoDB call', () => {
