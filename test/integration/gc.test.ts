@@ -19,7 +19,7 @@ import { call } from '../helpers/http.js';
 import { CONFIG_TYPE, LAYER_TYPE, type Blob } from '../helpers/manifests.js';
 import { expectError, pushInPut } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, blobObjects, useRegistry } from '../helpers/registry.js';
-import { backends } from '../helpers/backends.js';
+import { processEnv } from '../helpers/process.js';
 import { root } from '../deploy/package.js';
 
 for (const driver of DRIVERS) {
@@ -224,22 +224,8 @@ for (const driver of DRIVERS) {
     it('the scheduled function (the gc handler, in a process of its own) collects with the grace period of its input, logs the report and emits it as metrics', async () => {
       const repo = fresh('scheduled');
       const stray = await blob(repo, 640);
-      const b = backends();
-      const env = {
-        PATH: process.env.PATH!,
-        NODE_NO_WARNINGS: '1',
-        SKIFF_STORAGE: driver,
-        SKIFF_DATA_DIR: r.config.dataDir,
-        S3_ENDPOINT: b.s3Endpoint,
-        S3_BUCKET: r.config.s3.bucket,
-        S3_ACCESS_KEY_ID: b.s3Credentials.accessKeyId,
-        S3_SECRET_ACCESS_KEY: b.s3Credentials.secretAccessKey,
-        DYNAMODB_ENDPOINT: b.dynamoEndpoint,
-        DYNAMODB_TABLE: r.config.dynamo.table,
-        AWS_ACCESS_KEY_ID: 'local',
-        AWS_SECRET_ACCESS_KEY: 'local',
-        SKIFF_AUTH: 'open',
-      };
+      // The registry's own table and storage, as the scheduled function would see them.
+      const env = { ...processEnv(driver), PATH: process.env.PATH!, NODE_NO_WARNINGS: '1', SKIFF_DATA_DIR: r.config.dataDir, S3_BUCKET: r.config.s3.bucket, DYNAMODB_TABLE: r.config.dynamo.table, SKIFF_AUTH: 'open', SKIFF_LOG_LEVEL: 'INFO' };
       const handler = async (input: string) => {
         const script = `const { gc } = await import('./functions/handlers.ts'); await gc(${input}, { getRemainingTimeInMillis: () => 900_000 });`;
         const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, env });
