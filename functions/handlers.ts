@@ -2,6 +2,7 @@
  * Lambda entry points, one module so that every function deploys the same bundle:
  *   http   every registry route (API Gateway HTTP API, payload 2.0)
  *   purge  hourly: frees what abandoned uploads hold
+ *   gc     daily by default: online garbage collection (lib/registry/gc.ts)
  * Everything but the wiring lives in lib/: the event adapter in lib/http/lambda.ts, the API in
  * RegistryApp, the purge in lib/registry/purge.ts.
  */
@@ -9,8 +10,10 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context
 import { loadConfig } from '../lib/config.js';
 import { RegistryApp } from '../lib/http/app.js';
 import { handleEvent } from '../lib/http/lambda.js';
-import { createRegistry } from '../lib/registry/index.js';
+import { createDynamo, createRegistry } from '../lib/registry/index.js';
 import { purgeExpiredUploads } from '../lib/registry/purge.js';
+import { collectGarbage } from '../lib/registry/gc.js';
+import { DynamoCollectorStore } from '../lib/metadata/dynamo/gc.js';
 import { Telemetry } from '../lib/telemetry.js';
 
 // Created once per container, at cold start, and reused by every invocation it serves.
@@ -25,4 +28,23 @@ export function http(event: APIGatewayProxyEventV2, context: Context): Promise<A
 export async function purge(): Promise<void> {
   const result = await purgeExpiredUploads(registry.meta, registry.storage);
   telemetry.logger.info('purge', { ...result });
+}
+
+/** The schedule's input (serverless.yml): the grace period, a parameter of the stack. */
+export interface GcEvent {
+  graceSeconds?: number | string;
+}
+
+/** Stops its scan a minute before Lambda's timeout, so the run reports instead of being killed. */
+export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<void> {
+  const config = registry.config;
+  // A stack parameter given on the command line arrives as a string.
+  const graceSeconds = Number(event.graceSeconds ?? 86_400);
+  if (!Number.isFinite(graceSeconds) || graceSeconds < 0) throw new Error(`gc: graceSeconds must be a number of seconds, not ${String(event.graceSeconds)}`);
+  const report = await collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), registry.storage, {
+    dryRun: false,
+    graceMs: graceSeconds * 1000,
+    budgetMs: Math.max(1000, (context?.getRemainingTimeInMillis() ?? 900_000) - 60_000),
+  });
+  telemetry.collected(report);
 }

@@ -9,6 +9,7 @@
  *   grant <user|anonymous> <pattern> <actions>   e.g. grant alice 'team/*' pull,push
  *   revoke <user|anonymous> <pattern>
  *   key new [kid]                        print a new token key entry for SKIFF_TOKEN_KEYS
+ *   gc [--dry-run] [--grace S] [--budget S]  collect garbage (lib/registry/gc.ts)
  *
  * Passwords are read from standard input (typed without echo on a terminal) and never
  * printed; only their scrypt hashes are stored.
@@ -18,6 +19,7 @@ import { ACTIONS, type Action, isValidPattern } from '../auth/access.js';
 import { ANONYMOUS, isValidUserName } from '../auth/authorizer.js';
 import { hashPassword } from '../auth/passwords.js';
 import type { UserStore } from '../metadata/types.js';
+import type { CollectOptions, CollectReport } from '../registry/gc.js';
 
 export interface Io {
   out(line: string): void;
@@ -37,11 +39,15 @@ const USAGE = `usage:
   skiff-admin grant <user|anonymous> <pattern> <pull,push,delete>
   skiff-admin revoke <user|anonymous> <pattern>
   skiff-admin key new [kid]
+  skiff-admin gc [--dry-run] [--grace SECONDS (default 86400)] [--budget SECONDS (default 600)]
 patterns: an exact repository name, a prefix such as team/*, or * for every repository`;
 
-export async function run(argv: string[], users: () => UserStore, io: Io): Promise<number> {
+/** Runs a garbage collection with these options (the wiring to a table and storage). */
+export type Collect = (options: CollectOptions) => Promise<CollectReport>;
+
+export async function run(argv: string[], users: () => UserStore, io: Io, collect?: Collect): Promise<number> {
   try {
-    await dispatch(argv, users, io);
+    await dispatch(argv, users, io, collect);
     return 0;
   } catch (err) {
     if (err instanceof UsageError) {
@@ -54,8 +60,15 @@ export async function run(argv: string[], users: () => UserStore, io: Io): Promi
   }
 }
 
-async function dispatch(argv: string[], users: () => UserStore, io: Io): Promise<void> {
+async function dispatch(argv: string[], users: () => UserStore, io: Io, collect?: Collect): Promise<void> {
   const [command, sub, ...rest] = argv;
+  if (command === 'gc') {
+    if (!collect) throw new Error('garbage collection is not available here');
+    const report = await collect(gcOptions(argv.slice(1)));
+    for (const line of describeCollection(report)) io.out(line);
+    if (!report.complete) throw new Error('the scan did not finish within the budget; nothing was deleted (raise --budget)');
+    return;
+  }
   if (command === 'key' && sub === 'new') {
     const kid = rest[0] ?? `k${new Date().toISOString().slice(0, 10).replace(/-/g, '')}`;
     io.out(`${kid}=${randomBytes(32).toString('base64url')}`);
@@ -130,4 +143,32 @@ function userName(name: string | undefined, allowAnonymous: boolean): string {
   if (name === ANONYMOUS && allowAnonymous) return name;
   if (!isValidUserName(name)) throw new UsageError(`invalid user name: ${name} (letters, digits, . _ @ -; not "anonymous")`);
   return name;
+}
+
+function gcOptions(args: string[]): CollectOptions {
+  const options: CollectOptions = { dryRun: false, graceMs: 86_400_000, budgetMs: 600_000 };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--dry-run') options.dryRun = true;
+    else if (arg === '--grace' || arg === '--budget') {
+      const value = args[++i];
+      if (value === undefined || !/^\d+$/.test(value)) throw new UsageError(`${arg} needs a whole number of seconds`);
+      options[arg === '--grace' ? 'graceMs' : 'budgetMs'] = Number(value) * 1000;
+    } else throw new UsageError(`unknown gc option: ${arg}`);
+  }
+  if (options.budgetMs <= 0) throw new UsageError('--budget must be at least 1 second');
+  return options;
+}
+
+/** A collection report for people: what was found and freed, and what the run cost. */
+export function describeCollection(r: CollectReport): string[] {
+  const tally = (t: CollectReport['found']) => `${t.links} links, ${t.descriptors} descriptors, ${t.objects} objects, ${t.bytes} bytes`;
+  const calls = (c: Record<string, number>) => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  return [
+    `scanned: ${r.scanned.links} links, ${r.scanned.descriptors} descriptors, ${r.scanned.manifests} manifests${r.complete ? '' : ' (incomplete: budget reached)'}`,
+    `${r.dryRun ? 'would free' : 'found'}: ${tally(r.found)}`,
+    ...(r.dryRun ? [] : [`freed: ${tally(r.freed)}`, `kept (changed since read): ${r.raced.links} links, ${r.raced.descriptors} descriptors`]),
+    ...(r.unreadable.length ? [`repositories with unreadable manifests (links kept): ${r.unreadable.join(' ')}`] : []),
+    `cost: DynamoDB ${calls(r.cost.dynamo)} (${r.cost.capacityUnits} capacity units); storage ${calls(r.cost.storage)}`,
+  ];
 }

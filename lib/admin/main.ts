@@ -4,8 +4,10 @@
  * default of `npm start`, point it at that DynamoDB Local: DYNAMODB_ENDPOINT=http://127.0.0.1:5002.
  */
 import { ConfigError, loadConfig } from '../config.js';
+import { DynamoCollectorStore } from '../metadata/dynamo/gc.js';
 import { DynamoUserStore } from '../metadata/dynamo/users.js';
-import { createDynamo } from '../registry/index.js';
+import { collectGarbage } from '../registry/gc.js';
+import { createDynamo, createStorage } from '../registry/index.js';
 import { type Io, run } from './cli.js';
 
 const io: Io = {
@@ -65,7 +67,8 @@ async function main(): Promise<number> {
     throw err;
   }
   const users = () => new DynamoUserStore(createDynamo(config), config.dynamo.table);
-  return run(process.argv.slice(2), users, io);
+  const collect = (options: Parameters<typeof collectGarbage>[2]) => collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), createStorage(config), options);
+  return run(process.argv.slice(2), users, io, collect);
 }
 
 main().then((code) => process.exit(code));

@@ -123,7 +123,11 @@ export interface BlobIndex {
   getLink(repo: string, digest: string): Promise<Link | undefined>;
   /** The repository's links among `digests` (missing ones are absent from the map). */
   getLinks(repo: string, digests: string[]): Promise<Map<string, Link>>;
-  putLink(repo: string, descriptor: Descriptor | Link): Promise<void>;
+  /**
+   * Links the descriptor's blob into the repository (marking the descriptor as linked now);
+   * false, writing nothing, when the descriptor no longer exists (garbage collected).
+   */
+  putLink(repo: string, descriptor: Descriptor | Link): Promise<boolean>;
   /** Returns false when the repository did not link the digest. */
   deleteLink(repo: string, digest: string): Promise<boolean>;
   getDescriptor(digest: string): Promise<Descriptor | undefined>;
@@ -313,4 +317,58 @@ export class Contended extends Error {
     super('concurrent writes to the same record; nothing was written', options);
     this.name = 'Contended';
   }
+}
+
+/** A link as garbage collection reads it: with the records its conditional delete compares. */
+export interface CollectedLink extends Link {
+  /** Attempt of the last manifest push that referenced the link (absent: none since GC existed). */
+  usedBy?: string;
+  /** When the link was last written (finish, mount); absent on links from before GC. */
+  linkedAt?: number;
+}
+
+/** A descriptor as garbage collection reads it. */
+export interface CollectedDescriptor extends Descriptor {
+  /** When a link to it was last written; absent: never since it was created. */
+  linkedAt?: number;
+}
+
+/** A stored manifest as garbage collection reads it: where its bytes are. */
+export interface CollectedManifest {
+  repo: string;
+  digest: string;
+  body?: Uint8Array;
+  key?: string;
+}
+
+export type CollectedItem =
+  | ({ kind: 'link' } & CollectedLink)
+  | ({ kind: 'descriptor' } & CollectedDescriptor)
+  | ({ kind: 'manifest' } & CollectedManifest);
+
+/** What a garbage collection run sent to the metadata store, for its report. */
+export interface StoreCost {
+  calls: Record<string, number>;
+  /** Read and write capacity units consumed, as DynamoDB reported them. */
+  capacityUnits: number;
+}
+
+/**
+ * The metadata side of garbage collection (lib/registry/gc.ts): a read of every link,
+ * descriptor and manifest, and deletes that happen only if nothing changed since that read.
+ */
+export interface CollectorStore {
+  /**
+   * Visits every link, descriptor and manifest, page by page; true if it saw them all, false if
+   * it stopped at `deadline` (epoch ms).
+   */
+  scan(visit: (item: CollectedItem) => Promise<void>, deadline: number): Promise<boolean>;
+  /** Deletes the link only if it is exactly as read (usedBy, linkedAt, createdAt); false otherwise. */
+  deleteLink(link: CollectedLink): Promise<boolean>;
+  /**
+   * Deletes the descriptor only if it still names the same object and no link to it was
+   * written at or after `cutoff` (epoch ms); false otherwise.
+   */
+  deleteDescriptor(descriptor: CollectedDescriptor, cutoff: number): Promise<boolean>;
+  readonly cost: StoreCost;
 }

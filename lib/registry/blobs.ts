@@ -82,7 +82,8 @@ export class BlobService {
     assertName(from);
     const source = await this.meta.blobs.getLink(from, digest);
     if (!source) return undefined;
-    await this.meta.blobs.putLink(repo, source);
+    // Collected since we read the source link: mount nothing (the client uploads instead).
+    if (!(await this.meta.blobs.putLink(repo, source))) return undefined;
     return { ...source, repo };
   }
 }

@@ -242,7 +242,8 @@ export class UploadService {
       if (!now || round >= 3) throw new Contended();
       kept = now;
     }
-    if (!linked || kept !== first) await this.meta.blobs.putLink(repo, kept);
+    // A descriptor collected since (GC, racing this push) links nothing: the client pushes again.
+    if ((!linked || kept !== first) && !(await this.meta.blobs.putLink(repo, kept))) throw new Contended();
     return kept;
   }
 

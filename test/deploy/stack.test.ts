@@ -23,6 +23,7 @@ const FUNCTIONS: Record<string, { routes: string[] }> = {
   Finish: { routes: ['PUT /v2/{proxy+}'] },
   Delete: { routes: ['DELETE /v2/{proxy+}'] },
   Purge: { routes: [] },
+  Gc: { routes: [] },
 };
 
 describe('deployable stack (osls package, offline)', () => {
@@ -41,7 +42,7 @@ describe('deployable stack (osls package, offline)', () => {
   it("keeps the build directories osls leaves behind in the test run's temporary directory, not in /tmp", async () => {
     // serverless-esbuild builds each function in <os.tmpdir()>/<function>-<pid>-<time>-<hex> and
     // never removes it: packageStack points the child's TMPDIR next to the package directory.
-    const left = (await readdir(join(scratch, 'tmp'))).filter((d) => /^(read|upload|chunk|finish|delete|purge)-\d+-\d+-[0-9a-f]+$/.test(d));
+    const left = (await readdir(join(scratch, 'tmp'))).filter((d) => /^(read|upload|chunk|finish|delete|purge|gc)-\d+-\d+-[0-9a-f]+$/.test(d));
     assert.deepEqual(left.map((d) => d.split('-')[0]).sort(), Object.keys(FUNCTIONS).map((n) => n.toLowerCase()).sort());
   });
 
@@ -69,7 +70,7 @@ describe('deployable stack (osls package, offline)', () => {
       const fn = resources[`${name}LambdaFunction`]!.Properties;
       assert.equal(fn.Runtime, 'nodejs22.x');
       assert.deepEqual(fn.Architectures, ['arm64']);
-      assert.ok(fn.Timeout <= (name === 'Purge' ? 900 : 29), `${name} timeout`);
+      assert.ok(fn.Timeout <= (name === 'Purge' || name === 'Gc' ? 900 : 29), `${name} timeout`);
       assert.ok(fn.MemorySize >= 256, `${name} memory`);
       const env = fn.Environment.Variables;
       assert.equal(env.SKIFF_STORAGE, 's3');
@@ -126,7 +127,7 @@ describe('deployable stack (osls package, offline)', () => {
       // Every HTTP function authorizes requests: it reads the token keys, users and grants
       // (GetItem and Query, only under USERS and USER#), and counts failed logins (only under
       // AUTHFAIL#). A function missing one of these fails every authenticated request.
-      if (name !== 'Purge') {
+      if (name !== 'Purge' && name !== 'Gc') {
         const leading = (st: any) => st.Condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'];
         const principals = statements.find((st: any) => JSON.stringify(leading(st)) === '["USERS","USER#*"]');
         assert.deepEqual([principals?.Action].flat().sort(), ['dynamodb:GetItem', 'dynamodb:Query'], `${name}: reads users and grants`);
@@ -136,6 +137,7 @@ describe('deployable stack (osls package, offline)', () => {
         assert.deepEqual(statements.map(leading).filter(Boolean).flat().sort(), ['AUTHFAIL#*', 'USER#*', 'USERS']);
       }
       if (name === 'Purge') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:AbortMultipartUpload', 's3:DeleteObject', 's3:ListBucket']);
+      if (name === 'Gc') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:Scan', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:DeleteObject', 's3:GetObject']);
       // Reads write nothing else.
       if (name === 'Read') assert.deepEqual(statements.filter((st: any) => !st.Condition).flatMap(writes), []);
       if (name === 'Delete') assert.ok(!statements.flatMap((st: any) => [st.Action].flat()).includes('s3:PutObject'));
@@ -170,11 +172,18 @@ describe('deployable stack (osls package, offline)', () => {
     assert.ok(template.Outputs.RegistryUrl, 'the stack outputs the registry URL');
   });
 
+  it('runs garbage collection daily by default, with the grace period (gcGraceSeconds) as its input', () => {
+    const rules = ofType('AWS::Events::Rule').map(([, r]) => r.Properties).filter((p) => JSON.stringify(p.Targets).includes('GcLambdaFunction'));
+    assert.equal(rules.length, 1);
+    assert.equal(rules[0].ScheduleExpression, 'rate(1 day)');
+    assert.deepEqual(JSON.parse(rules[0].Targets[0].Input), { graceSeconds: 86400 });
+  });
+
   it('keeps every function bundle within the budget, and a fresh Node process can load it and answer an event', async (t) => {
     const unpacked = await mkdtemp(join(tmpdir(), 'skiff-bundle-'));
     try {
       for (const name of Object.keys(FUNCTIONS)) {
-        if (name === 'Purge') continue;
+        if (name === 'Purge' || name === 'Gc') continue;
         const zip = join(out, `${name.toLowerCase()}.zip`);
         const dir = join(unpacked, name);
         await run('unzip', ['-q', zip, '-d', dir]);

@@ -33,7 +33,7 @@ const RECORDER = ['--import', './test/helpers/record-calls.ts'];
 /** The function API Gateway routes a request to (serverless.yml, `functions`). */
 const FUNCTION_OF_METHOD: Record<string, string> = { GET: 'Read', HEAD: 'Read', POST: 'Upload', PATCH: 'Chunk', PUT: 'Finish', DELETE: 'Delete' };
 /** The roles whose calls are checked: the functions', and the upload host's task role. */
-const ROLES = ['Read', 'Upload', 'Chunk', 'Finish', 'Delete', 'Purge', 'UploadHostTask'];
+const ROLES = ['Read', 'Upload', 'Chunk', 'Finish', 'Delete', 'Purge', 'Gc', 'UploadHostTask'];
 const UPLOAD_IMAGE = `123456789012.dkr.ecr.eu-west-1.amazonaws.com/skiff-ci-upload-host@sha256:${'cd'.repeat(32)}`;
 /** Where the API hands out upload Locations: https, so the API process does not serve it itself. */
 const UPLOAD_ORIGIN = 'https://uploads.invalid';
@@ -224,6 +224,21 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     });
     assert.match(purged.stdout, /"purged":1\b/, 'the purge freed the abandoned upload');
 
+    // Garbage collection, as the scheduled function runs it, after a manifest DELETE left its
+    // blobs unreferenced; a manifest over 64 KiB (kept in S3) makes it read a manifest object.
+    const gcConfig = { ...(await pushBlob('iam/gc', bytes(200, 8))), mediaType: CONFIG_TYPE };
+    const dropped = { schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: gcConfig, layers: [await pushBlob('iam/gc', bytes(300, 9))] };
+    ok(await putManifest('iam/gc', 'dropped', dropped), 201, 'manifest PUT before GC');
+    const large = { ...dropped, layers: [await pushBlob('iam/gc', bytes(300, 10))], annotations: { pad: 'x'.repeat(70_000) } };
+    ok(await putManifest('iam/gc', 'large', large), 201, 'large manifest PUT before GC');
+    ok(await req(`/v2/iam/gc/manifests/${sha256(Buffer.from(JSON.stringify(dropped)))}`, 'DELETE'), 202, 'manifest DELETE before GC');
+    const collected = await promisify(execFile)(process.execPath, ['--import', 'tsx', ...RECORDER, '--input-type=module', '-e', `const { gc } = await import('./functions/handlers.ts'); await gc({ graceSeconds: 0 });`], {
+      cwd: root,
+      env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', ...env, SKIFF_RECORD_ORIGIN: 'gc', SKIFF_LOG_LEVEL: 'INFO', POWERTOOLS_METRICS_DISABLED: 'true' },
+    });
+    const gcLog = JSON.parse(collected.stdout.split('\n').find((l) => l.includes('"message":"gc"'))!);
+    assert.ok(gcLog.complete && gcLog.freed.objects >= 2, `GC freed the dropped manifest's blobs: ${JSON.stringify(gcLog.freed)}`);
+
     calls = (await readFile(record, 'utf8'))
       .split('\n')
       .filter((l) => l.startsWith('{"origin"'))
@@ -238,7 +253,7 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
 
   /** The role a call runs under: the upload host's for requests it served, else the function's. */
   const functionOf = (c: RecordedCall) => {
-    if (typeof c.origin === 'string') return c.origin === 'purge' ? 'Purge' : undefined;
+    if (typeof c.origin === 'string') return ({ purge: 'Purge', gc: 'Gc' } as Record<string, string>)[c.origin];
     return `http://${c.origin.local}` === uploadHost.url ? 'UploadHostTask' : FUNCTION_OF_METHOD[c.origin.method];
   };
 
@@ -249,6 +264,14 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     assert.ok(seen('Chunk', 's3:PutObject') && seen('Finish', 's3:PutObject'), 'parts and completion');
     assert.ok(calls.some((c) => functionOf(c) === 'Delete' && c.needs.some((n) => n.action === 'dynamodb:DeleteItem' && n.sortKeys?.some((k) => k.startsWith('MANIFEST#')))), 'the manifest delete ran');
     assert.ok(seen('Purge', 'dynamodb:Query') && seen('Purge', 's3:AbortMultipartUpload'), 'the purge freed an upload');
+    assert.ok(seen('Gc', 's3:GetObject') && seen('Gc', 's3:DeleteObject') && seen('Gc', 'dynamodb:DeleteItem'), 'GC read a large manifest and freed links, descriptors and bytes');
+  });
+
+  it('GcRole allows exactly what GC calls (besides its logs), nothing more', () => {
+    const statements = stack.template.Resources.GcRole!.Properties.Policies.flatMap((p: any) => p.PolicyDocument.Statement);
+    const granted = new Set<string>(statements.flatMap((st: any) => [st.Action].flat()).filter((a: string) => !a.startsWith('logs:')));
+    const used = new Set(calls.filter((c) => functionOf(c) === 'Gc').flatMap((c) => c.needs.map((n) => n.action)));
+    assert.deepEqual([...granted].sort(), [...used].sort());
   });
 
   const denials = (role: Resource, recorded: RecordedCall[]) => {

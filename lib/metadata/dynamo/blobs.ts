@@ -5,7 +5,7 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
-import { batchGet, deleteExisting, key } from './table.js';
+import { batchGet, conditionFailed, deleteExisting, key, transact } from './table.js';
 
 export class DynamoBlobIndex implements BlobIndex {
   constructor(
@@ -23,14 +23,22 @@ export class DynamoBlobIndex implements BlobIndex {
     return new Map(items.map((item) => [item.digest as string, { ...toDescriptor(item), repo }]));
   }
 
-  async putLink(repo: string, descriptor: Descriptor | Link): Promise<void> {
+  async putLink(repo: string, descriptor: Descriptor | Link): Promise<boolean> {
     const { digest, size, key: objectKey, mediaType, createdAt } = descriptor;
-    await this.db.send(
-      new PutCommand({
-        TableName: this.table,
-        Item: { ...key.link(repo, digest), repo, digest, size, key: objectKey, mediaType, createdAt },
-      }),
-    );
+    const linkedAt = Date.now();
+    try {
+      // The link and the descriptor's linkedAt in one transaction, only while the descriptor
+      // exists: a garbage collection either deleted it first (no link is written) or sees the
+      // new linkedAt and keeps it (README, Garbage collection).
+      await transact(this.db, [
+        { Update: { TableName: this.table, Key: key.descriptor(digest), UpdateExpression: 'SET linkedAt = :now', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':now': linkedAt } } },
+        { Put: { TableName: this.table, Item: { ...key.link(repo, digest), repo, digest, size, key: objectKey, mediaType, createdAt, linkedAt } } },
+      ]);
+      return true;
+    } catch (err) {
+      if (conditionFailed(err)) return false;
+      throw err;
+    }
   }
 
   deleteLink(repo: string, digest: string): Promise<boolean> {

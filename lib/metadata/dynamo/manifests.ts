@@ -63,7 +63,15 @@ export class DynamoManifestIndex implements ManifestIndex {
     // What the service checked stays checked: the write fails if a referenced blob link or
     // child manifest went meanwhile (a concurrent DELETE), instead of storing a broken image.
     const references = [...[...plan.blobs.keys()].map((d) => ({ digest: d, Key: key.link(repo, d) })), ...[...plan.manifests.keys()].map((d) => ({ digest: d, Key: key.manifest(repo, d) }))];
-    const fixed: TransactItems = references.map(({ Key }) => ({ ConditionCheck: { TableName: this.table, Key, ConditionExpression: 'attribute_exists(pk)' } }));
+    // A blob link is not only checked but marked with this push (usedBy): a garbage collection
+    // that read the repository before this push deletes the link only if usedBy is unchanged
+    // (README, Garbage collection), so it cannot take a link this push relies on.
+    const fixed: TransactItems = [
+      ...[...plan.blobs.keys()].map((d) => ({
+        Update: { TableName: this.table, Key: key.link(repo, d), UpdateExpression: 'SET usedBy = :attempt', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':attempt': attempt } },
+      })),
+      ...[...plan.manifests.keys()].map((d) => ({ ConditionCheck: { TableName: this.table, Key: key.manifest(repo, d), ConditionExpression: 'attribute_exists(pk)' } })),
+    ];
     const put = (Item: Record<string, unknown>) => ({ Put: { TableName: this.table, Item } });
     // Only what serving the manifest needs: the referrers API's details live on the referrer item.
     fixed.push(put({ ...key.manifest(repo, digest), ...withoutUndefined({ repo, digest, mediaType, size, body: body ? Buffer.from(body) : undefined, key: objectKey, subject, createdAt, attempt }) }));

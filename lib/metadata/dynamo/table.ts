@@ -4,8 +4,9 @@
  * so the code and the deployed stack cannot drift apart.
  *
  *   item                pk                  sk                 attributes
- *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt
- *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt
+ *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt linkedAt
+ *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt linkedAt usedBy
+ *                       (linkedAt, usedBy: what garbage collection conditions its deletes on; lib/registry/gc.ts)
  *   upload session      UPLOAD#<id>         UPLOAD             repo offset write attempt seq writer leaseUntil
  *                                                              startedAt updatedAt expiresAt ttl expiryShard
  *                                                              (index `expiry`: expiryShard, expiresAt; sparse)

@@ -315,7 +315,7 @@ export class DynamoUploadStore implements UploadStore {
                 ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
               },
             },
-            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), repo, ...descriptor } } },
+            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), repo, ...descriptor, linkedAt: descriptor.createdAt } } },
             removeUpload,
           ],
         }),
@@ -333,8 +333,10 @@ export class DynamoUploadStore implements UploadStore {
       await this.db.send(
         new TransactWriteCommand({
           TransactItems: [
-            { ConditionCheck: { TableName: this.table, Key: key.descriptor(descriptor.digest), ConditionExpression: 'attribute_exists(pk)' } },
-            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), ...kept, repo } } },
+            // Marks the descriptor as linked now: a garbage collection running since then
+            // cannot delete it (README, Garbage collection); if one deleted it first, this fails.
+            { Update: { TableName: this.table, Key: key.descriptor(descriptor.digest), UpdateExpression: 'SET linkedAt = :now', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':now': descriptor.createdAt } } },
+            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), ...kept, repo, linkedAt: descriptor.createdAt } } },
             removeUpload,
           ],
         }),
