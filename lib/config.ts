@@ -190,7 +190,7 @@ export function loadConfig(env: Env = process.env): Config {
       origin: uploadOrigin && parseOrigin('SKIFF_UPLOAD_ORIGIN', uploadOrigin),
       serve,
       stallSeconds: int('SKIFF_STALL_SECONDS', 60, 1),
-      maxStreams: int('SKIFF_MAX_STREAMS', 16, 1),
+      maxStreams: int('SKIFF_MAX_STREAMS', 64, 1),
     },
   };
 }

@@ -300,6 +300,8 @@ describe('the upload host in the stack (osls package, offline)', () => {
       assert.equal(env.SKIFF_SERVE, 'uploads');
       assert.equal(env.SKIFF_PORT, '8080');
       assert.equal(env.SKIFF_HOST, '0.0.0.0');
+      // Bodies in flight bounded by the task's memory (0.5 GB, about 40 MiB a stream).
+      assert.equal(env.SKIFF_MAX_STREAMS, '8');
       // Without an endpoint `npm start` would start an embedded DynamoDB Local.
       assert.deepEqual(env.DYNAMODB_ENDPOINT, { 'Fn::Sub': 'https://dynamodb.${AWS::Region}.${AWS::URLSuffix}' });
       const fn = resources.ReadLambdaFunction!.Properties.Environment.Variables;
