@@ -92,7 +92,7 @@ export class UploadService {
         // A blob sent whole in this request needs no resumable state: nothing will continue it.
         hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(before), final ? expected : 0, this.settings.hashThread);
         // With no final chunk the digest is known now: refuse before assembling anything.
-        if (!final && !sameDigest(await hash.digest(), digest)) return this.reject(before, digest);
+        if (!final && sha256Digest(await hash.digest()) !== digest.value) return this.reject(before, digest);
       }
       if (final) stream = checked(final.stream, expected, this.settings.maxChunkBytes, hash ? (c) => hash!.update(c) : undefined);
 
@@ -100,7 +100,7 @@ export class UploadService {
       let actual: string;
       try {
         committed = await this.storage.ingester.commit(before.write, stream, ctx);
-        actual = hash ? `sha256:${Buffer.from(await hash.digest()).toString('hex')}` : await this.rehash(committed.key, digest);
+        actual = hash ? sha256Digest(await hash.digest()) : await this.rehash(committed.key, digest);
       } finally {
         if (hash && 'close' in hash) hash.close();
       }
@@ -352,8 +352,9 @@ export function uploadRange(offset: number): string {
   return `0-${Math.max(offset - 1, 0)}`;
 }
 
-function sameDigest(hash: Uint8Array, digest: Digest): boolean {
-  return Buffer.from(hash).toString('hex') === digest.encoded;
+/** A sha256 digest string (`sha256:<hex>`) for a hash's output, as clients name blobs. */
+function sha256Digest(hash: Uint8Array): string {
+  return `sha256:${Buffer.from(hash).toString('hex')}`;
 }
 
 function unknownUpload(id: string): RegistryError {
