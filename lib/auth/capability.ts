@@ -23,6 +23,12 @@ export interface CapabilitySettings {
   ttlSeconds: number;
 }
 
+/** What a valid capability grants beyond the upload itself. */
+export interface Grant {
+  /** The registry's origin, for the finished blob's Location (absent: a relative Location). */
+  registry?: string;
+}
+
 export class UploadCapabilities {
   constructor(
     private readonly tokens: () => Promise<TokenService>,
@@ -34,18 +40,24 @@ export class UploadCapabilities {
     return `${this.settings.service}:upload`;
   }
 
-  /** A capability to push to upload `id` of `repo`; `ttlSeconds` overrides the lifetime (at most the upload TTL). */
-  async issue(repo: string, id: string, ttlSeconds = this.settings.ttlSeconds): Promise<string> {
-    const expiresAt = Math.floor(this.now() / 1000) + Math.min(ttlSeconds, this.settings.ttlSeconds);
-    return (await this.tokens()).sign({ repo, upload: id, actions: ['push'] }, { subject: id, audience: this.audience, expiresAt });
+  /**
+   * A capability to push to upload `id` of `repo`; `ttlSeconds` overrides the lifetime (at most
+   * the upload TTL). `registry` is the registry's origin as the client reached it: the upload
+   * host names the finished blob there (it does not know that address itself).
+   */
+  async issue(repo: string, id: string, opts: { ttlSeconds?: number; registry?: string } = {}): Promise<string> {
+    const expiresAt = Math.floor(this.now() / 1000) + Math.min(opts.ttlSeconds ?? this.settings.ttlSeconds, this.settings.ttlSeconds);
+    const claims: Record<string, unknown> = { repo, upload: id, actions: ['push'] };
+    if (opts.registry) claims.reg = opts.registry;
+    return (await this.tokens()).sign(claims, { subject: id, audience: this.audience, expiresAt });
   }
 
   /**
    * Throws unless `token` is a valid capability for exactly this repository (as sent in the
    * path) and upload. Every refusal is the same 401, so a caller learns nothing about why (or
-   * whether the upload exists).
+   * whether the upload exists). Answers what the capability says beyond that: the registry's origin.
    */
-  async check(token: string | null, repo: string, id: string): Promise<void> {
+  async check(token: string | null, repo: string, id: string): Promise<Grant> {
     if (!token) throw refused();
     let claims: Record<string, unknown>;
     try {
@@ -56,6 +68,7 @@ export class UploadCapabilities {
     }
     const actions = claims.actions;
     if (claims.repo !== repo || claims.upload !== id || claims.sub !== id || !Array.isArray(actions) || !actions.includes('push')) throw refused();
+    return { registry: typeof claims.reg === 'string' ? claims.reg : undefined };
   }
 }
 

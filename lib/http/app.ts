@@ -13,7 +13,7 @@
 import { Contended } from '../metadata/types.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Registry } from '../registry/index.js';
-import { authorize, onToken } from './auth.js';
+import { authorize, onToken, registryOrigin } from './auth.js';
 import { onBlob } from './blobs.js';
 import { onCatalog, onReferrers, onTags } from './listings.js';
 import { onManifest } from './manifests.js';
@@ -35,8 +35,8 @@ export type AppRole = 'registry' | 'uploads';
 export class RegistryApp {
   /** Requests streaming an upload body right now (capped by SKIFF_MAX_STREAMS). */
   private streams = 0;
-  /** Where the uploads this app starts are continued (see uploadHostLocate). */
-  private readonly startedAt: Locate;
+  /** The upload host's origin when uploads this app starts are continued there (see uploadHostLocate). */
+  private readonly uploadOrigin?: string;
   private readonly capabilities?: UploadCapabilities;
 
   constructor(
@@ -47,7 +47,7 @@ export class RegistryApp {
     const origin = registry.config.uploadHost.origin;
     if ((role === 'uploads' || origin) && !registry.capabilities) throw new Error('the upload host needs token keys to sign and check capabilities');
     this.capabilities = registry.capabilities;
-    this.startedAt = role === 'uploads' || !origin ? relativeLocation : this.uploadHostLocate(origin);
+    this.uploadOrigin = role === 'uploads' ? undefined : origin;
   }
 
   async handle(req: RegistryRequest): Promise<RegistryResponse> {
@@ -88,7 +88,7 @@ export class RegistryApp {
         return json(200, {});
       case 'uploads':
         if (req.method !== 'POST') throw notAllowed('POST');
-        return postUpload(reg, req, route.repo!, ctx, this.startedAt);
+        return postUpload(reg, req, route.repo!, ctx, this.uploadOrigin ? this.uploadHostLocate(this.uploadOrigin, registryOrigin(reg, req)) : relativeLocation);
       case 'upload':
         return onUpload(reg, req, route.repo!, route.ref!, relativeLocation);
       case 'blob':
@@ -109,15 +109,19 @@ export class RegistryApp {
    * never looked at), and every Location it answers with carries a fresh one.
    */
   private async onUploadHost(route: Route, req: RegistryRequest): Promise<RegistryResponse> {
-    await this.capabilities!.check(req.query.get(CAPABILITY_PARAM), route.repo!, route.ref!);
+    const grant = await this.capabilities!.check(req.query.get(CAPABILITY_PARAM), route.repo!, route.ref!);
     // A capability is only ever issued for a valid name; kept for defence in depth.
     if (route.invalid) throw route.invalid;
-    return onUpload(this.registry, req, route.repo!, route.ref!, this.uploadHostLocate(this.registry.config.uploadHost.origin ?? ''));
+    const locate = this.uploadHostLocate(this.registry.config.uploadHost.origin ?? '', grant.registry);
+    return onUpload(this.registry, req, route.repo!, route.ref!, locate, grant.registry);
   }
 
-  /** Locations on the upload host at `origin` ('' on the host itself: relative), with a capability. */
-  private uploadHostLocate(origin: string): Locate {
-    return async (repo, id) => `${origin}${uploadLocation(repo, id)}?${CAPABILITY_PARAM}=${await this.capabilities!.issue(repo, id)}`;
+  /**
+   * Locations on the upload host at `origin` ('' on the host itself: relative), with a
+   * capability that also names the registry's origin (`registry`), passed on from one to the next.
+   */
+  private uploadHostLocate(origin: string, registry: string | undefined): Locate {
+    return async (repo, id) => `${origin}${uploadLocation(repo, id)}?${CAPABILITY_PARAM}=${await this.capabilities!.issue(repo, id, { registry })}`;
   }
 
   /** Past SKIFF_MAX_STREAMS bodies in flight a request is turned away before its body is read. */

@@ -109,6 +109,22 @@ function contextOf(auth: NonNullable<Registry['auth']>, principal: Principal): R
 
 const proxiesOf = new WeakMap<Authorizer, TrustedProxies>();
 
+const NO_PROXIES = new TrustedProxies([]);
+/** A host as a client may send it (name or address, optional port): anything else is not echoed. */
+const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * The registry's own origin as this caller reaches it (the realm's, when one is configured, as on
+ * a deployed stack; else the scheme and host the request came by), or undefined if the Host is
+ * not one to echo. The upload host, which does not know the registry's address, names blobs there.
+ */
+export function registryOrigin(reg: Registry, req: RegistryRequest): string | undefined {
+  const realm = reg.auth?.settings.realm;
+  if (realm) return new URL(realm).origin;
+  const view = reg.auth ? viewOf(reg.auth, req) : clientView(req, NO_PROXIES);
+  return HOST.test(view.host) ? `${view.proto}://${view.host}` : undefined;
+}
+
 /** The caller's address and the URL they used, believing forwarding headers only from trusted proxies. */
 function viewOf(auth: Authorizer, req: RegistryRequest): ClientView {
   let proxies = proxiesOf.get(auth);

@@ -53,8 +53,11 @@ export async function postUpload(reg: Registry, req: RegistryRequest, repo: stri
   return uploadStatus(202, await reg.uploads.start(repo), maxChunk, locate);
 }
 
-/** GET, PATCH, PUT, DELETE on an upload's Location; the Locations answered are `locate`'s. */
-export async function onUpload(reg: Registry, req: RegistryRequest, repo: string, id: string, locate: Locate): Promise<RegistryResponse> {
+/**
+ * GET, PATCH, PUT, DELETE on an upload's Location; the Locations answered are `locate`'s, and a
+ * finished blob's is on `registry` (the registry's origin, when this is the upload host).
+ */
+export async function onUpload(reg: Registry, req: RegistryRequest, repo: string, id: string, locate: Locate, registry = ''): Promise<RegistryResponse> {
   const maxChunk = reg.config.uploads.maxChunkBytes;
   try {
     if (!UPLOAD_ID.test(id)) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { detail: { uuid: id } });
@@ -69,7 +72,7 @@ export async function onUpload(reg: Registry, req: RegistryRequest, repo: string
         const digest = parseDigest(req.query.get('digest'));
         const range = parseContentRange(req.headers['content-range']);
         const descriptor = await reg.uploads.finish(repo, id, digest, req.body, range);
-        return created(repo, descriptor.digest);
+        return created(repo, descriptor.digest, registry);
       }
       case 'DELETE':
         await reg.uploads.cancel(repo, id);
@@ -103,9 +106,9 @@ async function uploadStatus(status: number, upload: Status, maxChunk: number, lo
   return { status, headers };
 }
 
-function created(repo: string, digest: string): RegistryResponse {
+function created(repo: string, digest: string, registry = ''): RegistryResponse {
   return {
     status: 201,
-    headers: { Location: blobLocation(repo, digest), 'Docker-Content-Digest': digest, 'Content-Length': '0' },
+    headers: { Location: registry + blobLocation(repo, digest), 'Docker-Content-Digest': digest, 'Content-Length': '0' },
   };
 }

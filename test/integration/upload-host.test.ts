@@ -78,7 +78,9 @@ for (const driver of DRIVERS) {
       const put = await call(withDigest(next, sha256(data)), { method: 'PUT', body: data.subarray(MiB) });
       assert.equal(put.status, 201, put.body.toString());
       assert.equal(put.header('docker-content-digest'), sha256(data));
-      const got = await call(`${r.url}/v2/team/app/blobs/${sha256(data)}`, { headers: { Authorization: basic } });
+      // The blob's Location is on the registry (as the client reached it), not on the upload host.
+      assert.equal(put.header('location'), `${r.url}/v2/team/app/blobs/${sha256(data)}`);
+      const got = await call(put.header('location')!, { headers: { Authorization: basic } });
       assert.equal(got.status, 200);
       assert.ok(got.body.equals(data), 'byte for byte');
     });

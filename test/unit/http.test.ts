@@ -6,6 +6,9 @@ import { describe, it } from 'node:test';
 import { RegistryError } from '../../lib/oci/errors.js';
 import { parseContentRange, parseReadRange } from '../../lib/http/ranges.js';
 import { matchRoute } from '../../lib/http/router.js';
+import { registryOrigin } from '../../lib/http/auth.js';
+import type { RegistryRequest } from '../../lib/http/types.js';
+import type { Registry } from '../../lib/registry/index.js';
 
 const D = `sha256:${'a'.repeat(64)}`;
 
@@ -80,5 +83,21 @@ describe('Range of a read', () => {
     assert.equal(parseReadRange('bytes=100-', 100), 'unsatisfiable');
     assert.equal(parseReadRange('bytes=-0', 100), 'unsatisfiable');
     assert.equal(parseReadRange('bytes=0-', 0), 'unsatisfiable');
+  });
+});
+
+describe("the registry's origin, for the upload host's blob Locations", () => {
+  const req = (host: string) => ({ method: 'PUT', path: '/', query: new URLSearchParams(), headers: { host }, body: undefined, sourceIp: '10.0.0.9' }) as unknown as RegistryRequest;
+  const open = {} as Registry;
+  const withRealm = { auth: { settings: { realm: 'https://api.example.com/auth/token', trustedProxies: [] } } } as unknown as Registry;
+
+  it('is the realm origin when a realm is configured, else the scheme and Host the client used', () => {
+    assert.equal(registryOrigin(withRealm, req('elsewhere:1')), 'https://api.example.com');
+    assert.equal(registryOrigin(open, req('127.0.0.1:5000')), 'http://127.0.0.1:5000');
+    assert.equal(registryOrigin(open, req('[::1]:5000')), 'http://[::1]:5000');
+  });
+
+  it('is left out (a relative Location) when the Host is not a host', () => {
+    for (const host of ['a b', 'x/y', 'x@y', 'x?y', 'h:port']) assert.equal(registryOrigin(open, req(host)), undefined, host);
   });
 });
