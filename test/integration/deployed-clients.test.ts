@@ -30,7 +30,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, before, it } from 'node:test';
@@ -98,14 +98,14 @@ class Clients {
     readonly footprint: string[],
     readonly work: string,
     readonly layout: OciLayout,
-    /** skopeo and buildah; podman gets a sandbox of its own per test. */
+    /** buildah's, and skopeo's for the archives docker and containerd load (no pushes). */
     readonly sb: ClientSandbox,
     readonly requestLog: RecordingProxy,
     readonly containerd: Containerd,
     readonly dockerd: Dockerd,
   ) {}
 
-  /** A sandbox for skopeo and buildah, containerd and dockerd; the requests through `requestLog` go into a failing command's error. */
+  /** A sandbox for buildah, containerd and dockerd; the requests through `requestLog` go into a failing command's error. */
   static async start(requestLog: RecordingProxy): Promise<Clients> {
     const footprint = await systemFootprint();
     const work = await mkdtemp(join(tmpdir(), 'deployed-'));
@@ -120,8 +120,12 @@ class Clients {
     return new Clients(footprint, work, await layout, sb, requestLog, containerd, dockerd);
   }
 
-  /** A fresh podman sandbox (its own store), logged in to each of `hosts`. */
-  async podman(hosts: string[]): Promise<ClientSandbox> {
+  /**
+   * A fresh sandbox (its own store and blob-info cache), podman logged in to each of `hosts`.
+   * skopeo and podman get one per test: with a cache that knows where a layer went before,
+   * c/image mounts it from there instead of uploading it (buildah did, after skopeo's push).
+   */
+  async sandbox(hosts: string[] = []): Promise<ClientSandbox> {
     const sb = await ClientSandbox.create({ timeoutMs: CLIENT_TIMEOUT, requestLog: this.requestLog });
     try {
       for (const host of new Set(hosts)) await sb.podman(['login', '--tls-verify=false', '-u', USER, '--password-stdin', host], { input: `${PASSWORD}\n` });
@@ -364,7 +368,7 @@ for (const driver of ['fs', 's3'] as const) {
     for (const [tag, size] of SIZES[driver]) {
       it(`skopeo copies (one PATCH with Content-Length to the upload host) and pulls back a ${tag} layer byte for byte`, async (ctx) => {
         const generated = await imageOf(tag, size);
-        const sb = c!.sb;
+        const sb = await c!.sandbox();
         const repo = 'deployed/skopeo';
         const ref = `docker://${t.host}/${repo}:${tag}`;
 
@@ -396,6 +400,7 @@ for (const driver of ['fs', 's3'] as const) {
           }
         } finally {
           await rm(out, { recursive: true, force: true });
+          await sb.dispose();
         }
       });
 
@@ -403,7 +408,7 @@ for (const driver of ['fs', 's3'] as const) {
         const generated = await imageOf(tag, size);
         const repo = 'deployed/podman';
         const ref = `${t.host}/${repo}:${tag}`;
-        const sb = await c!.podman([]);
+        const sb = await c!.sandbox([]);
         let other: ClientSandbox | undefined;
         const out = await tempDir('podman-saved');
         try {
@@ -430,7 +435,7 @@ for (const driver of ['fs', 's3'] as const) {
           for (const layer of stored.manifest.layers) assertOnePatch(t, mark, layer, 'podman', 'chunked');
           await sb.dispose();
 
-          other = await c!.podman([t.pull.host]);
+          other = await c!.sandbox([t.pull.host]);
           const pullMark = t.pull.api.requests.length;
           const pullStarted = Date.now();
           const pulled = await other.podmanPull(`${t.pull.host}/${repo}@${digest}`);
@@ -439,12 +444,13 @@ for (const driver of ['fs', 's3'] as const) {
           assertFetched(t.pull, pullMark, repo, stored.manifest.layers, 'podman pull');
           ctx.diagnostic(`podman push ${pushMs} ms, pull ${pullMs} ms`);
 
-          // Byte for byte: podman's copy, saved with its layers uncompressed, holds the generated tars.
-          await other.podman(['save', '--format', 'oci-dir', '--uncompressed', '--output', join(out, 'dir'), pulled]);
-          const manifest = JSON.parse(await readFile(join(out, 'dir', 'manifest.json'), 'utf8'));
+          // Byte for byte: podman's copy, saved as an OCI layout with its layers uncompressed, holds the generated tars.
+          await other.podman(['save', '--format', 'oci-dir', '--uncompressed', '--output', join(out, 'layout'), pulled]);
+          const saved = await readLayout(join(out, 'layout'));
+          const manifest = await saved.json(saved.ref().digest);
           assert.equal(manifest.layers.length, generated.layers.length);
           for (const [i, layer] of (manifest.layers as { digest: string }[]).entries()) {
-            const got = await hashFile(join(out, 'dir', layer.digest.slice(7)));
+            const got = await hashFile(join(out, 'layout', 'blobs', 'sha256', layer.digest.slice(7)));
             assert.deepEqual(got, { digest: generated.layers[i]!.diffId, size: generated.layers[i]!.uncompressedSize }, `podman's pulled layer ${i} is the generated tar`);
           }
         } finally {
@@ -648,7 +654,7 @@ describe('Lambda mode without an upload host refuses each client\'s 8 MiB layer 
   it('podman push: the PATCH with the layer gets 413, nothing is stored', async () => {
     await imageOf(tag, size);
     const ref = `${e.host}/deployed/podman:${tag}`;
-    const sb = await c!.podman([e.host]);
+    const sb = await c!.sandbox([e.host]);
     try {
       const id = await sb.podmanPull(`oci:${c!.layout.dir}:${tag}`);
       await sb.podman(['tag', id, ref]);
