@@ -33,10 +33,11 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, before, it } from 'node:test';
+import { type TestContext, after, before, describe, it } from 'node:test';
 import { createGunzip } from 'node:zlib';
 import { ClientSandbox, type RecordedRequest, type RecordingProxy, type RunResult, ensureClients, formatRequest, formatRun } from '../helpers/clients.js';
 import { Containerd, DOCKER, Dockerd, systemFootprint } from '../helpers/daemons.js';
+import { treeCpuSeconds } from '../helpers/cpu.js';
 import { MiB } from '../helpers/data.js';
 import { type Deployed, type Endpoint, type Started, startDeployed, startLambdaOnly } from '../helpers/deployed.js';
 import { call } from '../helpers/http.js';
@@ -178,6 +179,23 @@ class Clients {
   }
 }
 
+/**
+ * A test that reports what it cost: wall time, and the CPU seconds of this process and every
+ * process it started (clients, daemons, the registry; not the shared S3 and DynamoDB servers),
+ * which on a shared machine says more than wall time.
+ */
+function measured(fn: (ctx: TestContext) => Promise<void>): (ctx: TestContext) => Promise<void> {
+  return async (ctx) => {
+    const wall = Date.now();
+    const cpu = treeCpuSeconds();
+    try {
+      await fn(ctx);
+    } finally {
+      ctx.diagnostic(`cost: ${((Date.now() - wall) / 1000).toFixed(1)} s wall, ${(treeCpuSeconds() - cpu).toFixed(1)} s CPU`);
+    }
+  };
+}
+
 /** The last test of a suite that started daemons: they stop by PID and left nothing on the system. */
 function itStopsTheDaemons(clients: () => Clients | undefined): void {
   it('stops dockerd and containerd by PID, and they left nothing in /var/lib, /run, /etc/docker or /opt', async () => {
@@ -264,6 +282,12 @@ function assertUploadsWentToTheHost(t: Deployed, apiMark: number, client: string
   assert.ok(starts.length > 0, `${client} started no upload:\n${t.api.log(apiMark)}`);
   for (const q of starts) assert.ok(String(q.responseHeaders?.location).startsWith(`http://${UPLOAD_HOST}:`), `upload Location on the upload host: ${formatRequest(q)}`);
   assert.deepEqual(sent.filter((q) => q.method === 'PATCH' || (q.method === 'PUT' && q.url.includes('/blobs/uploads/'))).map(formatRequest), [], `${client} sent no upload request to the API`);
+}
+
+/** For the test's diagnostics: which Authorization schemes the client sent to the upload host since `mark` (it ignores them). */
+function authorizationSent(t: Deployed, mark: number): string {
+  const schemes = new Set(t.uploads.requests.slice(mark).map((q) => q.headers.authorization?.split(' ')[0] ?? 'none'));
+  return `Authorization to the upload host: ${[...schemes].sort().join(', ')}`;
 }
 
 /** The pull fetched each layer from the registry: a GET answered with all its bytes, or a redirect to S3. */
@@ -356,6 +380,7 @@ for (const driver of ['fs', 's3'] as const) {
     let c: Clients | undefined;
 
     before(async () => {
+      for (const [tag, size] of SIZES[driver]) await imageOf(tag, size);
       t = await startDeployed(driver, { users, tokenKeys: TOKEN_KEYS });
       c = await Clients.start(t.api);
     });
@@ -366,7 +391,7 @@ for (const driver of ['fs', 's3'] as const) {
     });
 
     for (const [tag, size] of SIZES[driver]) {
-      it(`skopeo copies (one PATCH with Content-Length to the upload host) and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+      it(`skopeo copies (one PATCH with Content-Length to the upload host) and pulls back a ${tag} layer byte for byte`, measured(async (ctx) => {
         const generated = await imageOf(tag, size);
         const sb = await c!.sandbox();
         const repo = 'deployed/skopeo';
@@ -390,7 +415,7 @@ for (const driver of ['fs', 's3'] as const) {
           const pullMark = t.pull.api.requests.length;
           const pull = await sb.copy(`docker://${t.pull.host}/${repo}:${tag}`, `oci:${join(out, 'layout')}:${tag}`, { extra: ['--src-creds', `${USER}:${PASSWORD}`] });
           assertFetched(t.pull, pullMark, repo, generated.layers, 'skopeo copy (pull)');
-          ctx.diagnostic(`skopeo push ${pushed.ms} ms, pull ${pull.ms} ms`);
+          ctx.diagnostic(`skopeo push ${pushed.ms} ms, pull ${pull.ms} ms; ${authorizationSent(t, mark)}`);
           const pulled = await readLayout(join(out, 'layout'));
           assert.equal(pulled.ref(tag).digest, generated.manifest.digest);
           assert.deepEqual(await pulled.digests(), generated.blobs.map((b) => b.digest).sort());
@@ -402,9 +427,9 @@ for (const driver of ['fs', 's3'] as const) {
           await rm(out, { recursive: true, force: true });
           await sb.dispose();
         }
-      });
+      }));
 
-      it(`podman logs in, pushes (one chunked PATCH to the upload host) and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+      it(`podman logs in, pushes (one chunked PATCH to the upload host) and pulls back a ${tag} layer byte for byte`, measured(async (ctx) => {
         const generated = await imageOf(tag, size);
         const repo = 'deployed/podman';
         const ref = `${t.host}/${repo}:${tag}`;
@@ -442,7 +467,7 @@ for (const driver of ['fs', 's3'] as const) {
           const pullMs = Date.now() - pullStarted;
           assert.equal(`sha256:${pulled}`, generated.config.digest, 'the same image came back');
           assertFetched(t.pull, pullMark, repo, stored.manifest.layers, 'podman pull');
-          ctx.diagnostic(`podman push ${pushMs} ms, pull ${pullMs} ms`);
+          ctx.diagnostic(`podman push ${pushMs} ms, pull ${pullMs} ms; ${authorizationSent(t, mark)}`);
 
           // Byte for byte: podman's copy, saved as an OCI layout with its layers uncompressed, holds the generated tars.
           await other.podman(['save', '--format', 'oci-dir', '--uncompressed', '--output', join(out, 'layout'), pulled]);
@@ -458,9 +483,9 @@ for (const driver of ['fs', 's3'] as const) {
           await sb.dispose();
           await other?.dispose();
         }
-      });
+      }));
 
-      it(`docker loads, logs in, pushes (one chunked PATCH to the upload host), removes and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+      it(`docker loads, logs in, pushes (one chunked PATCH to the upload host), removes and pulls back a ${tag} layer byte for byte`, measured(async (ctx) => {
         const image = await imageOf(tag, size);
         const docker = c!.dockerd;
         const repo = 'deployed/docker';
@@ -519,9 +544,9 @@ for (const driver of ['fs', 's3'] as const) {
           await rm(saved, { force: true });
           await docker.docker(['rmi', from]);
         }
-      });
+      }));
 
-      it(`containerd imports, pushes (the layer in the finishing PUT, no credentials to the upload host) and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+      it(`containerd imports, pushes (the layer in the finishing PUT, no credentials to the upload host) and pulls back a ${tag} layer byte for byte`, measured(async (ctx) => {
         const image = await imageOf(tag, size);
         const ctd = c!.containerd;
         const repo = 'deployed/containerd';
@@ -566,9 +591,9 @@ for (const driver of ['fs', 's3'] as const) {
           assert.deepEqual({ digest: got.digest, size: got.size }, await hashFile(blob.path), `${blob.mediaType} ${blob.digest}: the pulled bytes`);
         }
         await ctd.ctr(['-n', NS, 'images', 'rm', '--sync', from]);
-      });
+      }));
 
-      it(`buildah pushes (one chunked PATCH to the upload host) and pulls back a ${tag} layer byte for byte`, async (ctx) => {
+      it(`buildah pushes (one chunked PATCH to the upload host) and pulls back a ${tag} layer byte for byte`, measured(async (ctx) => {
         const image = await imageOf(tag, size);
         const sb = c!.sb;
         const repo = 'deployed/buildah';
@@ -597,7 +622,7 @@ for (const driver of ['fs', 's3'] as const) {
         const pull = await sb.buildah(['pull', '--quiet', '--tls-verify=false', '--retry', '0', '--creds', `${USER}:${PASSWORD}`, `docker://${from}`]);
         assert.equal(`sha256:${pull.stdout.trim().split('\n').pop()}`, image.config.digest, 'the same image came back');
         assertFetched(t.pull, pullMark, repo, stored.manifest.layers, 'buildah pull');
-        ctx.diagnostic(`buildah pull from the layout ${fromLayout.ms} ms, push ${pushMs} ms, pull ${pull.ms} ms`);
+        ctx.diagnostic(`buildah pull from the layout ${fromLayout.ms} ms, push ${pushMs} ms, pull ${pull.ms} ms; ${authorizationSent(t, mark)}`);
 
         // Byte for byte: buildah's copy, exported to a layout (compressed again: buildah 1.28
         // ignores --disable-compression here), decompresses to the generated tars.
@@ -616,7 +641,7 @@ for (const driver of ['fs', 's3'] as const) {
           await rm(out, { recursive: true, force: true });
           await sb.buildah(['rmi', '--all', '--force']);
         }
-      });
+      }));
     }
 
     itStopsTheDaemons(() => c);
