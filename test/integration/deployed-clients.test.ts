@@ -215,9 +215,9 @@ function measured(fn: (ctx: TestContext) => Promise<void>): (ctx: TestContext) =
   };
 }
 
-/** The last test of a suite that started daemons: they stop by PID and left nothing on the system. */
+/** The last test of a suite that started daemons: they stop by PID, and neither they nor the clients left anything on the system. */
 function itStopsTheDaemons(clients: () => Clients | undefined): void {
-  it('stops dockerd and containerd by PID, and they left nothing in /var/lib, /run, /etc/docker or /opt', async () => {
+  it('stops dockerd and containerd by PID, and no daemon or client left anything in /var/lib, /run, /etc/docker or /opt', async () => {
     const c = clients();
     assert.ok(c, 'the daemons started');
     const pids = [c.dockerd.pid, c.containerd.pid];
