@@ -414,24 +414,24 @@ for (const driver of ['fs', 's3'] as const) {
         it(`skopeo copies (one PATCH with Content-Length to the upload host) and pulls back a ${tag} layer byte for byte`, measured(async (ctx) => {
           const generated = await imageOf(tag, size);
           const sb = await c!.sandbox();
-          const repo = 'deployed/skopeo';
-          const ref = `docker://${t.host}/${repo}:${tag}`;
-
-          const anonymous = await sb.skopeoRaw(sb.copyArgs(`oci:${c!.layout.dir}:${tag}`, ref, { extra: ['--retry-times', '0'] }));
-          assert.notEqual(anonymous.code, 0, formatRun(anonymous));
-          assert.match(anonymous.stderr, /denied|unauthorized|authentication required/i, formatRun(anonymous));
-          await assertNotStored(t, repo, tag);
-
-          const mark = t.uploads.requests.length;
-          const apiMark = t.api.requests.length;
-          const pushed = await sb.copy(`oci:${c!.layout.dir}:${tag}`, ref, { extra: ['--dest-creds', `${USER}:${PASSWORD}`] });
-          const stored = await storedImage(t, repo, tag, generated);
-          assert.equal(stored.digest, generated.manifest.digest, 'skopeo pushed the manifest unchanged');
-          assertUploadsWentToTheHost(t, apiMark, 'skopeo');
-          for (const layer of generated.layers) assertOnePatch(t, mark, layer, 'skopeo', 'length');
-
           const out = await tempDir('skopeo-pulled');
           try {
+            const repo = 'deployed/skopeo';
+            const ref = `docker://${t.host}/${repo}:${tag}`;
+
+            const anonymous = await sb.skopeoRaw(sb.copyArgs(`oci:${c!.layout.dir}:${tag}`, ref, { extra: ['--retry-times', '0'] }));
+            assert.notEqual(anonymous.code, 0, formatRun(anonymous));
+            assert.match(anonymous.stderr, /denied|unauthorized|authentication required/i, formatRun(anonymous));
+            await assertNotStored(t, repo, tag);
+
+            const mark = t.uploads.requests.length;
+            const apiMark = t.api.requests.length;
+            const pushed = await sb.copy(`oci:${c!.layout.dir}:${tag}`, ref, { extra: ['--dest-creds', `${USER}:${PASSWORD}`] });
+            const stored = await storedImage(t, repo, tag, generated);
+            assert.equal(stored.digest, generated.manifest.digest, 'skopeo pushed the manifest unchanged');
+            assertUploadsWentToTheHost(t, apiMark, 'skopeo');
+            for (const layer of generated.layers) assertOnePatch(t, mark, layer, 'skopeo', 'length');
+
             const pullMark = t.pull.api.requests.length;
             const pull = await sb.copy(`docker://${t.pull.host}/${repo}:${tag}`, `oci:${join(out, 'layout')}:${tag}`, { extra: ['--src-creds', `${USER}:${PASSWORD}`] });
             assertFetched(t.pull, pullMark, repo, generated.layers, 'skopeo copy (pull)');
