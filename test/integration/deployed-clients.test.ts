@@ -544,7 +544,7 @@ for (const driver of ['fs', 's3'] as const) {
           await docker.docker(['rmi', ref]);
           assert.equal((await docker.docker(['image', 'ls', '--all', '--quiet'])).stdout.trim(), '', 'no image left after rmi');
           const from = `${t.pull.host}/${repo}:${tag}`;
-          if (t.pull !== t) await docker.docker(['login', '--username', USER, '--password-stdin', t.pull.host], { input: `${PASSWORD}\n` });
+          if (t.pull.host !== t.host) await docker.docker(['login', '--username', USER, '--password-stdin', t.pull.host], { input: `${PASSWORD}\n` });
           const pullMark = t.pull.api.requests.length;
           const pull = await docker.docker(['pull', from]);
           assertFetched(t.pull, pullMark, repo, stored.manifest.layers, 'docker pull');
