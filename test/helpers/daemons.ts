@@ -287,8 +287,8 @@ export class Dockerd {
 /**
  * The system paths containerd and dockerd use by default, and /run, /var/lib entries named after
  * them; also podman's and buildah's default store and run-time state, which the sandboxes of
- * test/helpers/clients.ts replace. (Not /var/lib/containers/cache: that sandboxes bind-mount
- * their own cache over it, creating the empty directory when missing.)
+ * test/helpers/clients.ts replace. (Not /var/lib/containers/cache: the sandboxes bind-mount
+ * their own cache over it, and create that empty directory when it is missing.)
  */
 const DEFAULT_PATHS = [
   '/var/lib/docker', '/var/lib/containerd', '/run/containerd', '/run/docker', '/run/docker.sock', '/run/docker.pid', '/etc/docker', '/opt/containerd',
