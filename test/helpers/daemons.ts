@@ -284,8 +284,16 @@ export class Dockerd {
 // ---------------------------------------------------------------------------------------------
 // What the daemons must not touch
 
-/** The system paths containerd and dockerd use by default, and /run, /var/lib entries named after them. */
-const DEFAULT_PATHS = ['/var/lib/docker', '/var/lib/containerd', '/run/containerd', '/run/docker', '/run/docker.sock', '/run/docker.pid', '/etc/docker', '/opt/containerd'];
+/**
+ * The system paths containerd and dockerd use by default, and /run, /var/lib entries named after
+ * them; also podman's and buildah's default store and run-time state, which the sandboxes of
+ * test/helpers/clients.ts replace. (Not /var/lib/containers/cache: the sandboxes bind-mount
+ * their own cache over it, and create that empty directory when it is missing.)
+ */
+const DEFAULT_PATHS = [
+  '/var/lib/docker', '/var/lib/containerd', '/run/containerd', '/run/docker', '/run/docker.sock', '/run/docker.pid', '/etc/docker', '/opt/containerd',
+  '/var/lib/containers/storage', '/run/containers', '/run/libpod',
+];
 
 async function listTree(path: string, depth = 3): Promise<string[]> {
   const st = await stat(path).catch(() => undefined);
