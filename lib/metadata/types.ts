@@ -396,3 +396,30 @@ export interface CollectorStore {
   deleteDescriptor(descriptor: CollectedDescriptor, cutoff: number): Promise<boolean>;
   readonly cost: StoreCost;
 }
+
+/**
+ * A retention policy (lib/registry/retention.ts): which manifests and tags of the repositories
+ * matching `pattern` expire. The most specific pattern covering a repository applies.
+ */
+export interface RetentionPolicy {
+  /** An exact repository name, `prefix/*` (everything below `prefix/`), or `*`. */
+  pattern: string;
+  /** Untagged manifests last pushed more than this many days ago expire. */
+  untaggedDays?: number;
+  /**
+   * Tag rules, in order: a tag belongs to the first whose `tags` pattern it matches, and of a
+   * rule's tags only the `last` most recently pushed stay.
+   */
+  keep?: { tags: string; last: number }[];
+  /** Tags matching any of these never expire, and neither do the manifests they point at. */
+  protect?: string[];
+  updatedAt?: number;
+}
+
+/** Retention policies, kept in the table; managed with `npm run admin -- policy`. */
+export interface PolicyStore {
+  list(): Promise<RetentionPolicy[]>;
+  put(policy: RetentionPolicy): Promise<void>;
+  /** False if no policy has this pattern. */
+  remove(pattern: string): Promise<boolean>;
+}
