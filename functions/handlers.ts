@@ -47,15 +47,24 @@ export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemain
   // Retention first, so that what it expires is collected in the same run; it may use half of
   // the time left (it resumes from the start of the catalog next run).
   const half = ((context?.getRemainingTimeInMillis() ?? 900_000) - 60_000) / 2;
-  const retention = await applyRetention(
-    { manifests: registry.meta.manifests, policies: new DynamoPolicyStore(createDynamo(config), config.dynamo.table), storage: registry.storage },
-    { dryRun: false, deadline: Date.now() + Math.max(1000, half) },
-  );
-  telemetry.logger.info('retention', { ...retention });
+  // A failing retention run (a store error, a policy that no longer validates) must not stop
+  // garbage collection: it is logged, GC runs, and the invocation then fails with it.
+  let failed: unknown;
+  try {
+    const retention = await applyRetention(
+      { manifests: registry.meta.manifests, policies: new DynamoPolicyStore(createDynamo(config), config.dynamo.table), storage: registry.storage },
+      { dryRun: false, deadline: Date.now() + Math.max(1000, half) },
+    );
+    telemetry.logger.info('retention', { ...retention });
+  } catch (err) {
+    failed = err;
+    telemetry.logger.error('retention failed', err as Error);
+  }
   const report = await collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), registry.storage, {
     dryRun: false,
     graceMs: graceSeconds * 1000,
     budgetMs: Math.max(1000, (context?.getRemainingTimeInMillis() ?? 900_000) - 60_000),
   });
   telemetry.collected(report);
+  if (failed !== undefined) throw failed;
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { PutCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { type RetentionWiring, run } from '../../lib/admin/cli.js';
 import { DynamoPolicyStore } from '../../lib/metadata/dynamo/policies.js';
 import { type RetentionOptions, type RetentionReport, applyRetention } from '../../lib/registry/retention.js';
@@ -281,6 +281,20 @@ for (const driver of DRIVERS) {
         assert.deepEqual(retention.repositories.find((e: { repo: string }) => e.repo === repo).tags.map((t: { tag: string }) => t.tag), ['pr-1']);
         assert.ok(gc.freed.links >= 2, `GC freed the expired manifest's blobs in the same run: ${JSON.stringify(gc.freed)}`);
         assert.deepEqual(await tagsOf(repo), ['pr-2']);
+        // A retention run that fails (here: a policy that does not validate, written behind the
+        // admin tool's back) still lets GC run, and then fails the invocation.
+        const bad = fresh('bad') + '/*';
+        await r.db.send(new PutCommand({ TableName: r.config.dynamo.table, Item: { pk: 'POLICIES', sk: `POLICY#${bad}`, pattern: bad, untaggedDays: -1 } }));
+        try {
+          const failed = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, env }).then(
+            () => assert.fail('the invocation must fail'),
+            (err: { stdout: string; stderr: string }) => err.stdout + err.stderr,
+          );
+          assert.ok(failed.includes('"message":"retention failed"'), failed);
+          assert.ok(failed.includes('"message":"gc"'), 'GC ran after the failed retention');
+        } finally {
+          await policies().remove(bad);
+        }
       });
     });
   });
