@@ -191,6 +191,15 @@ for (const driver of DRIVERS) {
       assert.deepEqual(await tagsOf(repo), ['v2']);
     });
 
+    it('pushes of different images to one listed repository at once all land, though each updates the marker', async () => {
+      const repo = fresh('busy');
+      await pushed(repo, 'first');
+      const images = await Promise.all(Array.from({ length: 12 }, () => image(repo)));
+      const results = await Promise.all(images.map((m, i) => put(repo, `t${i}`, m.text)));
+      assert.deepEqual(results.map((res) => res.status), images.map(() => 201), results.map((res) => res.body.toString()).join('\n'));
+      assert.equal((await tagsOf(repo)).length, 13);
+    });
+
     describe('races, held at the exact DynamoDB call', () => {
       const transactionOn = (pk: string, sk: (s: string) => boolean) => (command: string, input: Record<string, unknown>) =>
         command === 'TransactWriteItemsCommand' &&
