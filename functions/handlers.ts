@@ -2,7 +2,8 @@
  * Lambda entry points, one module so that every function deploys the same bundle:
  *   http   every registry route (API Gateway HTTP API, payload 2.0)
  *   purge  hourly: frees what abandoned uploads hold
- *   gc     daily by default: online garbage collection (lib/registry/gc.ts)
+ *   gc     daily by default: retention policies (lib/registry/retention.ts), then online garbage
+ *          collection (lib/registry/gc.ts)
  * Everything but the wiring lives in lib/: the event adapter in lib/http/lambda.ts, the API in
  * RegistryApp, the purge in lib/registry/purge.ts.
  */
@@ -14,6 +15,8 @@ import { createDynamo, createRegistry } from '../lib/registry/index.js';
 import { purgeExpiredUploads } from '../lib/registry/purge.js';
 import { collectGarbage } from '../lib/registry/gc.js';
 import { DynamoCollectorStore } from '../lib/metadata/dynamo/gc.js';
+import { DynamoPolicyStore } from '../lib/metadata/dynamo/policies.js';
+import { applyRetention } from '../lib/registry/retention.js';
 import { Telemetry } from '../lib/telemetry.js';
 
 // Created once per container, at cold start, and reused by every invocation it serves.
@@ -41,10 +44,27 @@ export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemain
   // A stack parameter given on the command line arrives as a string.
   const graceSeconds = Number(event.graceSeconds ?? 86_400);
   if (!Number.isFinite(graceSeconds) || graceSeconds < 0) throw new Error(`gc: graceSeconds must be a number of seconds, not ${String(event.graceSeconds)}`);
+  // Retention first, so that what it expires is collected in the same run; it may use half of
+  // the time left (it resumes from the start of the catalog next run).
+  const half = ((context?.getRemainingTimeInMillis() ?? 900_000) - 60_000) / 2;
+  // A failing retention run (a store error, a policy that no longer validates) must not stop
+  // garbage collection: it is logged, GC runs, and the invocation then fails with it.
+  let failed: unknown;
+  try {
+    const retention = await applyRetention(
+      { manifests: registry.meta.manifests, policies: new DynamoPolicyStore(createDynamo(config), config.dynamo.table), storage: registry.storage },
+      { dryRun: false, deadline: Date.now() + Math.max(1000, half) },
+    );
+    telemetry.logger.info('retention', { ...retention });
+  } catch (err) {
+    failed = err;
+    telemetry.logger.error('retention failed', err as Error);
+  }
   const report = await collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), registry.storage, {
     dryRun: false,
     graceMs: graceSeconds * 1000,
     budgetMs: Math.max(1000, (context?.getRemainingTimeInMillis() ?? 900_000) - 60_000),
   });
   telemetry.collected(report);
+  if (failed !== undefined) throw failed;
 }

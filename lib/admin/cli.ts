@@ -10,6 +10,9 @@
  *   revoke <user|anonymous> <pattern>
  *   key new [kid]                        print a new token key entry for SKIFF_TOKEN_KEYS
  *   gc [--dry-run] [--grace S] [--budget S]  collect garbage (lib/registry/gc.ts)
+ *   policy set <pattern> [--untagged-days N] [--keep TAGS=N]... [--protect TAGS]...
+ *   policy list | policy remove <pattern>  retention policies (lib/registry/retention.ts)
+ *   retention [--dry-run]                apply them: expire tags and manifests, unlist empty repositories
  *
  * Passwords are read from standard input (typed without echo on a terminal) and never
  * printed; only their scrypt hashes are stored.
@@ -18,8 +21,9 @@ import { randomBytes } from 'node:crypto';
 import { ACTIONS, type Action, isValidPattern } from '../auth/access.js';
 import { ANONYMOUS, isValidUserName } from '../auth/authorizer.js';
 import { hashPassword } from '../auth/passwords.js';
-import type { UserStore } from '../metadata/types.js';
+import type { PolicyStore, RetentionPolicy, UserStore } from '../metadata/types.js';
 import type { CollectOptions, CollectReport } from '../registry/gc.js';
+import { PolicyError, type RetentionOptions, type RetentionReport, describeRetention, validatePolicy } from '../registry/retention.js';
 
 export interface Io {
   out(line: string): void;
@@ -40,14 +44,27 @@ const USAGE = `usage:
   skiff-admin revoke <user|anonymous> <pattern>
   skiff-admin key new [kid]
   skiff-admin gc [--dry-run] [--grace SECONDS (default 86400)] [--budget SECONDS (default 600)]
-patterns: an exact repository name, a prefix such as team/*, or * for every repository`;
+  skiff-admin policy set <pattern> [--untagged-days N] [--keep TAGS=N]... [--protect TAGS]...
+  skiff-admin policy list
+  skiff-admin policy remove <pattern>
+  skiff-admin retention [--dry-run]
+patterns: an exact repository name, a prefix such as team/*, or * for every repository
+TAGS: a tag pattern, * for any run of characters and ? for one (pr-*, v?.*, latest)`;
 
 /** Runs a garbage collection with these options (the wiring to a table and storage). */
 export type Collect = (options: CollectOptions) => Promise<CollectReport>;
+/** Applies the retention policies with these options (the wiring to a table and storage). */
+export type Retain = (options: RetentionOptions) => Promise<RetentionReport>;
 
-export async function run(argv: string[], users: () => UserStore, io: Io, collect?: Collect): Promise<number> {
+/** What the retention commands need, wired lazily like the user store. */
+export interface RetentionWiring {
+  policies: () => PolicyStore;
+  retain: Retain;
+}
+
+export async function run(argv: string[], users: () => UserStore, io: Io, collect?: Collect, retention?: RetentionWiring): Promise<number> {
   try {
-    await dispatch(argv, users, io, collect);
+    await dispatch(argv, users, io, collect, retention);
     return 0;
   } catch (err) {
     if (err instanceof UsageError) {
@@ -60,8 +77,19 @@ export async function run(argv: string[], users: () => UserStore, io: Io, collec
   }
 }
 
-async function dispatch(argv: string[], users: () => UserStore, io: Io, collect?: Collect): Promise<void> {
+async function dispatch(argv: string[], users: () => UserStore, io: Io, collect?: Collect, retention?: RetentionWiring): Promise<void> {
   const [command, sub, ...rest] = argv;
+  if (command === 'policy') return policyCommand(sub, rest, io, retention);
+  if (command === 'retention') {
+    const args = argv.slice(1);
+    const bad = args.find((a) => a !== '--dry-run');
+    if (bad !== undefined) throw new UsageError(`unknown retention option: ${bad}`);
+    if (!retention) throw new Error('retention is not available here');
+    const report = await retention.retain({ dryRun: args.includes('--dry-run') });
+    for (const line of describeRetention(report)) io.out(line);
+    if (!report.complete) throw new Error('the run stopped at its deadline before visiting every repository');
+    return;
+  }
   if (command === 'gc') {
     if (!collect) throw new Error('garbage collection is not available here');
     const report = await collect(gcOptions(argv.slice(1)));
@@ -143,6 +171,60 @@ function userName(name: string | undefined, allowAnonymous: boolean): string {
   if (name === ANONYMOUS && allowAnonymous) return name;
   if (!isValidUserName(name)) throw new UsageError(`invalid user name: ${name} (letters, digits, . _ @ -; not "anonymous")`);
   return name;
+}
+
+async function policyCommand(sub: string | undefined, args: string[], io: Io, retention?: RetentionWiring): Promise<void> {
+  if (sub !== 'set' && sub !== 'list' && sub !== 'remove') throw new UsageError(`unknown policy command: ${sub ?? '(none)'}`);
+  if (!retention) throw new Error('retention policies are not available here');
+  if (sub === 'list') {
+    if (args.length) throw new UsageError('policy list takes no arguments');
+    const policies = await retention.policies().list();
+    if (!policies.length) io.out('no retention policies');
+    for (const p of policies) io.out(describePolicy(p));
+    return;
+  }
+  const [pattern, ...options] = args;
+  if (!pattern) throw new UsageError('a repository pattern is required');
+  if (sub === 'remove') {
+    if (options.length) throw new UsageError('policy remove takes only a pattern');
+    if (!(await retention.policies().remove(pattern))) throw new Error(`no retention policy for ${pattern}`);
+    io.out(`removed the retention policy for ${pattern}`);
+    return;
+  }
+  const policy: RetentionPolicy = { pattern };
+  for (let i = 0; i < options.length; i++) {
+    const option = options[i]!;
+    const value = options[++i];
+    if (value === undefined) throw new UsageError(`${option} needs a value`);
+    if (option === '--untagged-days') {
+      if (!/^\d+$/.test(value)) throw new UsageError('--untagged-days needs a whole number of days');
+      policy.untaggedDays = Number(value);
+    } else if (option === '--keep') {
+      const m = /^(.+)=(\d+)$/.exec(value);
+      if (!m) throw new UsageError(`--keep needs TAGS=N (e.g. 'pr-*=10'), not ${value}`);
+      (policy.keep ??= []).push({ tags: m[1]!, last: Number(m[2]) });
+    } else if (option === '--protect') (policy.protect ??= []).push(value);
+    else throw new UsageError(`unknown policy option: ${option}`);
+  }
+  let valid: RetentionPolicy;
+  try {
+    valid = validatePolicy({ ...policy, updatedAt: Date.now() });
+  } catch (err) {
+    if (err instanceof PolicyError) throw new UsageError(err.message);
+    throw err;
+  }
+  await retention.policies().put(valid);
+  io.out(`set ${describePolicy(valid)}`);
+}
+
+/** One line per policy, in the words of its rules. */
+export function describePolicy(p: RetentionPolicy): string {
+  const rules = [
+    ...(p.untaggedDays !== undefined ? [`untagged manifests expire after ${p.untaggedDays} days`] : []),
+    ...(p.keep ?? []).map((k) => `keep the ${k.last} most recent ${k.tags} tags`),
+    ...(p.protect?.length ? [`protect ${p.protect.join(', ')}`] : []),
+  ];
+  return `${p.pattern}: ${rules.join('; ')}`;
 }
 
 function gcOptions(args: string[]): CollectOptions {

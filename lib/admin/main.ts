@@ -5,8 +5,11 @@
  */
 import { ConfigError, loadConfig } from '../config.js';
 import { DynamoCollectorStore } from '../metadata/dynamo/gc.js';
+import { DynamoManifestIndex } from '../metadata/dynamo/manifests.js';
+import { DynamoPolicyStore } from '../metadata/dynamo/policies.js';
 import { DynamoUserStore } from '../metadata/dynamo/users.js';
 import { collectGarbage } from '../registry/gc.js';
+import { applyRetention } from '../registry/retention.js';
 import { createDynamo, createStorage } from '../registry/index.js';
 import { type Io, run } from './cli.js';
 
@@ -68,7 +71,10 @@ async function main(): Promise<number> {
   }
   const users = () => new DynamoUserStore(createDynamo(config), config.dynamo.table);
   const collect = (options: Parameters<typeof collectGarbage>[2]) => collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), createStorage(config), options);
-  return run(process.argv.slice(2), users, io, collect);
+  const policies = () => new DynamoPolicyStore(createDynamo(config), config.dynamo.table);
+  const retain = (options: Parameters<typeof applyRetention>[1]) =>
+    applyRetention({ manifests: new DynamoManifestIndex(createDynamo(config), config.dynamo.table), policies: policies(), storage: createStorage(config) }, options);
+  return run(process.argv.slice(2), users, io, collect, { policies, retain });
 }
 
 main().then((code) => process.exit(code));

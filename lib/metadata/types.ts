@@ -150,6 +150,10 @@ export interface ManifestRecord {
   /** Digest of the manifest this one refers to (OCI 1.1 `subject`). */
   subject?: string;
   createdAt: number;
+  /** The push that wrote the record (absent on records from before attempts were kept). */
+  attempt?: string;
+  /** The last index push that referenced this manifest as a child (what retention conditions on). */
+  usedBy?: string;
 }
 
 export interface TagRecord {
@@ -159,6 +163,8 @@ export interface TagRecord {
   mediaType: string;
   size: number;
   updatedAt: number;
+  /** The push that last moved the tag (absent on tags from before attempts were kept). */
+  attempt?: string;
 }
 
 /** A descriptor in a referrers listing. */
@@ -204,7 +210,7 @@ export interface ManifestPlan {
   manifests: Map<string, number>;
   /** The digest `tag` pointed at when read. */
   previous?: string;
-  /** Whether the repository already has its catalog entry. */
+  /** Whether the repository already has its catalog entry (its marker was read). */
   listed: boolean;
 }
 
@@ -230,8 +236,26 @@ export interface ManifestIndex {
    * false if the repository does not hold it.
    */
   deleteManifest(repo: string, digest: string): Promise<boolean>;
-  /** Deletes the tag wherever it points; false if there is no such tag. */
-  deleteTag(repo: string, tag: string): Promise<boolean>;
+  /**
+   * Deletes the tag wherever it points; false if there is no such tag. With `seen`, only if the
+   * tag is still exactly as read then (same digest and the same push): false if it moved or was
+   * pushed again meanwhile, which keeps a newer tag.
+   */
+  deleteTag(repo: string, tag: string, seen?: TagRecord): Promise<boolean>;
+  /**
+   * Deletes a manifest that retention found unneeded, only while it is exactly as `seen` (not
+   * pushed again, not referenced by an index pushed since: attempt and usedBy unchanged) and no
+   * tag points at it; its referrer entry goes with it. False, deleting nothing, otherwise.
+   */
+  expireManifest(seen: ManifestRecord): Promise<boolean>;
+  /** Every manifest of the repository (bodies included) and every tag, for retention. */
+  contents(repo: string): Promise<{ manifests: ManifestRecord[]; tags: TagRecord[] }>;
+  /**
+   * Removes a repository that holds no manifest from the catalog (its catalog entry and its
+   * marker), race-free against a concurrent push: 'removed', or 'kept' (it holds a manifest,
+   * or a push touched its marker meanwhile). With `dryRun`, only says whether it would.
+   */
+  unlistIfEmpty(repo: string, dryRun?: boolean): Promise<'removed' | 'kept'>;
   /** Tags in case-insensitive lexical order, after `last`, at most `n` (all when undefined). */
   listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>>;
   /** Referrers of `subject` in digest order, after the digest `after`, at most `n`. */
@@ -371,4 +395,31 @@ export interface CollectorStore {
    */
   deleteDescriptor(descriptor: CollectedDescriptor, cutoff: number): Promise<boolean>;
   readonly cost: StoreCost;
+}
+
+/**
+ * A retention policy (lib/registry/retention.ts): which manifests and tags of the repositories
+ * matching `pattern` expire. The most specific pattern covering a repository applies.
+ */
+export interface RetentionPolicy {
+  /** An exact repository name, `prefix/*` (everything below `prefix/`), or `*`. */
+  pattern: string;
+  /** Untagged manifests last pushed more than this many days ago expire. */
+  untaggedDays?: number;
+  /**
+   * Tag rules, in order: a tag belongs to the first whose `tags` pattern it matches, and of a
+   * rule's tags only the `last` most recently pushed stay.
+   */
+  keep?: { tags: string; last: number }[];
+  /** Tags matching any of these never expire, and neither do the manifests they point at. */
+  protect?: string[];
+  updatedAt?: number;
+}
+
+/** Retention policies, kept in the table; managed with `npm run admin -- policy`. */
+export interface PolicyStore {
+  list(): Promise<RetentionPolicy[]>;
+  put(policy: RetentionPolicy): Promise<void>;
+  /** False if no policy has this pattern. */
+  remove(pattern: string): Promise<boolean>;
 }

@@ -20,6 +20,7 @@ import { promisify } from 'node:util';
 import { run as admin } from '../../lib/admin/cli.js';
 import { createDocumentClient } from '../../lib/metadata/dynamo/table.js';
 import { DynamoUserStore } from '../../lib/metadata/dynamo/users.js';
+import { DynamoPolicyStore } from '../../lib/metadata/dynamo/policies.js';
 import { MiB, bytes, sha256, sha512 } from '../helpers/data.js';
 import { call, type Received } from '../helpers/http.js';
 import { withDigest } from '../helpers/oci.js';
@@ -232,12 +233,21 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     const large = { ...dropped, layers: [await pushBlob('iam/gc', bytes(300, 10))], annotations: { pad: 'x'.repeat(70_000) } };
     ok(await putManifest('iam/gc', 'large', large), 201, 'large manifest PUT before GC');
     ok(await req(`/v2/iam/gc/manifests/${sha256(Buffer.from(JSON.stringify(dropped)))}`, 'DELETE'), 202, 'manifest DELETE before GC');
+    // Retention runs in the same function first: a policy that expires a tag and its manifest
+    // (which empties the repository, so it also leaves the catalog).
+    const retained = { schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { ...(await pushBlob('iam/retained', bytes(200, 11))), mediaType: CONFIG_TYPE }, layers: [] };
+    ok(await putManifest('iam/retained', 'pr-1', retained), 201, 'manifest PUT before retention');
+    const policyIo = { out: () => undefined, err: (l: string) => assert.fail(l), readSecret: async () => '' };
+    const policies = () => new DynamoPolicyStore(db, env.DYNAMODB_TABLE!);
+    assert.equal(await admin(['policy', 'set', 'iam/retained', '--keep', 'pr-*=0'], () => assert.fail('no users'), policyIo, undefined, { policies, retain: () => assert.fail('not run here') }), 0);
     const collected = await promisify(execFile)(process.execPath, ['--import', 'tsx', ...RECORDER, '--input-type=module', '-e', `const { gc } = await import('./functions/handlers.ts'); await gc({ graceSeconds: 0 });`], {
       cwd: root,
       env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', ...env, SKIFF_RECORD_ORIGIN: 'gc', SKIFF_LOG_LEVEL: 'INFO', POWERTOOLS_METRICS_DISABLED: 'true' },
     });
     const gcLog = JSON.parse(collected.stdout.split('\n').find((l) => l.includes('"message":"gc"'))!);
     assert.ok(gcLog.complete && gcLog.freed.objects >= 2, `GC freed the dropped manifest's blobs: ${JSON.stringify(gcLog.freed)}`);
+    const retentionLog = JSON.parse(collected.stdout.split('\n').find((l) => l.includes('"message":"retention"'))!);
+    assert.ok(retentionLog.deleted.tags === 1 && retentionLog.deleted.manifests === 1 && retentionLog.unlisted.includes('iam/retained'), `retention ran first: ${JSON.stringify(retentionLog)}`);
 
     calls = (await readFile(record, 'utf8'))
       .split('\n')

@@ -63,32 +63,41 @@ export class DynamoManifestIndex implements ManifestIndex {
     // What the service checked stays checked: the write fails if a referenced blob link or
     // child manifest went meanwhile (a concurrent DELETE), instead of storing a broken image.
     const references = [...[...plan.blobs.keys()].map((d) => ({ digest: d, Key: key.link(repo, d) })), ...[...plan.manifests.keys()].map((d) => ({ digest: d, Key: key.manifest(repo, d) }))];
-    // A blob link is not only checked but marked with this push (usedBy): a garbage collection
-    // that read the repository before this push deletes the link only if usedBy is unchanged
-    // (README, Garbage collection), so it cannot take a link this push relies on.
-    const fixed: TransactItems = [
-      ...[...plan.blobs.keys()].map((d) => ({
-        Update: { TableName: this.table, Key: key.link(repo, d), UpdateExpression: 'SET usedBy = :attempt', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':attempt': attempt } },
-      })),
-      ...[...plan.manifests.keys()].map((d) => ({ ConditionCheck: { TableName: this.table, Key: key.manifest(repo, d), ConditionExpression: 'attribute_exists(pk)' } })),
-    ];
+    // Each reference is not only checked but marked with this push (usedBy): a garbage
+    // collection (links) or a retention run (child manifests) that read the repository before
+    // this push deletes the item only if usedBy is unchanged (README, Garbage collection and
+    // Retention policies), so it cannot take something this push relies on.
+    const mark = (Key: Record<string, string>) => ({
+      Update: { TableName: this.table, Key, UpdateExpression: 'SET usedBy = :attempt', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':attempt': attempt } },
+    });
+    const own: TransactItems = references.map((r) => mark(r.Key));
     const put = (Item: Record<string, unknown>) => ({ Put: { TableName: this.table, Item } });
     // Only what serving the manifest needs: the referrers API's details live on the referrer item.
-    fixed.push(put({ ...key.manifest(repo, digest), ...withoutUndefined({ repo, digest, mediaType, size, body: body ? Buffer.from(body) : undefined, key: objectKey, subject, createdAt, attempt }) }));
+    own.push(put({ ...key.manifest(repo, digest), ...withoutUndefined({ repo, digest, mediaType, size, body: body ? Buffer.from(body) : undefined, key: objectKey, subject, createdAt, attempt }) }));
     if (subject) {
       const details = withoutUndefined({ artifactType: referrer.artifactType, annotations: referrer.annotations });
       const inline = Buffer.byteLength(JSON.stringify(details)) <= INLINE_REFERRER_BYTES;
       // Detached, a short artifactType still stays, so filtering by it needs no read of the manifest.
       const kept = inline ? details : withoutUndefined({ artifactType: (referrer.artifactType?.length ?? 0) <= 1024 ? referrer.artifactType : undefined, detached: true });
-      fixed.push(put({ ...key.referrer(repo, subject, digest), digest, mediaType, size, ...kept }));
+      own.push(put({ ...key.referrer(repo, subject, digest), digest, mediaType, size, ...kept }));
     }
     // The catalog's partition is shared by every repository: only a repository's first push
-    // writes there, so pushes to known repositories never meet there.
-    if (!plan.listed) fixed.push(put({ ...key.marker(repo), name: repo, createdAt }), put({ ...key.repository(repo), name: repo, createdAt }));
+    // writes there, so pushes to known repositories never meet there. A known repository's push
+    // touches the marker it read instead (pushedBy): the removal of an empty repository from the
+    // catalog deletes marker and entry only if the marker is unchanged, so either this push
+    // lands first and the removal keeps the repository, or the removal lands first and this
+    // push finds the marker gone and lists the repository again, as a first push.
+    let listed = plan.listed;
+    const listing = (): TransactItems =>
+      listed
+        ? [{ Update: { TableName: this.table, Key: key.marker(repo), UpdateExpression: 'SET pushedBy = :attempt', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':attempt': attempt } } }]
+        : [put({ ...key.marker(repo), name: repo, createdAt, pushedBy: attempt }), put({ ...key.repository(repo), name: repo, createdAt })];
 
-    if (!plan.listed) await this.indexTags(repo);
+    if (!listed) await this.indexTags(repo);
     let previous = plan.previous;
     for (let tries = 0; tries < MOVES; tries++) {
+      const fixed = [...own, ...listing()];
+      const marker = own.length;
       const items = [...fixed];
       const tag = plan.tag;
       if (tag !== undefined) {
@@ -115,11 +124,20 @@ export class DynamoManifestIndex implements ManifestIndex {
         const gone = references.find((_, i) => reasons[i]?.Code === 'ConditionalCheckFailed');
         if (gone) throw new ReferenceGone(gone.digest);
         const moved = reasons[fixed.length];
-        if (tag === undefined || moved?.Code !== 'ConditionalCheckFailed') throw err;
-        const now = moved.Item ? unmarshall(moved.Item as Record<string, AttributeValue>) : undefined;
-        // Our own write, applied although its answer was lost: done.
-        if (now?.attempt === attempt) return;
-        previous = now?.digest as string | undefined;
+        const movedNow = tag !== undefined && moved?.Code === 'ConditionalCheckFailed';
+        const unlisted = listed && reasons[marker]?.Code === 'ConditionalCheckFailed';
+        if (!movedNow && !unlisted) throw err;
+        if (movedNow) {
+          const now = moved.Item ? unmarshall(moved.Item as Record<string, AttributeValue>) : undefined;
+          // Our own write, applied although its answer was lost: done.
+          if (now?.attempt === attempt) return;
+          previous = now?.digest as string | undefined;
+        }
+        if (unlisted) {
+          // Removed from the catalog since the plan read the marker (it held no manifest then).
+          listed = false;
+          await this.indexTags(repo);
+        }
       }
     }
     throw new Contended();
@@ -215,7 +233,17 @@ export class DynamoManifestIndex implements ManifestIndex {
     }
   }
 
-  async deleteTag(repo: string, tag: string): Promise<boolean> {
+  async deleteTag(repo: string, tag: string, seen?: TagRecord): Promise<boolean> {
+    if (seen) {
+      try {
+        await transact(this.db, this.untag(repo, tag, seen.digest, seen));
+        return true;
+      } catch (err) {
+        // Moved, pushed again or deleted since it was read: it stays as it is now.
+        if (!conditionFailed(err)) throw err;
+        return false;
+      }
+    }
     for (let tries = 0; tries < MOVES; tries++) {
       const current = await this.getTag(repo, tag);
       if (!current) return false;
@@ -230,20 +258,101 @@ export class DynamoManifestIndex implements ManifestIndex {
     throw new Contended();
   }
 
-  /** Deletes `tag` and its reverse-index entry, only while it points at `digest`. */
-  private untag(repo: string, tag: string, digest: string): TransactItems {
+  /**
+   * Deletes `tag` and its reverse-index entry, only while it points at `digest` and, with
+   * `seen`, only while it is the same push's tag (a push of the same digest under the same tag
+   * meanwhile is a newer tag, and stays).
+   */
+  private untag(repo: string, tag: string, digest: string, seen?: TagRecord): TransactItems {
+    const same =
+      seen === undefined
+        ? { condition: '', values: {} }
+        : seen.attempt !== undefined
+          ? { condition: ' AND attempt = :attempt', values: { ':attempt': seen.attempt } }
+          : { condition: ' AND attribute_not_exists(attempt) AND updatedAt = :updatedAt', values: { ':updatedAt': seen.updatedAt } };
     return [
       {
         Delete: {
           TableName: this.table,
           Key: key.tag(repo, tag),
-          ConditionExpression: '#digest = :digest',
+          ConditionExpression: `#digest = :digest${same.condition}`,
           ExpressionAttributeNames: { '#digest': 'digest' },
-          ExpressionAttributeValues: { ':digest': digest },
+          ExpressionAttributeValues: { ':digest': digest, ...same.values },
         },
       },
       { Delete: { TableName: this.table, Key: key.tagged(repo, digest, tag) } },
     ];
+  }
+
+  async expireManifest(seen: ManifestRecord): Promise<boolean> {
+    const { repo, digest } = seen;
+    // A tag on it now (pushed since it was read) keeps it; one pushed after this read stored
+    // the manifest again (a new attempt), which fails the delete's condition below.
+    if ((await this.tagsOf(repo, digest, seen.attempt === undefined)).length) return false;
+    const values: Record<string, unknown> = {};
+    const conditions: string[] = [];
+    if (seen.attempt === undefined) conditions.push('attribute_exists(pk) AND attribute_not_exists(attempt)');
+    else {
+      conditions.push('attempt = :attempt');
+      values[':attempt'] = seen.attempt;
+    }
+    // An index pushed since the read that references it marked it (usedBy): it stays.
+    if (seen.usedBy === undefined) conditions.push('attribute_not_exists(usedBy)');
+    else {
+      conditions.push('usedBy = :usedBy');
+      values[':usedBy'] = seen.usedBy;
+    }
+    const items: TransactItems = [
+      {
+        Delete: {
+          TableName: this.table,
+          Key: key.manifest(repo, digest),
+          ConditionExpression: conditions.join(' AND '),
+          ExpressionAttributeValues: values,
+        },
+      },
+    ];
+    if (seen.subject) items.push({ Delete: { TableName: this.table, Key: key.referrer(repo, seen.subject, digest) } });
+    try {
+      await transact(this.db, items);
+      return true;
+    } catch (err) {
+      if (!conditionFailed(err)) throw err;
+      return false;
+    }
+  }
+
+  async contents(repo: string): Promise<{ manifests: ManifestRecord[]; tags: TagRecord[] }> {
+    const manifests = (await queryPrefix(this.db, this.table, `REPO#${repo}`, 'MANIFEST#')).items.map((i) => toManifest(i, repo));
+    const tags = (await queryPrefix(this.db, this.table, `REPO#${repo}`, 'TAG#')).items.map((i) => toTag(i, repo));
+    return { manifests, tags };
+  }
+
+  async unlistIfEmpty(repo: string, dryRun = false): Promise<'removed' | 'kept'> {
+    // The marker first, then the manifests: a push that lands after this read changes the
+    // marker (pushedBy, or a new marker), which the removal is conditioned on; one that landed
+    // before it is seen by the Query. Either way the removal cannot unlist a repository a push
+    // just stored a manifest in (README, Retention policies).
+    const marker = (await this.db.send(new GetCommand({ TableName: this.table, Key: key.marker(repo), ConsistentRead: true }))).Item;
+    const { items } = await queryPrefix(this.db, this.table, `REPO#${repo}`, 'MANIFEST#', { limit: 1 });
+    if (items.length) return 'kept';
+    if (dryRun) return 'removed';
+    const condition = !marker
+      ? { ConditionExpression: 'attribute_not_exists(pk)' }
+      : marker.pushedBy === undefined
+        ? { ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(pushedBy)' }
+        : { ConditionExpression: 'pushedBy = :pushedBy', ExpressionAttributeValues: { ':pushedBy': marker.pushedBy } };
+    try {
+      await transact(this.db, [
+        { Delete: { TableName: this.table, Key: key.marker(repo), ...condition } },
+        { Delete: { TableName: this.table, Key: key.repository(repo) } },
+      ]);
+      return 'removed';
+    } catch (err) {
+      // A push touched the marker meanwhile: it holds a manifest now.
+      if (!conditionFailed(err)) throw err;
+      return 'kept';
+    }
   }
 
   async listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>> {
@@ -292,6 +401,8 @@ function toManifest(item: Record<string, unknown>, repo: string): ManifestRecord
     key: item.key as string | undefined,
     subject: item.subject as string | undefined,
     createdAt: item.createdAt as number,
+    attempt: item.attempt as string | undefined,
+    usedBy: item.usedBy as string | undefined,
   });
 }
 
@@ -303,6 +414,7 @@ function toTag(item: Record<string, unknown>, repo: string): TagRecord {
     mediaType: item.mediaType as string,
     size: item.size as number,
     updatedAt: item.updatedAt as number,
+    ...(item.attempt !== undefined ? { attempt: item.attempt as string } : {}),
   };
 }
 

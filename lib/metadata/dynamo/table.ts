@@ -12,11 +12,17 @@
  *                                                              (index `expiry`: expiryShard, expiresAt; sparse)
  *   upload part         UPLOAD#<id>         PART#<00001>       number etag size seq ttl
  *   manifest            REPO#<name>         MANIFEST#<digest>  digest mediaType size body|key subject createdAt attempt
+ *                                                              usedBy (the last index push referencing it as a
+ *                                                              child: what retention conditions its delete on)
  *   tag                 REPO#<name>         TAG#<lower>#<tag>  tag digest mediaType size updatedAt attempt
  *   tag of a manifest   REPO#<name>         TAGGED#<digest>#<tag>  tag digest (the reverse index: written and
  *                                                              deleted in the transaction that moves the tag)
- *   repository marker   REPO#<name>         REPOSITORY         name createdAt (in the repository's own partition:
- *                                                              a push reads it to know the catalog lists it)
+ *   repository marker   REPO#<name>         REPOSITORY         name createdAt pushedBy (in the repository's own
+ *                                                              partition: a push reads it to know the catalog
+ *                                                              lists it, and a push to a listed repository sets
+ *                                                              pushedBy; the removal of an empty repository from
+ *                                                              the catalog deletes marker and entry together,
+ *                                                              only while pushedBy is as it read it)
  *   referrer            REPO#<name>         REFERRER#<subject>#<digest>  mediaType digest size artifactType
  *                                                              annotations | detached (details over 32 KiB
  *                                                              are read from the manifest itself)
@@ -25,6 +31,8 @@
  *   grant               USER#<name>         GRANT#<pattern>    pattern actions
  *   failed logins       AUTHFAIL#<user>     SOURCE#<address>   failures windowEnds ttl
  *                       (user `*`: every name tried from the address)
+ *   retention policy    POLICIES            POLICY#<pattern>   pattern untaggedDays keep protect updatedAt
+ *                                                              (lib/registry/retention.ts; admin: policy set)
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
@@ -69,6 +77,7 @@ export const key = {
   user: (name: string) => ({ pk: 'USERS', sk: `USER#${name}` }),
   grant: (name: string, pattern: string) => ({ pk: `USER#${name}`, sk: `GRANT#${pattern}` }),
   failures: (user: string, source: string) => ({ pk: `AUTHFAIL#${user}`, sk: `SOURCE#${source}` }),
+  policy: (pattern: string) => ({ pk: 'POLICIES', sk: `POLICY#${pattern}` }),
 };
 
 /**
