@@ -14,6 +14,7 @@ import { createDynamo, createRegistry } from '../lib/registry/index.js';
 import { purgeExpiredUploads } from '../lib/registry/purge.js';
 import { collectGarbage } from '../lib/registry/gc.js';
 import { DynamoCollectorStore } from '../lib/metadata/dynamo/gc.js';
+import { DynamoOrphanStore } from '../lib/metadata/dynamo/orphans.js';
 import { Telemetry } from '../lib/telemetry.js';
 
 // Created once per container, at cold start, and reused by every invocation it serves.
@@ -45,6 +46,7 @@ export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemain
     dryRun: false,
     graceMs: graceSeconds * 1000,
     budgetMs: Math.max(1000, (context?.getRemainingTimeInMillis() ?? 900_000) - 60_000),
+    orphans: new DynamoOrphanStore(createDynamo(config), config.dynamo.table),
   });
   telemetry.collected(report);
 }

@@ -5,6 +5,7 @@
  */
 import { ConfigError, loadConfig } from '../config.js';
 import { DynamoCollectorStore } from '../metadata/dynamo/gc.js';
+import { DynamoOrphanStore } from '../metadata/dynamo/orphans.js';
 import { DynamoUserStore } from '../metadata/dynamo/users.js';
 import { collectGarbage } from '../registry/gc.js';
 import { createDynamo, createStorage } from '../registry/index.js';
@@ -67,7 +68,11 @@ async function main(): Promise<number> {
     throw err;
   }
   const users = () => new DynamoUserStore(createDynamo(config), config.dynamo.table);
-  const collect = (options: Parameters<typeof collectGarbage>[2]) => collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), createStorage(config), options);
+  const collect = (options: Parameters<typeof collectGarbage>[2]) =>
+    collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), createStorage(config), {
+      ...options,
+      orphans: new DynamoOrphanStore(createDynamo(config), config.dynamo.table),
+    });
   return run(process.argv.slice(2), users, io, collect);
 }
 
