@@ -164,6 +164,44 @@ for (const driver of DRIVERS) {
       assert.ok(!(await stored()).has(object));
     });
 
+    it('a push of a large manifest whose earlier copy the sweep is judging keeps its bytes: each push writes an object of its own', async () => {
+      await settle();
+      const [first, second] = [fresh('first'), fresh('second')];
+      const desc = (p: { digest: string }, mediaType: string, size: number): Blob => ({ mediaType, digest: p.digest, size });
+      const blobsOf = async (repo: string) => [await pushInPut(r.url, repo, bytes(250, 7)), await pushInPut(r.url, repo, bytes(800, 8))];
+      const [c1, l1] = await blobsOf(first);
+      const text = JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: desc(c1!, CONFIG_TYPE, 250), layers: [desc(l1!, LAYER_TYPE, 800)], annotations: { pad: 'y'.repeat(70_000) } });
+      const putIn = (repo: string) => call(`${r.url}/v2/${repo}/manifests/v1`, { method: 'PUT', body: Buffer.from(text), headers: { 'Content-Type': MediaTypes.ociManifest } });
+      const put = await putIn(first);
+      assert.equal(put.status, 201);
+      assert.equal((await call(`${r.url}/v2/${first}/manifests/${put.header('docker-content-digest')}`, { method: 'DELETE' })).status, 202);
+      await blobsOf(second);
+      await sleep(1100); // the first push's object is now older than the grace period
+      // The sweep has listed the old object; the same manifest is pushed again, its bytes put
+      // before the sweep reads the records and its manifest item written after the sweep ends.
+      let sweeping: Promise<OrphanReport> | undefined;
+      let pushing: Promise<Awaited<ReturnType<typeof call>>> | undefined;
+      let putDone!: () => void;
+      const bytesPut = new Promise<void>((res) => (putDone = res));
+      const atScan = holdBefore(r.db, (command) => command === 'ScanCommand', async () => {
+        void holdBefore(r.db, (command) => command === 'TransactWriteItemsCommand', async () => {
+          putDone();
+          await sweeping;
+        });
+        pushing = putIn(second);
+        await bytesPut;
+      });
+      sweeping = sweep({ graceMs: 1000 });
+      await atScan;
+      const report = await sweeping;
+      const pushed = await pushing!;
+      assert.equal(pushed.status, 201, pushed.body.toString());
+      assert.equal(report.freed.objects, 1, 'the first push’s object goes');
+      const got = await call(`${r.url}/v2/${second}/manifests/v1`);
+      assert.equal(got.status, 200, 'the second push’s bytes are kept');
+      assert.equal(got.body.toString(), text);
+    });
+
     it('a dry run reports what it would free and changes nothing, in storage, in the table (its cursor included) or in multipart uploads', async () => {
       await settle();
       const garbage = await orphans(fresh('dry'));
