@@ -182,8 +182,7 @@ export async function sweepOrphans(store: OrphanStore, storage: StorageDriver, o
       await storage.inventory.abortWrite(w);
       report.freed.writes++;
     }
-    const next = complete ? undefined : after;
-    if (next !== from) await store.saveCursor(next);
+    await store.saveCursor(complete ? undefined : after);
   }
   report.complete = complete;
   report.cursor = complete ? undefined : after;

@@ -3,7 +3,7 @@
  * README, Garbage collection): upload records read by key, the records that name objects read
  * by one consistent Scan, and the sweep's cursor in one item (`GC` / `ORPHANS`).
  */
-import { BatchGetCommand, type BatchGetCommandOutput, type DynamoDBDocumentClient, GetCommand, PutCommand, DeleteCommand, ScanCommand, type ScanCommandOutput } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, type BatchGetCommandOutput, type DynamoDBDocumentClient, GetCommand, PutCommand, ScanCommand, type ScanCommandOutput } from '@aws-sdk/lib-dynamodb';
 import type { OrphanStore, StoreCost } from '../types.js';
 import { key } from './table.js';
 
@@ -72,12 +72,9 @@ export class DynamoOrphanStore implements OrphanStore {
   }
 
   async saveCursor(after: string | undefined): Promise<void> {
-    if (after === undefined) {
-      const res = await this.db.send(new DeleteCommand({ TableName: this.table, Key: CURSOR, ReturnConsumedCapacity: 'TOTAL' }));
-      this.count('DeleteItem', res.ConsumedCapacity?.CapacityUnits);
-      return;
-    }
-    const res = await this.db.send(new PutCommand({ TableName: this.table, Item: { ...CURSOR, after, savedAt: Date.now() }, ReturnConsumedCapacity: 'TOTAL' }));
+    // Written every run, also when the listing completed (no `after`): it says when the sweep ran.
+    const item = { ...CURSOR, savedAt: Date.now(), ...(after !== undefined ? { after } : {}) };
+    const res = await this.db.send(new PutCommand({ TableName: this.table, Item: item, ReturnConsumedCapacity: 'TOTAL' }));
     this.count('PutItem', res.ConsumedCapacity?.CapacityUnits);
   }
 
