@@ -11,13 +11,14 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { DeleteCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { run } from '../../lib/admin/cli.js';
 import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { DynamoOrphanStore } from '../../lib/metadata/dynamo/orphans.js';
 import { key } from '../../lib/metadata/dynamo/table.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 import { type CollectReport, collectGarbage } from '../../lib/registry/gc.js';
+import { purgeExpiredUploads } from '../../lib/registry/purge.js';
 import { type OrphanReport, type SweepOptions, sweepOrphans } from '../../lib/registry/orphans.js';
 import { bytes, sha256 } from '../helpers/data.js';
 import { holdBefore } from '../helpers/dynamo-faults.js';
@@ -131,6 +132,21 @@ for (const driver of DRIVERS) {
       assert.equal(finish.status, 201, finish.body.toString());
       for (const digest of [kept.digest, sha256(live.data)]) assert.equal((await call(`${r.url}/v2/${repo}/blobs/${digest}`)).status, 200);
       assert.deepEqual((await sweep()).found, { objects: 0, bytes: 0, writes: 0 }, 'a second run finds nothing');
+    });
+
+    it('frees the objects of an upload whose record has expired (no request can take it up again), and the purge still removes the record', async () => {
+      await settle();
+      const expired = await writing(fresh('expired'), 1700);
+      const held = [...(await stored())].filter(([k]) => k.startsWith(`uploads/${expired.id}/`));
+      assert.ok(held.length > 0);
+      await r.db.send(new UpdateCommand({ TableName: r.config.dynamo.table, Key: key.upload(expired.id), UpdateExpression: 'SET expiresAt = :past', ExpressionAttributeValues: { ':past': Date.now() - 1000 } }));
+      await sleep(5);
+      const report = await sweep();
+      assert.deepEqual(report.freed, { objects: held.length, bytes: held.reduce((n, [, s]) => n + s, 0), writes: driver === 's3' ? 1 : 0 });
+      assert.deepEqual(await multipartUploads(), []);
+      assert.equal((await patch(expired.location, bytes(10, 1), 1700)).status, 404, 'the upload is gone for its client');
+      const purged = await purgeExpiredUploads(r.registry.meta, r.registry.storage);
+      assert.equal(purged.purged, 1, JSON.stringify(purged));
     });
 
     it('keeps orphans younger than the grace period', async () => {
