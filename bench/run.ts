@@ -19,6 +19,8 @@
  *      pushes at once (aggregate MB/s: hashing on one thread per core, not one per process)
  *   8. a streamed blob GET through the registry next to a raw GetObject of the same object
  *      (target >= 0.9)
+ *   9. a garbage collection run over 10,000 manifests and 50,000 links with 10 % garbage: time,
+ *      DynamoDB capacity units and S3 requests next to what it deleted (bench/gc.ts)
  *
  * The registry runs as its own process (the real `npm start` entry point) on the S3 path, against
  * Ceph RGW and DynamoDB Local started for the run (or S3_ENDPOINT / DYNAMODB_ENDPOINT).
@@ -41,6 +43,7 @@ import { UPLOAD_HOST, freePort } from '../test/helpers/registry.js';
 import { keys } from '../lib/storage/types.js';
 import { type BundleFigures, measureBundles } from './bundles.js';
 import { measureLoginBurst } from './logins.js';
+import { measureGc } from './gc.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -277,6 +280,9 @@ async function main() {
       if (got !== hostSize || n !== hostSize) throw new Error(`GET sizes: ${got}, ${n}, expected ${hostSize}`);
     }
 
+    // 9. Garbage collection (a table and bucket of its own).
+    const gc = await measureGc(log, quick ? 0.1 : 1);
+
     const [small, , large] = sizes as [number, number, number];
     const rows: [string, string, string][] = [
       ...sizes.map((s) => [`finish latency, ${s / MiB} MiB`, `${finish[s]!.toFixed(1)} ms`, ''] as [string, string, string]),
@@ -293,6 +299,7 @@ async function main() {
       [`four pushes at once through the upload host, ${fourSize / MiB} MiB each`, `${fourRate.toFixed(0)} MB/s`, `aggregate; host peak RSS ${(fourRss / MiB).toFixed(0)} MiB`],
       [`raw GetObject, ${hostSize / MiB} MiB`, `${median(rawGets).toFixed(0)} MB/s`, 'baseline'],
       ['streamed blob GET through Skiff', `${median(getRates).toFixed(0)} MB/s`, `${(median(getRates) / median(rawGets)).toFixed(2)} of raw (target >= 0.9)`],
+      ...gc,
       ...bundles.map(
         (b) =>
           [

@@ -17,6 +17,7 @@ import { collectGarbage } from '../lib/registry/gc.js';
 import { DynamoCollectorStore } from '../lib/metadata/dynamo/gc.js';
 import { DynamoPolicyStore } from '../lib/metadata/dynamo/policies.js';
 import { applyRetention } from '../lib/registry/retention.js';
+import { DynamoOrphanStore } from '../lib/metadata/dynamo/orphans.js';
 import { Telemetry } from '../lib/telemetry.js';
 
 // Created once per container, at cold start, and reused by every invocation it serves.
@@ -64,6 +65,7 @@ export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemain
     dryRun: false,
     graceMs: graceSeconds * 1000,
     budgetMs: Math.max(1000, (context?.getRemainingTimeInMillis() ?? 900_000) - 60_000),
+    orphans: new DynamoOrphanStore(createDynamo(config), config.dynamo.table),
   });
   telemetry.collected(report);
   if (failed !== undefined) throw failed;

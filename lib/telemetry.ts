@@ -92,6 +92,14 @@ export class Telemetry {
       m.addMetric(`GcFreed${name}`, unit, report.freed[what]);
     }
     m.addMetric('GcCapacityUnits', MetricUnit.Count, report.cost.capacityUnits);
+    if (report.orphans) {
+      const o = report.orphans;
+      m.addMetric('GcFoundOrphanObjects', MetricUnit.Count, o.found.objects);
+      m.addMetric('GcFreedOrphanObjects', MetricUnit.Count, o.freed.objects);
+      m.addMetric('GcFreedOrphanBytes', MetricUnit.Bytes, o.freed.bytes);
+      m.addMetric('GcFreedOrphanUploads', MetricUnit.Count, o.freed.writes);
+      m.addMetric('GcOrphanCapacityUnits', MetricUnit.Count, o.cost.capacityUnits);
+    }
     m.publishStoredMetrics();
   }
 }

@@ -24,6 +24,7 @@ import { hashPassword } from '../auth/passwords.js';
 import type { PolicyStore, RetentionPolicy, UserStore } from '../metadata/types.js';
 import type { CollectOptions, CollectReport } from '../registry/gc.js';
 import { PolicyError, type RetentionOptions, type RetentionReport, describeRetention, validatePolicy } from '../registry/retention.js';
+import type { OrphanReport } from '../registry/orphans.js';
 
 export interface Io {
   out(line: string): void;
@@ -252,5 +253,18 @@ export function describeCollection(r: CollectReport): string[] {
     ...(r.dryRun ? [] : [`freed: ${tally(r.freed)}`, `kept (changed since read): ${r.raced.links} links, ${r.raced.descriptors} descriptors`]),
     ...(r.unreadable.length ? [`repositories with unreadable manifests (links kept): ${r.unreadable.join(' ')}`] : []),
     `cost: DynamoDB ${calls(r.cost.dynamo)} (${r.cost.capacityUnits} capacity units); storage ${calls(r.cost.storage)}`,
+    ...(r.orphans ? describeOrphans(r.orphans, r.dryRun) : []),
+  ];
+}
+
+/** The orphan sweep's part of the report (lib/registry/orphans.ts). */
+function describeOrphans(o: OrphanReport, dryRun: boolean): string[] {
+  const tally = (t: OrphanReport['found']) => `${t.objects} objects, ${t.bytes} bytes, ${t.writes} incomplete multipart uploads`;
+  const calls = (c: Record<string, number>) => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  return [
+    `orphans: listed ${o.listed} objects${o.complete ? ' (all of storage)' : `, the next run continues after ${o.cursor ?? 'the start'}`}${o.unjudged ? `; ${o.unjudged} kept unjudged (the scan ran out of time)` : ''}`,
+    `orphans ${dryRun ? 'that would be freed' : 'found'}: ${tally(o.found)}`,
+    ...(dryRun ? [] : [`orphans freed: ${tally(o.freed)}`]),
+    `orphans cost: DynamoDB ${calls(o.cost.dynamo)} (${o.cost.capacityUnits} capacity units); storage ${calls(o.cost.storage)}`,
   ];
 }

@@ -6,6 +6,7 @@
 import { ConfigError, loadConfig } from '../config.js';
 import { DynamoCollectorStore } from '../metadata/dynamo/gc.js';
 import { DynamoManifestIndex } from '../metadata/dynamo/manifests.js';
+import { DynamoOrphanStore } from '../metadata/dynamo/orphans.js';
 import { DynamoPolicyStore } from '../metadata/dynamo/policies.js';
 import { DynamoUserStore } from '../metadata/dynamo/users.js';
 import { collectGarbage } from '../registry/gc.js';
@@ -70,7 +71,11 @@ async function main(): Promise<number> {
     throw err;
   }
   const users = () => new DynamoUserStore(createDynamo(config), config.dynamo.table);
-  const collect = (options: Parameters<typeof collectGarbage>[2]) => collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), createStorage(config), options);
+  const collect = (options: Parameters<typeof collectGarbage>[2]) =>
+    collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), createStorage(config), {
+      ...options,
+      orphans: new DynamoOrphanStore(createDynamo(config), config.dynamo.table),
+    });
   const policies = () => new DynamoPolicyStore(createDynamo(config), config.dynamo.table);
   const retain = (options: Parameters<typeof applyRetention>[1]) =>
     applyRetention({ manifests: new DynamoManifestIndex(createDynamo(config), config.dynamo.table), policies: policies(), storage: createStorage(config) }, options);

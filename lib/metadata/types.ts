@@ -423,3 +423,25 @@ export interface PolicyStore {
   /** False if no policy has this pattern. */
   remove(pattern: string): Promise<boolean>;
 }
+
+/**
+ * The metadata side of garbage collection's orphan sweep (lib/registry/orphans.ts): which
+ * uploads are alive, which object keys a record names, and where the sweep left off.
+ */
+export interface OrphanStore {
+  /**
+   * The ids among `ids` whose upload record exists and expires at or after `cutoff` (epoch ms),
+   * read consistently: an upload that ended before this call is not among them.
+   */
+  liveUploads(ids: string[], cutoff: number): Promise<Set<string>>;
+  /**
+   * The keys among `keys` that a descriptor, a repository link or a manifest names (its `key`),
+   * by a consistent read of every record that names an object; undefined when it could not
+   * read them all by `deadline` (epoch ms).
+   */
+  namedKeys(keys: Set<string>, deadline: number): Promise<Set<string> | undefined>;
+  /** The key after which the next sweep lists storage (undefined: from the start). */
+  cursor(): Promise<string | undefined>;
+  saveCursor(after: string | undefined): Promise<void>;
+  readonly cost: StoreCost;
+}

@@ -30,7 +30,9 @@
  * nothing: a partial read cannot prove that nothing links a descriptor.
  */
 import type { CollectedDescriptor, CollectedLink, CollectedManifest, CollectorStore } from '../metadata/types.js';
+import type { OrphanStore } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
+import { type OrphanReport, sweepOrphans } from './orphans.js';
 
 export interface CollectOptions {
   /** Read and decide, write nothing. */
@@ -40,6 +42,8 @@ export interface CollectOptions {
   /** The scan stops when this much time has passed; such a run deletes nothing. */
   budgetMs: number;
   now?: number;
+  /** The orphan sweep's records (lib/registry/orphans.ts); without it the run sweeps nothing. */
+  orphans?: OrphanStore;
 }
 
 export interface Tally {
@@ -62,6 +66,8 @@ export interface CollectReport {
   /** Repositories with a manifest GC could not read: every link of theirs was kept. */
   unreadable: string[];
   cost: { dynamo: Record<string, number>; capacityUnits: number; storage: Record<string, number> };
+  /** The orphan sweep, run after the metadata pass in what is left of the budget; its own cost. */
+  orphans?: OrphanReport;
 }
 
 const emptyTally = (): Tally => ({ links: 0, descriptors: 0, objects: 0, bytes: 0 });
@@ -106,6 +112,11 @@ export async function collectGarbage(store: CollectorStore, storage: StorageDriv
     await collectDescriptors(store, storage, descriptors, surviving, cutoff, report);
   }
   report.cost = { dynamo: { ...store.cost.calls }, capacityUnits: store.cost.capacityUnits, storage: since(storageBefore, storage.objects.stats.requests) };
+  // Orphan sweep: after the metadata pass, so the bytes of descriptors it just freed are not
+  // judged twice and the descriptors it deleted no longer name anything.
+  if (options.orphans) {
+    report.orphans = await sweepOrphans(options.orphans, storage, { dryRun: options.dryRun, graceMs: options.graceMs, deadline: start + options.budgetMs, now: options.now });
+  }
   return report;
 }
 

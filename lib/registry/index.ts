@@ -12,10 +12,12 @@ import { createDocumentClient } from '../metadata/dynamo/table.js';
 import { DynamoUploadStore } from '../metadata/dynamo/uploads.js';
 import { FsIngester } from '../storage/fs/ingester.js';
 import { FsObjectStore } from '../storage/fs/objects.js';
+import { FsInventory } from '../storage/fs/inventory.js';
 import { createS3Client } from '../storage/s3/client.js';
 import { BufferPool } from '../storage/s3/buffers.js';
 import { S3Ingester } from '../storage/s3/ingester.js';
 import { S3ObjectStore } from '../storage/s3/objects.js';
+import { S3Inventory } from '../storage/s3/inventory.js';
 import type { StorageDriver } from '../storage/types.js';
 import { Authorizer, authSettings } from '../auth/authorizer.js';
 import { tokenServiceProvider } from '../auth/keys.js';
@@ -48,7 +50,7 @@ export interface Clients {
 export function createStorage(config: Config, s3?: S3Client): StorageDriver {
   if (config.storage === 'fs') {
     const objects = new FsObjectStore(config.dataDir + '/storage');
-    return { kind: 'fs', objects, ingester: new FsIngester(objects) };
+    return { kind: 'fs', objects, ingester: new FsIngester(objects), inventory: new FsInventory(objects) };
   }
   const client =
     s3 ??
@@ -63,7 +65,7 @@ export function createStorage(config: Config, s3?: S3Client): StorageDriver {
   const objects = new S3ObjectStore(client, config.s3.bucket);
   const { partSize, concurrency } = config.s3;
   const buffers = new BufferPool(partSize, concurrency + 1);
-  return { kind: 's3', objects, ingester: new S3Ingester(objects, { partSize, concurrency, buffers }) };
+  return { kind: 's3', objects, ingester: new S3Ingester(objects, { partSize, concurrency, buffers }), inventory: new S3Inventory(objects) };
 }
 
 export function createDynamo(config: Config, credentials?: { accessKeyId: string; secretAccessKey: string }): DynamoDBDocumentClient {

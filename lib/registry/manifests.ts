@@ -93,15 +93,16 @@ export class ManifestService {
       subject: manifest.subject?.digest,
       createdAt: Date.now(),
     };
+    const attempt = randomUUID();
     if (bytes.length <= INLINE_MANIFEST_BYTES) record.body = bytes;
     else {
-      record.key = manifestKey(digest);
+      record.key = manifestKey(digest, attempt);
       await this.storage.objects.put(record.key, bytes);
     }
     // The referrers API's details matter only for a manifest with a subject.
     const details: ReferrerDetails | undefined = manifest.subject ? { artifactType: manifest.artifactType, annotations: manifest.annotations } : undefined;
     try {
-      await this.meta.manifests.putManifest(record, plan, randomUUID(), details);
+      await this.meta.manifests.putManifest(record, plan, attempt, details);
     } catch (err) {
       // Deleted between the check and the write: the check's answer, only later.
       if (err instanceof ReferenceGone) throw plan.blobs.has(err.digest) ? blobUnknown(err.digest) : childUnknown(err.digest);
@@ -272,9 +273,13 @@ export function parseReference(ref: string): Reference {
   return { tag: ref };
 }
 
-/** Content-addressed: identical manifests pushed to many repositories share one object. */
-function manifestKey(digest: string): string {
-  return `manifests/${digest.replace(':', '/')}`;
+/**
+ * One object per push: a push never rewrites an object another push's manifest item names, so
+ * garbage collection can judge an object by its age and the records that existed before it
+ * looked (lib/registry/orphans.ts). Items written before keep their content-addressed keys.
+ */
+function manifestKey(digest: string, attempt: string): string {
+  return `manifests/${digest.replace(':', '/')}/${attempt}`;
 }
 
 /** Reads a manifest body, refusing (413) as soon as it passes the limit. */

@@ -148,6 +148,41 @@ export interface StorageDriver {
   readonly kind: 'fs' | 's3';
   readonly objects: ObjectStore;
   readonly ingester: Ingester;
+  readonly inventory: Inventory;
+}
+
+/** An object as a listing shows it: enough for garbage collection to judge it by age. */
+export interface ListedObject {
+  key: string;
+  size: number;
+  /** When it was last written (S3 LastModified, file mtime), epoch ms. */
+  modified: number;
+}
+
+/** An S3 multipart upload nobody completed or aborted yet. */
+export interface IncompleteWrite {
+  key: string;
+  /** The backend's id of the write (S3 UploadId). */
+  id: string;
+  /** When it was started, epoch ms. */
+  started: number;
+}
+
+/**
+ * What storage holds, for garbage collection's orphan sweep (lib/registry/orphans.ts): listings
+ * in key order that a later call can resume after any key, so a sweep can stop at its time
+ * budget and the next run carry on. Never on a request path.
+ */
+export interface Inventory {
+  /**
+   * Up to `max` objects under `prefix` whose keys sort after `after` (from the start when
+   * undefined), in key order; `more` when the listing did not reach the end of the prefix.
+   */
+  list(prefix: string, after: string | undefined, max: number): Promise<{ objects: ListedObject[]; more: boolean }>;
+  /** Writes under `prefix` that were started and never completed or aborted (S3 only; none on fs). */
+  incompleteWrites(prefix: string): Promise<IncompleteWrite[]>;
+  /** Drops an incomplete write and the parts it holds; one already gone is not an error. */
+  abortWrite(write: IncompleteWrite): Promise<void>;
 }
 
 export class ObjectNotFound extends Error {

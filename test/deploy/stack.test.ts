@@ -137,7 +137,18 @@ describe('deployable stack (osls package, offline)', () => {
         assert.deepEqual(statements.map(leading).filter(Boolean).flat().sort(), ['AUTHFAIL#*', 'USER#*', 'USERS']);
       }
       if (name === 'Purge') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:AbortMultipartUpload', 's3:DeleteObject', 's3:ListBucket']);
-      if (name === 'Gc') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:DeleteObject', 's3:GetObject']);
+      if (name === 'Gc') {
+        assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), [
+          'dynamodb:BatchGetItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Scan', 'logs:CreateLogStream', 'logs:PutLogEvents',
+          's3:AbortMultipartUpload', 's3:DeleteObject', 's3:GetObject', 's3:ListBucket', 's3:ListBucketMultipartUploads',
+        ]);
+        // Batch reads only of upload records, item writes only of GC's own cursor item (GetItem is
+        // also retention's, of repository markers).
+        const leading = (st: any) => st.Condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'];
+        for (const st of statements.filter((st: any) => [st.Action].flat().some((a: string) => /^dynamodb:(BatchGetItem|PutItem)$/.test(a)))) {
+          assert.ok(['["UPLOAD#*"]', '["GC"]'].includes(JSON.stringify(leading(st))), JSON.stringify(st));
+        }
+      }
       // Reads write nothing else.
       if (name === 'Read') assert.deepEqual(statements.filter((st: any) => !st.Condition).flatMap(writes), []);
       if (name === 'Delete') assert.ok(!statements.flatMap((st: any) => [st.Action].flat()).includes('s3:PutObject'));

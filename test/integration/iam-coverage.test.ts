@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { run as admin } from '../../lib/admin/cli.js';
+import { DeleteCommand } from '@aws-sdk/lib-dynamodb';
 import { createDocumentClient } from '../../lib/metadata/dynamo/table.js';
 import { DynamoUserStore } from '../../lib/metadata/dynamo/users.js';
 import { DynamoPolicyStore } from '../../lib/metadata/dynamo/policies.js';
@@ -240,6 +241,11 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     const policyIo = { out: () => undefined, err: (l: string) => assert.fail(l), readSecret: async () => '' };
     const policies = () => new DynamoPolicyStore(db, env.DYNAMODB_TABLE!);
     assert.equal(await admin(['policy', 'set', 'iam/retained', '--keep', 'pr-*=0'], () => assert.fail('no users'), policyIo, undefined, { policies, retain: () => assert.fail('not run here') }), 0);
+    // An upload whose record is gone (as DynamoDB's TTL drops it) leaves an orphaned multipart
+    // upload and scratch objects for GC's orphan sweep.
+    const orphaned = await req('/v2/iam/gc/blobs/uploads/', 'POST');
+    ok(await req(onApi(orphaned.header('location')), 'PATCH', bytes(1000, 11)), 202, 'PATCH of an upload GC finds orphaned');
+    await db.send(new DeleteCommand({ TableName: env.DYNAMODB_TABLE!, Key: { pk: `UPLOAD#${new URL(orphaned.header('location')!, UPLOAD_ORIGIN).pathname.split('/').at(-1)}`, sk: 'UPLOAD' } }));
     const collected = await promisify(execFile)(process.execPath, ['--import', 'tsx', ...RECORDER, '--input-type=module', '-e', `const { gc } = await import('./functions/handlers.ts'); await gc({ graceSeconds: 0 });`], {
       cwd: root,
       env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', ...env, SKIFF_RECORD_ORIGIN: 'gc', SKIFF_LOG_LEVEL: 'INFO', POWERTOOLS_METRICS_DISABLED: 'true' },
@@ -248,6 +254,7 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     assert.ok(gcLog.complete && gcLog.freed.objects >= 2, `GC freed the dropped manifest's blobs: ${JSON.stringify(gcLog.freed)}`);
     const retentionLog = JSON.parse(collected.stdout.split('\n').find((l) => l.includes('"message":"retention"'))!);
     assert.ok(retentionLog.deleted.tags === 1 && retentionLog.deleted.manifests === 1 && retentionLog.unlisted.includes('iam/retained'), `retention ran first: ${JSON.stringify(retentionLog)}`);
+    assert.ok(gcLog.orphans.freed.writes === 1 && gcLog.orphans.freed.objects >= 2, `GC freed the orphaned upload: ${JSON.stringify(gcLog.orphans)}`);
 
     calls = (await readFile(record, 'utf8'))
       .split('\n')
@@ -275,6 +282,7 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     assert.ok(calls.some((c) => functionOf(c) === 'Delete' && c.needs.some((n) => n.action === 'dynamodb:DeleteItem' && n.sortKeys?.some((k) => k.startsWith('MANIFEST#')))), 'the manifest delete ran');
     assert.ok(seen('Purge', 'dynamodb:Query') && seen('Purge', 's3:AbortMultipartUpload'), 'the purge freed an upload');
     assert.ok(seen('Gc', 's3:GetObject') && seen('Gc', 's3:DeleteObject') && seen('Gc', 'dynamodb:DeleteItem'), 'GC read a large manifest and freed links, descriptors and bytes');
+    assert.ok(seen('Gc', 's3:ListBucket') && seen('Gc', 's3:AbortMultipartUpload') && seen('Gc', 'dynamodb:BatchGetItem'), 'GC swept orphans');
   });
 
   it('GcRole allows exactly what GC calls (besides its logs), nothing more', () => {
