@@ -134,10 +134,16 @@ describe('deployable stack (osls package, offline)', () => {
         const counting = statements.find((st: any) => JSON.stringify(leading(st)) === '["AUTHFAIL#*"]');
         assert.deepEqual([counting?.Action].flat().sort(), ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], `${name}: counts failed logins`);
         assert.ok(statements.some((st: any) => [st.Action].flat().includes('ssm:GetParameter')), `${name}: reads the token keys`);
-        assert.deepEqual(statements.map(leading).filter(Boolean).flat().sort(), ['AUTHFAIL#*', 'USER#*', 'USERS']);
+        // The Delete function also marks garbage candidates for GC (PutItem, only under GC#).
+        assert.deepEqual(statements.map(leading).filter(Boolean).flat().sort(), [...['AUTHFAIL#*', 'USER#*', 'USERS'], ...(name === 'Delete' ? ['GC#*'] : [])].sort());
+        if (name === 'Delete') assert.deepEqual(statements.find((st: any) => JSON.stringify(leading(st)) === '["GC#*"]').Action, ['dynamodb:PutItem']);
       }
       if (name === 'Purge') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:AbortMultipartUpload', 's3:DeleteObject', 's3:ListBucket']);
-      if (name === 'Gc') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:Scan', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:DeleteObject', 's3:GetObject']);
+      if (name === 'Gc') {
+        // No Scan: the scheduled run reads marks, marked repositories and digests (a full pass is an operator's `gc --full`).
+        assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:BatchGetItem', 'dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:UpdateItem', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:DeleteObject', 's3:GetObject']);
+        assert.ok(statements.some((st: any) => JSON.stringify(st.Resource) === '{"Fn::Sub":"${MetadataTable.Arn}/index/digest"}' && JSON.stringify(st.Action) === '["dynamodb:Query"]'), 'the digest index');
+      }
       // Reads write nothing else.
       if (name === 'Read') assert.deepEqual(statements.filter((st: any) => !st.Condition).flatMap(writes), []);
       if (name === 'Delete') assert.ok(!statements.flatMap((st: any) => [st.Action].flat()).includes('s3:PutObject'));
@@ -332,7 +338,7 @@ describe('the upload host in the stack (osls package, offline)', () => {
         }
         // Item actions: never users, grants, failed-login counters or the catalog; never a Scan.
         if (actions.some((a) => a.startsWith('dynamodb:'))) {
-          assert.deepEqual(st.Condition['ForAllValues:StringLike']['dynamodb:LeadingKeys'], ['UPLOAD#*', 'BLOB#*', 'REPO#*']);
+          assert.deepEqual(st.Condition['ForAllValues:StringLike']['dynamodb:LeadingKeys'], ['UPLOAD#*', 'BLOB#*', 'REPO#*', 'GC#*']);
           assert.ok(!actions.includes('dynamodb:Scan') && !actions.includes('dynamodb:BatchWriteItem'));
         }
       }
