@@ -97,9 +97,9 @@ export class DynamoCollectorStore implements CollectorStore {
     const remove = ['runner', 'leaseUntil'];
     const values: Record<string, unknown> = { ':run': run, ':now': Date.now() };
     for (const name of ['marks', 'full'] as const) {
-      if (cursor[name] === undefined) remove.push(name);
+      if (cursor[name] === undefined) remove.push(`${name}Cursor`);
       else {
-        set.push(`${name} = :${name}`);
+        set.push(`${name}Cursor = :${name}`);
         values[`:${name}`] = cursor[name];
       }
     }
@@ -362,7 +362,7 @@ export class DynamoCollectorStore implements CollectorStore {
 const sum = (consumed: { CapacityUnits?: number }[] | undefined) => (consumed ?? []).reduce((n, c) => n + (c.CapacityUnits ?? 0), 0);
 
 function toCursor(item: Record<string, unknown> | undefined): GcCursor {
-  return { marks: item?.marks as string | undefined, full: item?.full as string | undefined };
+  return { marks: item?.marksCursor as string | undefined, full: item?.fullCursor as string | undefined };
 }
 
 function toMark(item: Record<string, unknown>): GcMark | undefined {

@@ -35,7 +35,7 @@
  *                                                              descriptor may be unlinked now)
  *                       (each written in the transaction that creates the possible garbage; n = gcShard()
  *                       of the repository or digest, 0..7, so a repository's marks sit together)
- *   GC state            GC                  STATE              runner leaseUntil marks full (a run's lease and
+ *   GC state            GC                  STATE              runner leaseUntil marksCursor fullCursor (a run's lease and
  *                                                              where the next run resumes)
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
