@@ -369,6 +369,23 @@ for (const driver of DRIVERS) {
         await assertIntact(r, repo, 'v1', [config.digest, layer.digest]);
       });
 
+      // GC reads a repository's links, then its manifests: a push landing before or between the
+      // two reads is seen as a manifest (read the other way round, one landing between would be
+      // missed and its new usedBy taken as the delete's condition).
+      for (const read of ['links', 'manifests'] as const) {
+        it(`a manifest PUT that lands just before GC reads the repository's ${read} keeps its links`, async () => {
+          const { repo, config, layer, text } = await pushing(`before-${read}`);
+          const prefix = read === 'links' ? 'BLOB#' : 'MANIFEST#';
+          const query = (command: string, input: Record<string, unknown>) =>
+            command === 'QueryCommand' && (input.ExpressionAttributeValues as Record<string, unknown>)[':pk'] === `REPO#${repo}` && (input.ExpressionAttributeValues as Record<string, unknown>)[':prefix'] === prefix;
+          const pushed = holdBefore(r.db, query, () => putManifest(repo, 'v1', text));
+          const report = await collect();
+          assert.equal((await pushed).status, 201);
+          assert.equal(report.freed.links, 0, JSON.stringify(report));
+          await assertIntact(r, repo, 'v1', [config.digest, layer.digest]);
+        });
+      }
+
       it('GC deleting a layer\'s link between a manifest PUT\'s reads and its write makes the PUT fail with 400 MANIFEST_BLOB_UNKNOWN, storing nothing', async () => {
         const { repo, layer, config, text } = await pushing('gc-first');
         const collected = holdBefore(r.db, (command) => command === 'TransactWriteItemsCommand', () => collect());
