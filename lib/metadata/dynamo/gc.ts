@@ -368,7 +368,7 @@ function toCursor(item: Record<string, unknown> | undefined): GcCursor {
 function toMark(item: Record<string, unknown>): GcMark | undefined {
   const sk = item.sk as string;
   const common = { markedAt: item.markedAt as number, markedBy: item.markedBy as string, ref: JSON.stringify({ pk: item.pk, sk }) };
-  if (sk.startsWith('BLOB#')) return { kind: 'digest', digest: sk.slice('BLOB#'.length), ...common };
+  if (sk.startsWith('DIGEST#')) return { kind: 'digest', digest: sk.slice('DIGEST#'.length), ...common };
   if (!sk.startsWith('REPO#')) return undefined;
   const rest = sk.slice('REPO#'.length);
   const at = rest.indexOf('#BLOB#');

@@ -31,7 +31,7 @@
  *                                                              may be unreferenced now)
  *   GC mark: link       GC#<n>              REPO#<name>#BLOB#<digest>  markedAt markedBy (a link written: due
  *                                                              when markedAt = linkedAt is past the grace period)
- *   GC mark: digest     GC#<n>              BLOB#<digest>      markedAt markedBy (a link to it went: the
+ *   GC mark: digest     GC#<n>              DIGEST#<digest>    markedAt markedBy (a link to it went: the
  *                                                              descriptor may be unlinked now)
  *                       (each written in the transaction that creates the possible garbage; n = gcShard()
  *                       of the repository or digest, 0..7, so a repository's marks sit together)
@@ -83,7 +83,7 @@ export const key = {
   failures: (user: string, source: string) => ({ pk: `AUTHFAIL#${user}`, sk: `SOURCE#${source}` }),
   repositoryMark: (repo: string) => ({ pk: gcShard(repo), sk: `REPO#${repo}` }),
   linkMark: (repo: string, digest: string) => ({ pk: gcShard(repo), sk: `REPO#${repo}#BLOB#${digest}` }),
-  digestMark: (digest: string) => ({ pk: gcShard(digest), sk: `BLOB#${digest}` }),
+  digestMark: (digest: string) => ({ pk: gcShard(digest), sk: `DIGEST#${digest}` }),
   gcState: () => ({ pk: 'GC', sk: 'STATE' }),
 };
 
