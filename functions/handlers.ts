@@ -39,7 +39,11 @@ export interface GcEvent {
   graceSeconds?: number | string;
 }
 
-/** Stops its scan a minute before Lambda's timeout, so the run reports instead of being killed. */
+/**
+ * Stops a minute before Lambda's timeout (between candidates), so the run saves where it stopped
+ * and reports instead of being killed; the next scheduled run resumes there. It walks the marks
+ * only: a full pass (a Scan, which its role may not do) is an operator's `gc --full`.
+ */
 export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<void> {
   const config = registry.config;
   // A stack parameter given on the command line arrives as a string.

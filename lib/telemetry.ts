@@ -83,7 +83,8 @@ export class Telemetry {
   /** One garbage collection run (lib/registry/gc.ts): its report as a log line and as metrics. */
   collected(report: CollectReport): void {
     this.logger.info('gc', { ...report });
-    if (!report.complete) this.logger.warn('gc: the scan did not finish within the budget; nothing was deleted');
+    if (report.stopped === 'busy') this.logger.warn('gc: another run holds the lease; nothing was done');
+    else if (!report.complete) this.logger.warn('gc: stopped at the budget; the next run resumes where this one stopped');
     const m = this.metrics;
     m.addMetric('GcIncompleteRuns', MetricUnit.Count, report.complete ? 0 : 1);
     for (const [what, unit] of [['links', MetricUnit.Count], ['descriptors', MetricUnit.Count], ['objects', MetricUnit.Count], ['bytes', MetricUnit.Bytes]] as const) {

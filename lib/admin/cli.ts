@@ -9,7 +9,7 @@
  *   grant <user|anonymous> <pattern> <actions>   e.g. grant alice 'team/*' pull,push
  *   revoke <user|anonymous> <pattern>
  *   key new [kid]                        print a new token key entry for SKIFF_TOKEN_KEYS
- *   gc [--dry-run] [--grace S] [--budget S]  collect garbage (lib/registry/gc.ts)
+ *   gc [--dry-run] [--grace S] [--budget S] [--full]  collect garbage (lib/registry/gc.ts)
  *   policy set <pattern> [--untagged-days N] [--keep TAGS=N]... [--protect TAGS]...
  *   policy list | policy remove <pattern>  retention policies (lib/registry/retention.ts)
  *   retention [--dry-run]                apply them: expire tags and manifests, unlist empty repositories
@@ -44,7 +44,7 @@ const USAGE = `usage:
   skiff-admin grant <user|anonymous> <pattern> <pull,push,delete>
   skiff-admin revoke <user|anonymous> <pattern>
   skiff-admin key new [kid]
-  skiff-admin gc [--dry-run] [--grace SECONDS (default 86400)] [--budget SECONDS (default 600)]
+  skiff-admin gc [--dry-run] [--grace SECONDS (default 86400)] [--budget SECONDS (default 600)] [--full]
   skiff-admin policy set <pattern> [--untagged-days N] [--keep TAGS=N]... [--protect TAGS]...
   skiff-admin policy list
   skiff-admin policy remove <pattern>
@@ -95,7 +95,7 @@ async function dispatch(argv: string[], users: () => UserStore, io: Io, collect?
     if (!collect) throw new Error('garbage collection is not available here');
     const report = await collect(gcOptions(argv.slice(1)));
     for (const line of describeCollection(report)) io.out(line);
-    if (!report.complete) throw new Error('the scan did not finish within the budget; nothing was deleted (raise --budget)');
+    if (report.stopped === 'busy') throw new Error(`another collection holds the lease until ${new Date(report.busyUntil ?? 0).toISOString()}; nothing was done`);
     return;
   }
   if (command === 'key' && sub === 'new') {
@@ -233,6 +233,7 @@ function gcOptions(args: string[]): CollectOptions {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === '--dry-run') options.dryRun = true;
+    else if (arg === '--full') options.full = true;
     else if (arg === '--grace' || arg === '--budget') {
       const value = args[++i];
       if (value === undefined || !/^\d+$/.test(value)) throw new UsageError(`${arg} needs a whole number of seconds`);
@@ -247,12 +248,20 @@ function gcOptions(args: string[]): CollectOptions {
 export function describeCollection(r: CollectReport): string[] {
   const tally = (t: CollectReport['found']) => `${t.links} links, ${t.descriptors} descriptors, ${t.objects} objects, ${t.bytes} bytes`;
   const calls = (c: Record<string, number>) => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  const stopped =
+    r.stopped === 'busy'
+      ? ['stopped: another collection holds the lease']
+      : r.stopped === 'budget'
+        ? [`stopped at the budget${r.dryRun ? '' : '; the next run resumes where this one stopped'}`]
+        : [];
   return [
-    `scanned: ${r.scanned.links} links, ${r.scanned.descriptors} descriptors, ${r.scanned.manifests} manifests${r.complete ? '' : ' (incomplete: budget reached)'}`,
+    `${r.mode === 'full' ? 'full pass' : 'marked candidates'}${r.resumed ? ' (resumed)' : ''}: ${r.candidates.repositories} repositories, ${r.candidates.digests} digests`,
+    `read: ${r.scanned.links} links, ${r.scanned.descriptors} descriptors, ${r.scanned.manifests} manifests${r.complete ? '' : ' (incomplete)'}`,
     `${r.dryRun ? 'would free' : 'found'}: ${tally(r.found)}`,
     ...(r.dryRun ? [] : [`freed: ${tally(r.freed)}`, `kept (changed since read): ${r.raced.links} links, ${r.raced.descriptors} descriptors`]),
     ...(r.unreadable.length ? [`repositories with unreadable manifests (links kept): ${r.unreadable.join(' ')}`] : []),
-    `cost: DynamoDB ${calls(r.cost.dynamo)} (${r.cost.capacityUnits} capacity units); storage ${calls(r.cost.storage)}`,
+    `cost: DynamoDB ${calls(r.cost.dynamo)} (${r.cost.capacityUnits} capacity units: ${r.cost.readUnits} read, ${r.cost.writeUnits} write); storage ${calls(r.cost.storage)}`,
+    ...stopped,
     ...(r.orphans ? describeOrphans(r.orphans, r.dryRun) : []),
   ];
 }

@@ -365,35 +365,85 @@ export interface CollectedManifest {
   key?: string;
 }
 
-export type CollectedItem =
-  | ({ kind: 'link' } & CollectedLink)
-  | ({ kind: 'descriptor' } & CollectedDescriptor)
-  | ({ kind: 'manifest' } & CollectedManifest);
+/** A record that something may have become garbage (lib/registry/gc.ts), as GC read it. */
+export interface GcMark {
+  kind: 'repository' | 'link' | 'digest';
+  repo?: string;
+  digest?: string;
+  /** When it was written (for a link mark: the link's linkedAt, when it comes due). */
+  markedAt: number;
+  /** The write that made it (a request's or a GC run's unique id): it is cleared only as read. */
+  markedBy: string;
+  /** Opaque key of the mark, for clearing it. */
+  ref: string;
+}
+
+/** The marks of one repository (repository and link marks), or of one digest. */
+export type MarkedCandidate = { kind: 'repository'; repo: string; marks: GcMark[] } | { kind: 'digest'; digest: string; marks: GcMark[] };
+
+/** Where a run stopped, saved with the GC state for the next run (opaque positions). */
+export interface GcCursor {
+  /** In the marks (absent: from the start). */
+  marks?: string;
+  /** In a full pass's scan (absent: no full pass under way). */
+  full?: string;
+}
 
 /** What a garbage collection run sent to the metadata store, for its report. */
 export interface StoreCost {
   calls: Record<string, number>;
   /** Read and write capacity units consumed, as DynamoDB reported them. */
   capacityUnits: number;
+  readUnits: number;
+  writeUnits: number;
 }
 
 /**
- * The metadata side of garbage collection (lib/registry/gc.ts): a read of every link,
- * descriptor and manifest, and deletes that happen only if nothing changed since that read.
+ * The metadata side of garbage collection (lib/registry/gc.ts): the marks writers leave, reads
+ * of one repository or one digest, and deletes that happen only if nothing changed since read.
  */
 export interface CollectorStore {
   /**
-   * Visits every link, descriptor and manifest, page by page; true if it saw them all, false if
-   * it stopped at `deadline` (epoch ms).
+   * Takes the collector's lease (one run at a time) until `until`; the cursor the last run
+   * saved, or when the lease is another run's, when that run's lease ends.
    */
-  scan(visit: (item: CollectedItem) => Promise<void>, deadline: number): Promise<boolean>;
-  /** Deletes the link only if it is exactly as read (usedBy, linkedAt, createdAt); false otherwise. */
-  deleteLink(link: CollectedLink): Promise<boolean>;
+  lease(run: string, until: number, now: number): Promise<{ cursor: GcCursor } | { heldUntil: number }>;
+  /** The saved cursor, without taking the lease (a dry run). */
+  cursor(): Promise<GcCursor>;
+  /** Saves the cursor and ends the lease, if the run still holds it; false if it did not. */
+  release(run: string, cursor: GcCursor): Promise<boolean>;
+  /**
+   * The marked candidates from `position` to the end of the marks, a repository's or a digest's
+   * marks together, each with the position just after it.
+   */
+  marks(position: string | undefined): AsyncIterable<{ candidate: MarkedCandidate; position: string }>;
+  /**
+   * One page of a full pass over the table: the repositories whose links it met and the digests
+   * of the descriptors it met, and the position after it (absent at the end of the table).
+   */
+  scanPage(position: string | undefined): Promise<{ repositories: string[]; digests: string[]; position?: string }>;
+  /** The repository's links, then (read after them) its manifests: consistent reads. */
+  repository(repo: string): Promise<{ links: CollectedLink[]; manifests: CollectedManifest[] }>;
+  /**
+   * The digest's descriptor and the repositories linking it: the index says which might, and
+   * a consistent read of each of those links says which do.
+   */
+  digest(digest: string): Promise<{ descriptor?: CollectedDescriptor; linkedBy: string[] }>;
+  /**
+   * Deletes the link only if it is exactly as read (usedBy, linkedAt, createdAt), with its
+   * link mark, and marks its digest (`run` as the writer) in the same transaction; false
+   * otherwise.
+   */
+  deleteLink(link: CollectedLink, run: string): Promise<boolean>;
   /**
    * Deletes the descriptor only if it still names the same object and no link to it was
    * written at or after `cutoff` (epoch ms); false otherwise.
    */
   deleteDescriptor(descriptor: CollectedDescriptor, cutoff: number): Promise<boolean>;
+  /** Deletes the mark only if it is as read (same writer); false otherwise. */
+  clearMark(mark: GcMark): Promise<boolean>;
+  /** The digest mark a run's deleteLink() wrote (`run` as its writer). */
+  ownDigestMark(digest: string, run: string): GcMark;
   readonly cost: StoreCost;
 }
 

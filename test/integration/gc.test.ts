@@ -8,12 +8,12 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { basename } from 'node:path';
 import { describe, it } from 'node:test';
-import { ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { run } from '../../lib/admin/cli.js';
 import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { type CollectOptions, type CollectReport, collectGarbage } from '../../lib/registry/gc.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
-import { bytes } from '../helpers/data.js';
+import { bytes, sha256 } from '../helpers/data.js';
 import { holdBefore } from '../helpers/dynamo-faults.js';
 import { call } from '../helpers/http.js';
 import { CONFIG_TYPE, LAYER_TYPE, type Blob } from '../helpers/manifests.js';
@@ -131,14 +131,17 @@ for (const driver of DRIVERS) {
       assert.deepEqual(await objects(), stored, 'storage is unchanged');
       assert.deepEqual(dry!.freed, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
       assert.equal(dry!.cost.dynamo.DeleteItem, undefined, 'no delete was sent');
+      assert.equal(dry!.cost.dynamo.TransactWriteItems, undefined, 'no transaction was sent');
+      assert.equal(dry!.cost.dynamo.UpdateItem, undefined, 'no lease was taken');
       assert.ok(out.some((l) => l.startsWith(`would free: ${dry!.found.links} links, ${dry!.found.descriptors} descriptors, ${dry!.found.objects} objects, ${dry!.found.bytes} bytes`)), out.join('\n'));
-      assert.ok(out.some((l) => /^cost: DynamoDB Scan \d+/.test(l)), out.join('\n'));
+      assert.ok(out.some((l) => /^cost: DynamoDB .*Query \d+.*capacity units: [\d.]+ read, 0 write\)/.test(l)), out.join('\n'));
+      assert.equal(dry!.cost.dynamo.Scan, undefined, 'marks, not a scan');
       const real = await collect();
       assert.deepEqual(real.freed, dry!.found, 'the run frees what the dry run found');
     });
 
     it('refuses bad gc options with a usage error, running nothing', async () => {
-      for (const args of [['--grace'], ['--grace', '-1'], ['--budget', '0'], ['--frobnicate']]) {
+      for (const args of [['--grace'], ['--grace', '-1'], ['--budget', '0'], ['--frobnicate'], ['--full', 'yes']]) {
         const err: string[] = [];
         const code = await run(['gc', ...args], () => assert.fail('no user store'), { out: () => undefined, err: (l) => void err.push(l), readSecret: async () => '' }, () => assert.fail('must not run'));
         assert.equal(code, 2, args.join(' '));
@@ -195,30 +198,120 @@ for (const driver of DRIVERS) {
       assert.deepEqual(blind.unreadable, [repo]);
       assert.deepEqual(blind.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
       for (const b of [config, layer, other]) assert.equal((await headBlob(repo, b.digest)).status, 200);
+      // Its mark stays while it cannot be read; once the manifest goes, its links are collected.
+      assert.deepEqual((await collect()).unreadable, [repo], 'read again by the next run');
+      assert.equal((await call(`${r.url}/v2/${repo}/manifests/${tagged.digest}`, { method: 'DELETE' })).status, 202);
+      const readable = await collect();
+      assert.deepEqual(readable.unreadable, []);
+      assert.equal(readable.freed.links, 3, JSON.stringify(readable));
     });
 
-    it('a run whose scan does not finish within its budget deletes nothing and says so', async () => {
-      const repo = fresh('budget');
-      await blob(repo, 500); // garbage at grace 0
-      const before = [await table(), await objects()];
-      const report = await collect({ budgetMs: 0 });
-      assert.equal(report.complete, false);
-      assert.deepEqual(report.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
-      assert.deepEqual([await table(), await objects()], before);
-      // A scan that read everything but reports it stopped (its budget ran out at the last
-      // page): what it read proves nothing, so nothing goes.
-      const store = new DynamoCollectorStore(r.db, r.config.dynamo.table);
-      const cut = { cost: store.cost, scan: (visit: Parameters<typeof store.scan>[0], deadline: number) => store.scan(visit, deadline).then(() => false), deleteLink: store.deleteLink.bind(store), deleteDescriptor: store.deleteDescriptor.bind(store) };
-      const partial = await collectGarbage(cut, r.registry.storage, { dryRun: false, graceMs: 0, budgetMs: 60_000 });
-      assert.ok(partial.scanned.links > 0, 'it read the links');
-      assert.deepEqual(partial.freed, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
-      assert.equal(partial.cost.dynamo.DeleteItem, undefined);
-      assert.deepEqual([await table(), await objects()], before);
+    it('stops at its budget between candidates, saves where it stopped, and the next run resumes there; one run at a time', async () => {
+      await collect(); // earlier tests' marks handled: only this test's remain
+      const repos = [fresh('resume-a'), fresh('resume-b'), fresh('resume-c'), fresh('resume-d')];
+      const strays = [];
+      for (const [i, repo] of repos.entries()) strays.push(await blob(repo, 300 + i)); // linked, never referenced
+      // A budget of nothing: stopped before the first candidate, nothing done, the cursor kept.
+      const none = await collect({ budgetMs: 0 });
+      assert.equal(none.complete, false);
+      assert.equal(none.stopped, 'budget');
+      assert.deepEqual(none.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
+      // Stopped after one candidate (deterministically, by count): one repository's garbage went.
+      const first = await collect({ maxCandidates: 1 });
+      assert.equal(first.complete, false);
+      assert.equal(first.stopped, 'budget');
+      assert.equal(first.resumed, false);
+      assert.deepEqual(first.candidates, { repositories: 1, digests: 0 });
+      assert.deepEqual({ links: first.freed.links, descriptors: first.freed.descriptors }, { links: 1, descriptors: 1 });
+      const second = await collect({ maxCandidates: 2 });
+      assert.equal(second.resumed, true, 'it started where the first stopped');
+      assert.equal(second.freed.links, 2, JSON.stringify(second));
       const out: string[] = [];
-      const code = await run(['gc', '--grace', '0'], () => assert.fail('no user store'), { out: (l) => void out.push(l), err: (l) => void out.push(l), readSecret: async () => '' }, () => collect({ budgetMs: 0 }));
-      assert.equal(code, 1, 'the admin command fails');
-      assert.ok(out.some((l) => l.includes('(incomplete: budget reached)')) && out.some((l) => l.includes('nothing was deleted')), out.join('\n'));
-      assert.equal((await collect()).freed.links, 1, 'a run with time enough frees it');
+      const code = await run(['gc', '--grace', '0'], () => assert.fail('no user store'), { out: (l) => void out.push(l), err: (l) => void out.push(l), readSecret: async () => '' }, (o) => collect({ ...o, maxCandidates: 10 }));
+      assert.equal(code, 0, out.join('\n'));
+      assert.ok(out.some((l) => l.startsWith('marked candidates (resumed): 1 repositories')), out.join('\n'));
+      assert.ok(out.some((l) => l.startsWith('freed: 1 links, 1 descriptors, 1 objects')), out.join('\n'));
+      for (const [i, repo] of repos.entries()) assert.equal((await headBlob(repo, strays[i]!.digest)).status, 404);
+      const after = await collect();
+      assert.equal(after.resumed, false, 'the last run reached the end: the next starts over');
+      assert.deepEqual(after.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 });
+
+      // While one run holds the lease, another does nothing and says so (the admin command fails).
+      const garbage = fresh('busy');
+      const stray = await blob(garbage, 333);
+      const holder = new DynamoCollectorStore(r.db, r.config.dynamo.table);
+      const lease = await holder.lease('another-run', Date.now() + 60_000, Date.now());
+      assert.ok('cursor' in lease);
+      const busy = await collect();
+      assert.equal(busy.stopped, 'busy');
+      assert.equal(busy.complete, false);
+      assert.deepEqual(busy.cost.dynamo, { UpdateItem: 1 }, 'only the refused lease');
+      const err: string[] = [];
+      assert.equal(await run(['gc', '--grace', '0'], () => assert.fail('no user store'), { out: () => undefined, err: (l) => void err.push(l), readSecret: async () => '' }, (o) => collect(o)), 1);
+      assert.ok(err.some((l) => l.includes('another collection holds the lease')), err.join('\n'));
+      assert.ok(await holder.release('another-run', lease.cursor));
+      assert.equal((await collect()).freed.links, 1);
+      assert.equal((await headBlob(garbage, stray.digest)).status, 404);
+    });
+
+    it('reads only what was marked: its cost does not grow with the table; a full pass (--full) reads the table, resumably, and finds garbage from before the marks', async () => {
+      await collect();
+      // A larger table written as an older version did (no marks): 140 repositories, each with
+      // a manifest referencing one linked blob, and 10 with a link nothing references.
+      const now = Date.now() - 3600_000;
+      const items: Record<string, unknown>[] = [];
+      const tag = fresh('bulk');
+      const legacyGarbage: { key: string; repo: string; digest: string }[] = [];
+      for (let i = 0; i < 150; i++) {
+        const repo = `${tag}/r${i}`;
+        const digest = sha256(Buffer.from(`${tag} blob ${i}`));
+        const key = `blobs/${tag.replace('/', '-')}-${i}`;
+        const common = { digest, size: 10, key, mediaType: LAYER_TYPE, createdAt: now };
+        items.push({ pk: `BLOB#${digest}`, sk: 'BLOB', ...common }, { pk: `REPO#${repo}`, sk: `BLOB#${digest}`, repo, ...common });
+        if (i >= 140) {
+          legacyGarbage.push({ key, repo, digest });
+          await r.registry.storage.objects.put(key, Buffer.from('0123456789'));
+          continue;
+        }
+        const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { mediaType: CONFIG_TYPE, digest, size: 10 }, layers: [] }));
+        const m = sha256(body);
+        items.push({ pk: `REPO#${repo}`, sk: `MANIFEST#${m}`, repo, digest: m, mediaType: MediaTypes.ociManifest, size: body.length, body, createdAt: now });
+      }
+      for (let i = 0; i < items.length; i += 25) {
+        let pending: Record<string, unknown>[] | undefined = items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } }));
+        while (pending?.length) pending = (await r.db.send(new BatchWriteCommand({ RequestItems: { [r.config.dynamo.table]: pending as never } }))).UnprocessedItems?.[r.config.dynamo.table] as never;
+      }
+      // Garbage made through the API: one blob linked and never referenced.
+      const repo = fresh('small');
+      const stray = await blob(repo, 444);
+      const marked = await collect();
+      assert.deepEqual(marked.freed, { links: 1, descriptors: 1, objects: 1, bytes: stray.size });
+      assert.equal(marked.cost.dynamo.Scan, undefined, 'no scan');
+      // The marks' shards, the repository (links, manifests), the digest index: a dozen Queries.
+      assert.ok(marked.cost.dynamo.Query! <= 12, JSON.stringify(marked.cost));
+      assert.ok(marked.cost.readUnits <= 16, `read units: ${JSON.stringify(marked.cost)}`);
+      assert.equal(marked.candidates.repositories, 1);
+      for (const g of legacyGarbage) assert.equal((await headBlob(g.repo, g.digest)).status, 200, 'unmarked garbage is not seen');
+
+      // The full pass, stopped after two pages and resumed: it reads every item of the table.
+      const store = () => new DynamoCollectorStore(r.db, r.config.dynamo.table, { scan: 100 });
+      const full1 = await collectGarbage(store(), r.registry.storage, { dryRun: false, graceMs: 0, budgetMs: 60_000, full: true, maxCandidates: 2 });
+      assert.equal(full1.stopped, 'budget');
+      assert.equal(full1.cost.dynamo.Scan, 2);
+      const full2 = await collectGarbage(store(), r.registry.storage, { dryRun: false, graceMs: 0, budgetMs: 60_000, full: true });
+      assert.ok(full2.complete && full2.resumed, JSON.stringify(full2));
+      const freed = full1.freed.links + full2.freed.links;
+      assert.equal(freed, legacyGarbage.length, `${full1.freed.links} + ${full2.freed.links}`);
+      assert.equal(full1.freed.descriptors + full2.freed.descriptors, legacyGarbage.length);
+      assert.ok(full1.cost.dynamo.Scan! + full2.cost.dynamo.Scan! >= items.length / 100, 'it read the whole table');
+      assert.ok(full1.cost.readUnits + full2.cost.readUnits > 20 * marked.cost.readUnits, `full ${full1.cost.readUnits + full2.cost.readUnits} vs marked ${marked.cost.readUnits} read units`);
+      const stored = new Set(await blobObjects(r));
+      for (const g of legacyGarbage) {
+        assert.equal((await headBlob(g.repo, g.digest)).status, 404);
+        assert.ok(![...stored].some((k) => k.endsWith(basename(g.key))), `${g.key} deleted`);
+      }
+      assert.equal((await headBlob(`${tag}/r0`, sha256(Buffer.from(`${tag} blob 0`)))).status, 200, 'referenced legacy blobs stay');
+      assert.equal((await collect({ full: true })).found.links, 0);
     });
 
     it('the scheduled function (the gc handler, in a process of its own) collects with the grace period of its input, logs the report and emits it as metrics', async () => {
@@ -244,10 +337,14 @@ for (const driver of DRIVERS) {
     });
 
     describe('races, held at the exact DynamoDB call', () => {
+      /** The keys a transaction deletes (GC deletes a link in a transaction that marks its digest). */
+      const deletes = (input: Record<string, unknown>) => ((input.TransactItems as { Delete?: { Key: { pk: string; sk: string } } }[] | undefined) ?? []).flatMap((t) => (t.Delete ? [t.Delete.Key] : []));
       const linkDeleteIn = (repo: string) => (command: string, input: Record<string, unknown>) =>
-        command === 'DeleteItemCommand' && (input.Key as { pk?: string }).pk === `REPO#${repo}`;
+        command === 'TransactWriteItemsCommand' && deletes(input).some((k) => k.pk === `REPO#${repo}` && k.sk.startsWith('BLOB#'));
       const linkDelete = (digest: string) => (command: string, input: Record<string, unknown>) =>
-        command === 'DeleteItemCommand' && (input.Key as { sk?: string }).sk === `BLOB#${digest}`;
+        command === 'TransactWriteItemsCommand' && deletes(input).some((k) => k.pk.startsWith('REPO#') && k.sk === `BLOB#${digest}`);
+      const descriptorDelete = (digest: string) => (command: string, input: Record<string, unknown>) =>
+        command === 'DeleteItemCommand' && (input.Key as { pk?: string }).pk === `BLOB#${digest}` && (input.Key as { sk?: string }).sk === 'BLOB';
 
       /** A repository with a config and a layer linked, no manifest yet: garbage at grace 0. */
       async function pushing(name: string) {
@@ -272,6 +369,23 @@ for (const driver of DRIVERS) {
         await assertIntact(r, repo, 'v1', [config.digest, layer.digest]);
       });
 
+      // GC reads a repository's links, then its manifests: a push landing before or between the
+      // two reads is seen as a manifest (read the other way round, one landing between would be
+      // missed and its new usedBy taken as the delete's condition).
+      for (const read of ['links', 'manifests'] as const) {
+        it(`a manifest PUT that lands just before GC reads the repository's ${read} keeps its links`, async () => {
+          const { repo, config, layer, text } = await pushing(`before-${read}`);
+          const prefix = read === 'links' ? 'BLOB#' : 'MANIFEST#';
+          const query = (command: string, input: Record<string, unknown>) =>
+            command === 'QueryCommand' && (input.ExpressionAttributeValues as Record<string, unknown>)[':pk'] === `REPO#${repo}` && (input.ExpressionAttributeValues as Record<string, unknown>)[':prefix'] === prefix;
+          const pushed = holdBefore(r.db, query, () => putManifest(repo, 'v1', text));
+          const report = await collect();
+          assert.equal((await pushed).status, 201);
+          assert.equal(report.freed.links, 0, JSON.stringify(report));
+          await assertIntact(r, repo, 'v1', [config.digest, layer.digest]);
+        });
+      }
+
       it('GC deleting a layer\'s link between a manifest PUT\'s reads and its write makes the PUT fail with 400 MANIFEST_BLOB_UNKNOWN, storing nothing', async () => {
         const { repo, layer, config, text } = await pushing('gc-first');
         const collected = holdBefore(r.db, (command) => command === 'TransactWriteItemsCommand', () => collect());
@@ -283,21 +397,26 @@ for (const driver of DRIVERS) {
         expectError(await call(`${r.url}/v2/${repo}/manifests/v1`), 404, 'MANIFEST_UNKNOWN');
       });
 
-      // GC held at its delete of the only link: it has read the table and judged the
-      // descriptor garbage. A mount (or a dedupe at finish) then links the descriptor elsewhere.
-      for (const how of ['mount', 'dedupe at finish'] as const) {
-        it(`a ${how} that lands between GC reading the table and deleting the descriptor keeps the descriptor and its bytes`, async () => {
+      // GC held at its delete of the only link (it has judged the link garbage; the index then
+      // shows the new link), or at its delete of the descriptor (it has read the index and found
+      // no link: as when the index lags behind a link written after the cutoff). A mount (or a
+      // dedupe at finish) then links the descriptor elsewhere.
+      // (A mount cannot land at the descriptor's delete: its source link is gone by then.)
+      for (const [how, at] of [['mount', 'link'], ['dedupe at finish', 'link'], ['dedupe at finish', 'descriptor']] as const) {
+        it(`a ${how} that lands between GC reading the repository and deleting the ${at} keeps the descriptor and its bytes`, async () => {
           const source = fresh('source');
           const target = fresh('target');
           const b = await blob(source, 1500);
-          const linked = holdBefore(r.db, linkDelete(b.digest), async () => {
+          const linked = holdBefore(r.db, at === 'link' ? linkDelete(b.digest) : descriptorDelete(b.digest), async () => {
             if (how === 'mount') return call(`${r.url}/v2/${target}/blobs/uploads/?mount=${b.digest}&from=${source}`, { method: 'POST' });
             return (await pushInPut(r.url, target, b.data)).finish;
           });
           const report = await collect();
           assert.equal((await linked).status, 201);
           assert.equal(report.freed.links, 1, "the source's link, unchanged, went");
-          assert.equal(report.raced.descriptors, 1, JSON.stringify(report));
+          // Held at the descriptor, GC found no link and its conditional delete failed (linkedAt).
+          assert.equal(report.raced.descriptors, at === 'descriptor' ? 1 : 0, JSON.stringify(report));
+          assert.equal(report.freed.descriptors, 0);
           assert.equal(report.freed.objects, 0);
           assert.equal((await headBlob(source, b.digest)).status, 404);
           const config = await blob(target, 240, CONFIG_TYPE);
@@ -305,6 +424,28 @@ for (const driver of DRIVERS) {
           await assertIntact(r, target, 'v1', [b.digest]);
         });
       }
+
+      it('a manifest DELETE that lands after GC read its repository leaves the repository marked (GC clears only the mark it read): the next run frees what it unreferenced', async () => {
+        const repo = fresh('delete-during');
+        const c0 = await blob(repo, 210, CONFIG_TYPE);
+        const c = await blob(repo, 220, CONFIG_TYPE);
+        const layer = await blob(repo, 900);
+        const m0 = await putImage(repo, 'old', c0, [layer]);
+        const m = await putImage(repo, 'new', c, [layer]);
+        await collect();
+        assert.equal((await call(`${r.url}/v2/${repo}/manifests/${m0}`, { method: 'DELETE' })).status, 202); // marks the repository
+        // GC has read the repository (m still references c and the layer) and clears its mark.
+        const markClear = (command: string, input: Record<string, unknown>) =>
+          command === 'DeleteItemCommand' && (input.Key as { pk: string }).pk.startsWith('GC#') && (input.Key as { sk: string }).sk === `REPO#${repo}`;
+        const deleted = holdBefore(r.db, markClear, () => call(`${r.url}/v2/${repo}/manifests/${m}`, { method: 'DELETE' }));
+        const first = await collect();
+        assert.equal((await deleted).status, 202);
+        assert.equal(first.freed.links, 1, 'c0, which m0 alone referenced');
+        assert.equal((await headBlob(repo, layer.digest)).status, 200, 'm referenced it when GC read the repository');
+        const second = await collect();
+        assert.deepEqual(second.freed, { links: 2, descriptors: 2, objects: 2, bytes: c.size + layer.size }, JSON.stringify(second));
+        for (const b of [c, layer]) assert.equal((await headBlob(repo, b.digest)).status, 404);
+      });
 
       it('a mount whose write comes after GC deleted the descriptor mounts nothing (202, a new upload) and links nothing', async () => {
         const source = fresh('late-source');

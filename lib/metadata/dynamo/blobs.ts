@@ -5,7 +5,8 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
-import { batchGet, conditionFailed, deleteExisting, key, transact } from './table.js';
+import { batchGet, conditionFailed, key, transact } from './table.js';
+import { markDigest, markLink } from './gc.js';
 
 export class DynamoBlobIndex implements BlobIndex {
   constructor(
@@ -33,6 +34,7 @@ export class DynamoBlobIndex implements BlobIndex {
       await transact(this.db, [
         { Update: { TableName: this.table, Key: key.descriptor(digest), UpdateExpression: 'SET linkedAt = :now', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':now': linkedAt } } },
         { Put: { TableName: this.table, Item: { ...key.link(repo, digest), repo, digest, size, key: objectKey, mediaType, createdAt, linkedAt } } },
+        markLink(this.table, repo, digest, linkedAt),
       ]);
       return true;
     } catch (err) {
@@ -41,8 +43,19 @@ export class DynamoBlobIndex implements BlobIndex {
     }
   }
 
-  deleteLink(repo: string, digest: string): Promise<boolean> {
-    return deleteExisting(this.db, this.table, key.link(repo, digest));
+  async deleteLink(repo: string, digest: string): Promise<boolean> {
+    try {
+      // The digest is marked for garbage collection in the same transaction: its descriptor
+      // may be linked nowhere now (lib/registry/gc.ts).
+      await transact(this.db, [
+        { Delete: { TableName: this.table, Key: key.link(repo, digest), ConditionExpression: 'attribute_exists(pk)' } },
+        markDigest(this.table, digest, Date.now()),
+      ]);
+      return true;
+    } catch (err) {
+      if (conditionFailed(err)) return false;
+      throw err;
+    }
   }
 
   async getDescriptor(digest: string): Promise<Descriptor | undefined> {

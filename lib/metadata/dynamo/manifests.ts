@@ -11,6 +11,7 @@ import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { Contended, type IndexedReferrer, type ManifestIndex, type ManifestPlan, type ManifestRecord, type Page, ReferenceGone, type ReferrerDetails, type TagRecord } from '../types.js';
+import { markRepository } from './gc.js';
 import { type TransactItems, batchGet, cancellationReasons, conditionFailed, key, queryPrefix, tagSk, taggedPrefix, transact } from './table.js';
 
 /**
@@ -163,6 +164,8 @@ export class DynamoManifestIndex implements ManifestIndex {
         },
       ];
       if (manifest.subject) last.push({ Delete: { TableName: this.table, Key: key.referrer(repo, manifest.subject as string, digest) } });
+      // The repository's links may be referenced by nothing now: garbage collection looks.
+      last.push(markRepository(this.table, repo, Date.now()));
       // Tags in transactions of at most 100 items, the manifest with the last of them.
       const groups: TransactItems[] = [];
       let current = last;

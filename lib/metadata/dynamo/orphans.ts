@@ -10,7 +10,7 @@ import { key } from './table.js';
 const CURSOR = { pk: 'GC', sk: 'ORPHANS' };
 
 export class DynamoOrphanStore implements OrphanStore {
-  readonly cost: StoreCost = { calls: {}, capacityUnits: 0 };
+  readonly cost: StoreCost = { calls: {}, capacityUnits: 0, readUnits: 0, writeUnits: 0 };
 
   constructor(
     private readonly db: DynamoDBDocumentClient,
@@ -81,5 +81,7 @@ export class DynamoOrphanStore implements OrphanStore {
   private count(call: string, units: number | undefined): void {
     this.cost.calls[call] = (this.cost.calls[call] ?? 0) + 1;
     this.cost.capacityUnits += units ?? 0;
+    if (call === 'PutItem') this.cost.writeUnits += units ?? 0;
+    else this.cost.readUnits += units ?? 0;
   }
 }

@@ -6,7 +6,9 @@
  *   item                pk                  sk                 attributes
  *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt linkedAt
  *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt linkedAt usedBy
- *                       (linkedAt, usedBy: what garbage collection conditions its deletes on; lib/registry/gc.ts)
+ *                       (linkedAt, usedBy: what garbage collection conditions its deletes on; lib/registry/gc.ts;
+ *                       index `digest`: digest, repo, which holds every link (and every manifest, which
+ *                       carries both too): the repositories linking a digest, for GC)
  *   upload session      UPLOAD#<id>         UPLOAD             repo offset write attempt seq writer leaseUntil
  *                                                              startedAt updatedAt expiresAt ttl expiryShard
  *                                                              (index `expiry`: expiryShard, expiresAt; sparse)
@@ -33,6 +35,16 @@
  *                       (user `*`: every name tried from the address)
  *   retention policy    POLICIES            POLICY#<pattern>   pattern untaggedDays keep protect updatedAt
  *                                                              (lib/registry/retention.ts; admin: policy set)
+ *   GC mark: repository GC#<n>              REPO#<name>        markedAt markedBy (a manifest left it: its links
+ *                                                              may be unreferenced now)
+ *   GC mark: link       GC#<n>              REPO#<name>#BLOB#<digest>  markedAt markedBy (a link written: due
+ *                                                              when markedAt = linkedAt is past the grace period)
+ *   GC mark: digest     GC#<n>              DIGEST#<digest>    markedAt markedBy (a link to it went: the
+ *                                                              descriptor may be unlinked now)
+ *                       (each written in the transaction that creates the possible garbage; n = gcShard()
+ *                       of the repository or digest, 0..7, so a repository's marks sit together)
+ *   GC state            GC                  STATE              runner leaseUntil marksCursor fullCursor (a run's lease and
+ *                                                              where the next run resumes)
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
@@ -78,7 +90,21 @@ export const key = {
   grant: (name: string, pattern: string) => ({ pk: `USER#${name}`, sk: `GRANT#${pattern}` }),
   failures: (user: string, source: string) => ({ pk: `AUTHFAIL#${user}`, sk: `SOURCE#${source}` }),
   policy: (pattern: string) => ({ pk: 'POLICIES', sk: `POLICY#${pattern}` }),
+  repositoryMark: (repo: string) => ({ pk: gcShard(repo), sk: `REPO#${repo}` }),
+  linkMark: (repo: string, digest: string) => ({ pk: gcShard(repo), sk: `REPO#${repo}#BLOB#${digest}` }),
+  digestMark: (digest: string) => ({ pk: gcShard(digest), sk: `DIGEST#${digest}` }),
+  gcState: () => ({ pk: 'GC', sk: 'STATE' }),
 };
+
+/** Partitions of the GC marks: spread so that no one partition takes every push's mark. */
+export const GC_SHARDS = 8;
+
+/** The GC mark partition of a repository (all its marks) or a digest. */
+export function gcShard(subject: string): string {
+  let h = 0;
+  for (let i = 0; i < subject.length; i++) h = (h * 31 + subject.charCodeAt(i)) >>> 0;
+  return `GC#${h % GC_SHARDS}`;
+}
 
 /**
  * Tags sort case-insensitively (the spec's "lexical order"), ties broken by the exact tag.

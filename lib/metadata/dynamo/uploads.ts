@@ -35,6 +35,7 @@ import {
 } from '../types.js';
 import { toDescriptor } from './blobs.js';
 import { key, queryPrefix } from './table.js';
+import { markLink } from './gc.js';
 
 export interface UploadTimings {
   /** How long an upload lives after its last write. */
@@ -317,6 +318,8 @@ export class DynamoUploadStore implements UploadStore {
             },
             { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), repo, ...descriptor, linkedAt: descriptor.createdAt } } },
             removeUpload,
+            // For garbage collection: a link no manifest comes to reference (lib/registry/gc.ts).
+            markLink(this.table, repo, descriptor.digest, descriptor.createdAt),
           ],
         }),
       );
@@ -338,6 +341,7 @@ export class DynamoUploadStore implements UploadStore {
             { Update: { TableName: this.table, Key: key.descriptor(descriptor.digest), UpdateExpression: 'SET linkedAt = :now', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':now': descriptor.createdAt } } },
             { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), ...kept, repo, linkedAt: descriptor.createdAt } } },
             removeUpload,
+            markLink(this.table, repo, descriptor.digest, descriptor.createdAt),
           ],
         }),
       );
