@@ -12,17 +12,19 @@
  * - a full, committed part whose content changed means a writer that lost its lease wrote over
  *   committed data: that cannot be repaired and must never be completed.
  */
+import { createHash } from 'node:crypto';
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  HeadObjectCommand,
   ListPartsCommand,
   UploadPartCommand,
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { RegistryError } from '../../oci/errors.js';
 import type { IntegrityReporter } from '../../telemetry.js';
-import { type Part, countRequest } from '../types.js';
-import { bareEtag } from './client.js';
+import { type Part, WriteGone, countRequest } from '../types.js';
+import { bareEtag, isS3NotFound, s3ErrorName } from './client.js';
 import type { S3ObjectStore } from './objects.js';
 import { MIN_PART } from './parts.js';
 
@@ -125,7 +127,9 @@ async function rebuild(store: S3ObjectStore, input: RepairInput, listed: Map<num
     offset += part.size;
   }
   await complete(store, target, created.UploadId!, copies);
-  await store.delete([key]);
+  // Our bytes are safe at the target: the scratch object's delete is best effort (a lost answer
+  // must not fail a finish whose blob exists).
+  await store.delete([key]).catch(() => undefined);
   return target;
 }
 
@@ -141,16 +145,67 @@ export async function listParts(store: S3ObjectStore, key: string, multipartId: 
   return out;
 }
 
+/** S3's refusals of a part list: the upload's problem, never an unknown outcome. */
+const REFUSALS = new Set(['InvalidPart', 'InvalidPartOrder', 'EntityTooSmall']);
+
+/**
+ * Completes the multipart upload with `parts`. A completion whose answer was lost (a timeout
+ * after it applied, or the SDK's retry of it meeting NoSuchUpload because the first try already
+ * completed it) is recognised by the object it made: its ETag is S3's multipart ETag of exactly
+ * this part list (MD5 of the parts' MD5s, `-<count>`) and its size their sum. Every attempt at a
+ * finish completes the same multipart upload, so only the part list, not metadata set when the
+ * upload was created, tells our completion from another attempt's.
+ */
 export async function complete(store: S3ObjectStore, key: string, multipartId: string, parts: Part[]): Promise<void> {
   countRequest(store.stats, 'CompleteMultipartUpload');
-  await store.s3.send(
-    new CompleteMultipartUploadCommand({
-      Bucket: store.bucket,
-      Key: key,
-      UploadId: multipartId,
-      MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
-    }),
-  );
+  try {
+    await store.s3.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: store.bucket,
+        Key: key,
+        UploadId: multipartId,
+        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
+      }),
+    );
+  } catch (err) {
+    if (REFUSALS.has(s3ErrorName(err) ?? '')) throw err;
+    const found = await completedWith(store, key, parts).catch(() => undefined);
+    if (found === 'ours') return;
+    // Another request completed this multipart upload with other parts (a stale finish): ours
+    // can never complete. Whatever S3 said (NoSuchUpload, or RGW's "completion already in
+    // progress"), the upload has to start over.
+    if (found === 'other') throw new WriteGone(`multipart upload of ${key} was completed with other parts`, { cause: err });
+    throw err;
+  }
+}
+
+/**
+ * Whether the object at `key` is the completion of exactly `parts` ('ours'), of something else
+ * ('other'), or absent ('none'). Part ETags that are not MD5s (SSE-KMS) cannot be told apart:
+ * an object there counts as another's.
+ */
+export async function completedWith(store: S3ObjectStore, key: string, parts: Part[]): Promise<'ours' | 'other' | 'none'> {
+  const expected = multipartEtag(parts);
+  countRequest(store.stats, 'HeadObject');
+  try {
+    const head = await store.s3.send(new HeadObjectCommand({ Bucket: store.bucket, Key: key }));
+    const ours = expected !== undefined && bareEtag(head.ETag) === expected && head.ContentLength === parts.reduce((n, p) => n + p.size, 0);
+    return ours ? 'ours' : 'other';
+  } catch (err) {
+    if (isS3NotFound(err)) return 'none';
+    throw err;
+  }
+}
+
+/** S3's ETag of an object completed from `parts`; undefined when a part's ETag is not an MD5. */
+export function multipartEtag(parts: Part[]): string | undefined {
+  const md5s: Buffer[] = [];
+  for (const p of parts) {
+    const hex = bareEtag(p.etag);
+    if (!/^[0-9a-f]{32}$/i.test(hex)) return undefined;
+    md5s.push(Buffer.from(hex, 'hex'));
+  }
+  return `${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${parts.length}`;
 }
 
 async function uploadPart(store: S3ObjectStore, key: string, multipartId: string, number: number, body: Uint8Array): Promise<string> {
