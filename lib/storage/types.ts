@@ -107,6 +107,12 @@ export interface AppendContext {
   ledger: PartLedger;
   /** Unique per attempt; scratch objects of an attempt carry it so racing attempts never collide. */
   attempt: string;
+  /**
+   * Another attempt may still be writing where `state` points: the lease was taken over from a
+   * writer that never committed or released (its lease ran out in the record while it ran on).
+   * An ingester that continues a write in place must then start one of its own.
+   */
+  contended?: boolean;
   /** Called between data chunks; throws to stop the write (lost lease, client gone). */
   checkpoint?: () => void;
   /** Where the driver reports stored bytes that disagree with the upload record (and repairs). */

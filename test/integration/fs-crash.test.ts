@@ -64,8 +64,8 @@ describe('filesystem crash safety: system calls', () => {
     assert.ok(synced(put.from, 0, put.at), 'the object is fsynced before the rename');
     assert.ok(synced(join(storage, 'uploads/u1/hashstates/sha256'), put.at + 1, lines.length), 'its directory is fsynced after the rename');
 
-    const blob = renameTo(join(storage, 'blobs/u1'));
-    assert.equal(blob.from, join(storage, 'uploads/u1/data'), 'the blob is renamed from the upload scratch file');
+    const blob = renameTo(join(storage, 'blobs/u1.a1'));
+    assert.equal(blob.from, join(storage, 'uploads/u1/data.a1'), 'the blob is renamed from the scratch file of the attempt that created it');
     assert.ok(synced(blob.from, 0, blob.at), 'the blob file is fsynced before the rename');
     assert.ok(synced(join(storage, 'blobs'), blob.at + 1, lines.length), 'blobs/ is fsynced after the rename');
     await rm(dir, { recursive: true, force: true });

@@ -61,7 +61,7 @@ describe('S3 finish whose CompleteMultipartUpload answer is lost', () => {
     const other = bytes(2 * MiB, 6);
     const bucket = r.config.s3.bucket;
     const { key, multipartId } = upload.write;
-    const part1 = (await r.registry.meta.uploads.ledger({ upload, attempt: 'x', seq: 0, until: 0, parts: [] }).list(1))[0]!;
+    const part1 = (await r.registry.meta.uploads.ledger({ upload, attempt: 'x', seq: 0, until: 0, contended: false, parts: [] }).list(1))[0]!;
     const p2 = await r.s3.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: multipartId, PartNumber: 2, Body: other, ContentLength: other.length }));
     await r.s3.send(
       new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: multipartId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part1.etag }, { PartNumber: 2, ETag: p2.ETag }] } }),
