@@ -79,8 +79,10 @@ export interface WriteState {
   /** S3: ETag of the provisional part `parts + 1`. */
   tailEtag?: string;
   /**
-   * Filesystem: the file the bytes accumulate in (under the upload's scratch prefix); commit
-   * renames it to `key`, so nothing but a commit ever writes at a blob's key.
+   * Filesystem: the file the bytes accumulate in, under the upload's scratch prefix and named
+   * after the attempt that created it (`uploads/<id>/data.<attempt>`; `uploads/<id>/data` in
+   * records written before files were per attempt); commit renames it to `key`, its own blob
+   * key, so nothing but a commit ever writes at a blob's key. None until the first bytes.
    */
   scratchKey?: string;
 }
@@ -214,6 +216,6 @@ export const keys = {
     attempt ? `uploads/${uploadId}/hashstates/${algorithm}/${attempt}/${offset}` : `uploads/${uploadId}/hashstates/${algorithm}/${offset}`,
   hashStatePrefix: (uploadId: string, algorithm: string) => `uploads/${uploadId}/hashstates/${algorithm}/`,
   tail: (uploadId: string, attempt: string) => `uploads/${uploadId}/tail/${attempt}`,
-  /** Filesystem: where an upload's bytes accumulate until commit renames them to the blob key. */
-  uploadData: (uploadId: string) => `uploads/${uploadId}/data`,
+  /** Filesystem: where an attempt's bytes accumulate until commit renames them to `blob(uploadId).<attempt>`. */
+  uploadData: (uploadId: string, attempt: string) => `uploads/${uploadId}/data.${attempt}`,
 };

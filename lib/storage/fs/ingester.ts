@@ -93,7 +93,7 @@ export class FsIngester implements Ingester {
    * stored hash state never saw.
    */
   private async openScratch(state: WriteState, ctx: AppendContext): Promise<Scratch> {
-    const own = { scratchKey: `${keys.uploadPrefix(ctx.uploadId)}data.${ctx.attempt}`, key: `${keys.blob(ctx.uploadId)}.${ctx.attempt}` };
+    const own = { scratchKey: keys.uploadData(ctx.uploadId, ctx.attempt), key: `${keys.blob(ctx.uploadId)}.${ctx.attempt}` };
     const path = this.objects.path(own.scratchKey);
     if (state.size === 0) {
       await this.objects.ensureDir(dirname(path));
@@ -198,8 +198,9 @@ export class FsIngester implements Ingester {
 }
 
 /**
- * Writes recorded before scratch files existed have none: their bytes are at the blob key,
- * which this driver no longer writes outside a commit, so they must be restarted.
+ * A write with committed bytes names its scratch file. Writes recorded before scratch files
+ * existed have none: their bytes are at the blob key, which this driver no longer writes
+ * outside a commit, so they must be restarted.
  */
 function scratchOf(state: WriteState): string {
   if (!state.scratchKey) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload was started by an older version of the registry; restart the upload');
