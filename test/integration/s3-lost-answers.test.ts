@@ -3,7 +3,8 @@
  * applied, the multipart upload is gone, and a retry (the SDK's, or the code's) meets
  * NoSuchUpload. The finish recognises its own completion by the object it made (S3's multipart
  * ETag of exactly its part list, and their size) and answers 201 the first time, as if the
- * answer had arrived. Another attempt's completion (other parts) is never taken for ours.
+ * answer had arrived. Another attempt's completion (other parts) is never taken for ours. A
+ * PutObject (a whole blob sent in the finish, a PATCH's tail) is recognised by its MD5 ETag.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -14,9 +15,9 @@ import { type FaultKind, injectFaults, nth } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { errorCode, getBlob, patch, startUpload, withDigest } from '../helpers/oci.js';
 import { useRegistry } from '../helpers/registry.js';
-import { multipartEtag } from '../../lib/storage/s3/repair.js';
+import { multipartEtag } from '../../lib/storage/s3/lost-answers.js';
 
-describe('S3 finish whose CompleteMultipartUpload answer is lost', () => {
+describe('S3 upload writes whose answer is lost', () => {
   const r = useRegistry('s3', { env: { S3_PART_SIZE: String(5 * MiB) } });
 
   const cases: { name: string; final: number }[] = [
@@ -47,6 +48,34 @@ describe('S3 finish whose CompleteMultipartUpload answer is lost', () => {
         assert.deepEqual(r.serverErrors, []);
       });
     }
+  }
+
+  for (const fault of ['lose', 'lose-retried'] as FaultKind[]) {
+    it(`a whole blob sent in the finish (one PutObject) whose answer is lost answers 201 (${fault})`, async () => {
+      const repo = `lost/put-${fault}`;
+      const data = bytes(300_000, fault === 'lose' ? 7 : 8);
+      const location = await startUpload(r.url, repo);
+      const faults = injectFaults(r);
+      faults.arm(nth('PutObjectCommand', 0, (input: { Key?: string }) => input.Key?.startsWith('blobs/') ?? false), fault);
+      const put = await call(withDigest(location, sha256(data)), { method: 'PUT', body: data, headers: { 'Content-Type': 'application/octet-stream' } });
+      assert.ok(faults.disarm().some((x) => x.fault), 'the PutObject was hit');
+      assert.equal(put.status, 201, put.body.toString());
+      assert.ok((await getBlob(r.url, repo, sha256(data))).body.equals(data));
+    });
+
+    it(`a PATCH whose tail PutObject answer is lost answers 202 and the upload finishes (${fault})`, async () => {
+      const repo = `lost/tail-${fault}`;
+      const data = bytes(2 * MiB, fault === 'lose' ? 9 : 10);
+      const location = await startUpload(r.url, repo);
+      const faults = injectFaults(r);
+      faults.arm(nth('PutObjectCommand', 0, (input: { Key?: string }) => input.Key?.includes('/tail/') ?? false), fault);
+      const res = await patch(location, data.subarray(0, MiB), 0);
+      assert.ok(faults.disarm().some((x) => x.fault), 'the tail PutObject was hit');
+      assert.equal(res.status, 202, res.body.toString());
+      assert.equal((await patch(location, data.subarray(MiB), MiB)).status, 202);
+      assert.equal((await call(withDigest(location, sha256(data)), { method: 'PUT' })).status, 201);
+      assert.ok((await getBlob(r.url, repo, sha256(data))).body.equals(data));
+    });
   }
 
   it('does not take a completion of other parts for its own: the lost answer stays a failure', async () => {

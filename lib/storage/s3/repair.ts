@@ -12,11 +12,9 @@
  * - a full, committed part whose content changed means a writer that lost its lease wrote over
  *   committed data: that cannot be repaired and must never be completed.
  */
-import { createHash } from 'node:crypto';
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
-  HeadObjectCommand,
   ListPartsCommand,
   UploadPartCommand,
   UploadPartCopyCommand,
@@ -24,7 +22,8 @@ import {
 import { RegistryError } from '../../oci/errors.js';
 import type { IntegrityReporter } from '../../telemetry.js';
 import { type Part, WriteGone, countRequest } from '../types.js';
-import { bareEtag, isS3NotFound, s3ErrorName } from './client.js';
+import { bareEtag, s3ErrorName } from './client.js';
+import { completedWith } from './lost-answers.js';
 import type { S3ObjectStore } from './objects.js';
 import { MIN_PART } from './parts.js';
 
@@ -177,35 +176,6 @@ export async function complete(store: S3ObjectStore, key: string, multipartId: s
     if (found === 'other') throw new WriteGone(`multipart upload of ${key} was completed with other parts`, { cause: err });
     throw err;
   }
-}
-
-/**
- * Whether the object at `key` is the completion of exactly `parts` ('ours'), of something else
- * ('other'), or absent ('none'). Part ETags that are not MD5s (SSE-KMS) cannot be told apart:
- * an object there counts as another's.
- */
-export async function completedWith(store: S3ObjectStore, key: string, parts: Part[]): Promise<'ours' | 'other' | 'none'> {
-  const expected = multipartEtag(parts);
-  countRequest(store.stats, 'HeadObject');
-  try {
-    const head = await store.s3.send(new HeadObjectCommand({ Bucket: store.bucket, Key: key }));
-    const ours = expected !== undefined && bareEtag(head.ETag) === expected && head.ContentLength === parts.reduce((n, p) => n + p.size, 0);
-    return ours ? 'ours' : 'other';
-  } catch (err) {
-    if (isS3NotFound(err)) return 'none';
-    throw err;
-  }
-}
-
-/** S3's ETag of an object completed from `parts`; undefined when a part's ETag is not an MD5. */
-export function multipartEtag(parts: Part[]): string | undefined {
-  const md5s: Buffer[] = [];
-  for (const p of parts) {
-    const hex = bareEtag(p.etag);
-    if (!/^[0-9a-f]{32}$/i.test(hex)) return undefined;
-    md5s.push(Buffer.from(hex, 'hex'));
-  }
-  return `${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${parts.length}`;
 }
 
 async function uploadPart(store: S3ObjectStore, key: string, multipartId: string, number: number, body: Uint8Array): Promise<string> {
