@@ -41,6 +41,10 @@ describe('filesystem crash safety: system calls', () => {
       const ctx = { uploadId: 'u1', attempt: 'a1', ledger: { record() {}, list: async () => [] } };
       const written = await ingester.append(ingester.create('u1'), (async function* () { yield new Uint8Array([1, 2, 3]); })(), ctx);
       await ingester.commit(written, undefined, ctx);
+      // A contended finish: the committed bytes are copied into a file of its own first.
+      const ctx2 = { uploadId: 'u2', attempt: 'b1', ledger: ctx.ledger };
+      const w2 = await ingester.append(ingester.create('u2'), (async function* () { yield new Uint8Array([4, 5]); })(), ctx2);
+      await ingester.commit(w2, (async function* () { yield new Uint8Array([6]); })(), { ...ctx2, attempt: 'b2', contended: true });
     `;
     const traced = await run('strace', ['-f', '-y', '-o', trace, '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script]);
     assert.equal(traced.code, 0, formatRun(traced));
@@ -68,6 +72,13 @@ describe('filesystem crash safety: system calls', () => {
     assert.equal(blob.from, join(storage, 'uploads/u1/data.a1'), 'the blob is renamed from the scratch file of the attempt that created it');
     assert.ok(synced(blob.from, 0, blob.at), 'the blob file is fsynced before the rename');
     assert.ok(synced(join(storage, 'blobs'), blob.at + 1, lines.length), 'blobs/ is fsynced after the rename');
+
+    const copied = renameTo(join(storage, 'blobs/u2.b2'));
+    assert.equal(copied.from, join(storage, 'uploads/u2/data.b2'), 'a contended finish renames its own copy');
+    assert.ok(synced(copied.from, 0, copied.at), 'the copy is fsynced before the rename');
+    const dirSyncs = lines.slice(0, copied.at).filter((l) => new RegExp(`f(data)?sync\\(\\d+<${join(storage, 'uploads/u2')}>`).test(l)).length;
+    assert.ok(dirSyncs >= 2, `the copy's directory entry is made durable, as the first file's was (${dirSyncs} fsyncs of uploads/u2)`);
+    assert.ok(synced(join(storage, 'blobs'), copied.at + 1, lines.length), 'blobs/ is fsynced after the rename');
     await rm(dir, { recursive: true, force: true });
   });
 
