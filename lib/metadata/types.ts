@@ -61,6 +61,12 @@ export interface Lease {
   attempt: string;
   seq: number;
   until: number;
+  /**
+   * The lease was taken over from a writer that neither committed nor released since the
+   * record's write was made (recorded in the item, so it holds until a commit): that writer may
+   * still be writing where the record's write is. See AppendContext.contended.
+   */
+  contended: boolean;
   /** Parts this attempt wrote, stored with its commit. */
   parts: Part[];
 }

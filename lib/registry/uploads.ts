@@ -291,6 +291,7 @@ export class UploadService {
     const ctx: AppendContext = {
       uploadId: id,
       attempt: lease.attempt,
+      contended: lease.contended,
       report: this.integrity,
       ledger: this.meta.uploads.ledger(lease),
       checkpoint: () => {

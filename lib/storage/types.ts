@@ -79,8 +79,10 @@ export interface WriteState {
   /** S3: ETag of the provisional part `parts + 1`. */
   tailEtag?: string;
   /**
-   * Filesystem: the file the bytes accumulate in (under the upload's scratch prefix); commit
-   * renames it to `key`, so nothing but a commit ever writes at a blob's key.
+   * Filesystem: the file the bytes accumulate in, under the upload's scratch prefix and named
+   * after the attempt that created it (`uploads/<id>/data.<attempt>`; `uploads/<id>/data` in
+   * records written before files were per attempt); commit renames it to `key`, its own blob
+   * key, so nothing but a commit ever writes at a blob's key. None until the first bytes.
    */
   scratchKey?: string;
 }
@@ -107,6 +109,12 @@ export interface AppendContext {
   ledger: PartLedger;
   /** Unique per attempt; scratch objects of an attempt carry it so racing attempts never collide. */
   attempt: string;
+  /**
+   * Another attempt may still be writing where `state` points: the lease was taken over from a
+   * writer that never committed or released (its lease ran out in the record while it ran on).
+   * An ingester that continues a write in place must then start one of its own.
+   */
+  contended?: boolean;
   /** Called between data chunks; throws to stop the write (lost lease, client gone). */
   checkpoint?: () => void;
   /** Where the driver reports stored bytes that disagree with the upload record (and repairs). */
@@ -243,6 +251,6 @@ export const keys = {
     attempt ? `uploads/${uploadId}/hashstates/${algorithm}/${attempt}/${offset}` : `uploads/${uploadId}/hashstates/${algorithm}/${offset}`,
   hashStatePrefix: (uploadId: string, algorithm: string) => `uploads/${uploadId}/hashstates/${algorithm}/`,
   tail: (uploadId: string, attempt: string) => `uploads/${uploadId}/tail/${attempt}`,
-  /** Filesystem: where an upload's bytes accumulate until commit renames them to the blob key. */
-  uploadData: (uploadId: string) => `uploads/${uploadId}/data`,
+  /** Filesystem: where an attempt's bytes accumulate until commit renames them to `blob(uploadId).<attempt>`. */
+  uploadData: (uploadId: string, attempt: string) => `uploads/${uploadId}/data.${attempt}`,
 };

@@ -5,7 +5,7 @@
  * write never deletes a blob; bytes lost under an upload are refused, never filled with zeros.
  */
 import assert from 'node:assert/strict';
-import { mkdir, readFile, readdir, truncate, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { MiB, bytes, sha256 } from '../helpers/data.js';
@@ -41,6 +41,10 @@ describe('filesystem crash safety: system calls', () => {
       const ctx = { uploadId: 'u1', attempt: 'a1', ledger: { record() {}, list: async () => [] } };
       const written = await ingester.append(ingester.create('u1'), (async function* () { yield new Uint8Array([1, 2, 3]); })(), ctx);
       await ingester.commit(written, undefined, ctx);
+      // A contended finish: the committed bytes are copied into a file of its own first.
+      const ctx2 = { uploadId: 'u2', attempt: 'b1', ledger: ctx.ledger };
+      const w2 = await ingester.append(ingester.create('u2'), (async function* () { yield new Uint8Array([4, 5]); })(), ctx2);
+      await ingester.commit(w2, (async function* () { yield new Uint8Array([6]); })(), { ...ctx2, attempt: 'b2', contended: true });
     `;
     const traced = await run('strace', ['-f', '-y', '-o', trace, '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script]);
     assert.equal(traced.code, 0, formatRun(traced));
@@ -64,10 +68,17 @@ describe('filesystem crash safety: system calls', () => {
     assert.ok(synced(put.from, 0, put.at), 'the object is fsynced before the rename');
     assert.ok(synced(join(storage, 'uploads/u1/hashstates/sha256'), put.at + 1, lines.length), 'its directory is fsynced after the rename');
 
-    const blob = renameTo(join(storage, 'blobs/u1'));
-    assert.equal(blob.from, join(storage, 'uploads/u1/data'), 'the blob is renamed from the upload scratch file');
+    const blob = renameTo(join(storage, 'blobs/u1.a1'));
+    assert.equal(blob.from, join(storage, 'uploads/u1/data.a1'), 'the blob is renamed from the scratch file of the attempt that created it');
     assert.ok(synced(blob.from, 0, blob.at), 'the blob file is fsynced before the rename');
     assert.ok(synced(join(storage, 'blobs'), blob.at + 1, lines.length), 'blobs/ is fsynced after the rename');
+
+    const copied = renameTo(join(storage, 'blobs/u2.b2'));
+    assert.equal(copied.from, join(storage, 'uploads/u2/data.b2'), 'a contended finish renames its own copy');
+    assert.ok(synced(copied.from, 0, copied.at), 'the copy is fsynced before the rename');
+    const dirSyncs = lines.slice(0, copied.at).filter((l) => new RegExp(`f(data)?sync\\(\\d+<${join(storage, 'uploads/u2')}>`).test(l)).length;
+    assert.ok(dirSyncs >= 2, `the copy's directory entry is made durable, as the first file's was (${dirSyncs} fsyncs of uploads/u2)`);
+    assert.ok(synced(join(storage, 'blobs'), copied.at + 1, lines.length), 'blobs/ is fsynced after the rename');
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -94,6 +105,50 @@ describe('filesystem crash safety: system calls', () => {
     // What a request that lost its lease to this finish, or a cancel or purge racing it, does.
     await ingester.abort(written);
     assert.ok((await readFile(store.path(committed.key))).equals(data));
+    await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('filesystem uploads: racing attempts never share a file', () => {
+  const ctx = (attempt: string, contended = false): AppendContext => ({ ...context('u5'), attempt, contended });
+
+  it('continues in place, unless contended: then it copies the committed bytes into a file of its own', async () => {
+    const dir = await tempDir('fs-crash');
+    const store = new FsObjectStore(dir);
+    const ingester = new FsIngester(store);
+    const [a, b, stale] = [bytes(1000, 4), bytes(2000, 5), bytes(3000, 6)];
+    const first = await ingester.append(ingester.create('u5'), body(a), ctx('a1'));
+    assert.equal(first.scratchKey, 'uploads/u5/data.a1');
+    const inPlace = await ingester.append(first, body(b), ctx('a2'));
+    assert.equal(inPlace.scratchKey, first.scratchKey, 'an uncontended request continues the same file');
+
+    // A stale request writing past the committed bytes of `first`, before and after the takeover.
+    const file = store.path(first.scratchKey!);
+    await writeFile(file, Buffer.concat([a, stale]));
+    const own = await ingester.append(first, body(b), ctx('a3', true));
+    assert.equal(own.scratchKey, 'uploads/u5/data.a3');
+    await writeFile(file, Buffer.concat([a, stale, stale]));
+    assert.ok((await readFile(store.path(own.scratchKey!))).equals(Buffer.concat([a, b])), 'the new file holds the committed bytes and this request\'s');
+    const committed = await ingester.commit(own, undefined, ctx('a4'));
+    assert.equal(committed.key, 'blobs/u5.a3', 'each scratch file becomes its own blob key');
+    assert.ok((await readFile(store.path(committed.key))).equals(Buffer.concat([a, b])));
+    await ingester.release(first, own);
+    await assert.rejects(readFile(file), { code: 'ENOENT' }, 'the superseded file is freed');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('continues from the blob a commit renamed the file to, without writing into it', async () => {
+    const dir = await tempDir('fs-crash');
+    const store = new FsObjectStore(dir);
+    const ingester = new FsIngester(store);
+    const [a, b] = [bytes(1000, 7), bytes(500, 8)];
+    const written = await ingester.append(ingester.create('u5'), body(a), ctx('a1'));
+    // A finish that renamed it and then failed (or a stale finish): the record still names it.
+    const finished = await ingester.commit(written, undefined, ctx('a2'));
+    const next = await ingester.commit(written, body(b), ctx('a3'));
+    assert.notEqual(next.key, finished.key);
+    assert.ok((await readFile(store.path(finished.key))).equals(a), 'the first blob is unchanged');
+    assert.ok((await readFile(store.path(next.key))).equals(Buffer.concat([a, b])));
     await rm(dir, { recursive: true, force: true });
   });
 });

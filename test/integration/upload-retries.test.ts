@@ -3,15 +3,15 @@
  * commit of a chunk. Each write carries its attempt, so a retry that meets its own applied write
  * (the SDK's retry answered "condition failed") or code that looks after a timeout recognises
  * it as success instead of failing, and nothing the committed record points at is deleted.
- * Also: a stale attempt (its lease taken over) never overwrites or deletes the hash state of
- * the attempt that committed.
+ * Also: a stale attempt (its lease taken over, still running) never overwrites or deletes the
+ * hash state of the attempt that committed, nor the bytes it committed, nor the blob it finished.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { key } from '../../lib/metadata/dynamo/table.js';
-import { MiB, bytes, gated, sha256 } from '../helpers/data.js';
+import { MiB, bytes, chunked, gated, sha256 } from '../helpers/data.js';
 import { type FaultKind, injectFaults, nth } from '../helpers/faults.js';
 import { call, resolve } from '../helpers/http.js';
 import { getBlob, patch, startUpload, withDigest } from '../helpers/oci.js';
@@ -92,10 +92,7 @@ for (const driver of DRIVERS) {
       assert.ok((await getBlob(r.url, 'retries/stale', sha256(data))).body.equals(data));
     });
 
-    // Known, not this change's to fix (lib/storage/fs is the integrity work's): on the
-    // filesystem a stale attempt writes into the blob file itself, over the bytes the winner
-    // committed, and the finish then links the winner's digest to the stale bytes.
-    it('a stale attempt sending other bytes does not change what the winner committed', { todo: driver === 'fs' ? 'fs ingester writes stale attempts into the blob file' : undefined }, async () => {
+    it('a stale attempt sending other bytes does not change what the winner committed', async () => {
       const winnerData = bytes(2 * MiB, 15);
       const staleData = bytes(2 * MiB, 16);
       const location = await startUpload(r.url, 'retries/other');
@@ -112,6 +109,81 @@ for (const driver of DRIVERS) {
       const put = await call(withDigest(location, sha256(winnerData)), { method: 'PUT' });
       assert.equal(put.status, 201, put.body.toString());
       assert.ok((await getBlob(r.url, 'retries/other', sha256(winnerData))).body.equals(winnerData), 'the blob is the winner\'s bytes');
+    });
+
+    /** Makes the upload's current lease run out in the record, as time would for a stalled writer. */
+    async function expireLease(id: string): Promise<void> {
+      await r.db.send(
+        new UpdateCommand({ TableName: r.config.dynamo.table, Key: key.upload(id), UpdateExpression: 'SET leaseUntil = :past', ExpressionAttributeValues: { ':past': 1 } }),
+      );
+    }
+
+    it('a stale attempt past committed bytes does not change what the winner committed there', async () => {
+      // The stale request and the winner both continue the committed first MiB: on the
+      // filesystem that is the file the record names, which the winner must not share.
+      const head = bytes(MiB, 17);
+      const winnerData = bytes(2 * MiB, 18);
+      const staleData = bytes(2 * MiB, 19);
+      const location = await startUpload(r.url, 'retries/past');
+      const id = location.split('/').pop()!;
+      assert.equal((await patch(location, head, 0)).status, 202);
+      const { body, release } = gated(staleData, MiB);
+      const stale = call(location, { method: 'PATCH', body, headers: { 'Content-Range': `${MiB}-${MiB + staleData.length - 1}` } });
+      await sleep(300);
+      await expireLease(id);
+      assert.equal((await patch(location, winnerData, MiB)).status, 202);
+      release();
+      assert.equal((await stale).status, 416);
+      const data = Buffer.concat([head, winnerData]);
+      const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
+      assert.equal(put.status, 201, put.body.toString());
+      assert.ok((await getBlob(r.url, 'retries/past', sha256(data))).body.equals(data), 'the blob is the winner\'s bytes');
+    });
+
+    it('a stale attempt stays fenced off after the request that took over fails without committing', async () => {
+      // The one that took the lease over gives up (its body ends short of its Content-Range)
+      // and releases; the next request must still not continue where the stale one writes.
+      const head = bytes(MiB, 20);
+      const winnerData = bytes(2 * MiB, 21);
+      const staleData = bytes(2 * MiB, 22);
+      const location = await startUpload(r.url, 'retries/fenced');
+      const id = location.split('/').pop()!;
+      assert.equal((await patch(location, head, 0)).status, 202);
+      const { body, release } = gated(staleData, MiB);
+      const stale = call(location, { method: 'PATCH', body, headers: { 'Content-Range': `${MiB}-${MiB + staleData.length - 1}` } });
+      await sleep(300);
+      await expireLease(id);
+      const short = await call(location, { method: 'PATCH', body: chunked(winnerData.subarray(0, MiB), 256 * 1024), headers: { 'Content-Range': `${MiB}-${3 * MiB - 1}` } });
+      assert.equal(short.status, 400, short.body.toString());
+      assert.equal((await patch(location, winnerData, MiB)).status, 202);
+      release();
+      assert.equal((await stale).status, 416);
+      const data = Buffer.concat([head, winnerData]);
+      const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
+      assert.equal(put.status, 201, put.body.toString());
+      assert.ok((await getBlob(r.url, 'retries/fenced', sha256(data))).body.equals(data), 'the blob is the winner\'s bytes');
+    });
+
+    it('a stale finish with another final chunk does not replace the blob the winner finished', async () => {
+      const head = bytes(MiB, 23);
+      const winnerFinal = bytes(2 * MiB, 24);
+      const staleFinal = bytes(2 * MiB, 25);
+      const location = await startUpload(r.url, 'retries/finish');
+      const id = location.split('/').pop()!;
+      assert.equal((await patch(location, head, 0)).status, 202);
+      const staleBlob = Buffer.concat([head, staleFinal]);
+      const { body, release } = gated(staleFinal, MiB);
+      const stale = call(withDigest(location, sha256(staleBlob)), { method: 'PUT', body, headers: { 'Content-Range': `${MiB}-${3 * MiB - 1}` } });
+      await sleep(300);
+      await expireLease(id);
+      const data = Buffer.concat([head, winnerFinal]);
+      const put = await call(withDigest(location, sha256(data)), { method: 'PUT', body: winnerFinal, headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${MiB}-${3 * MiB - 1}` } });
+      assert.equal(put.status, 201, put.body.toString());
+      release();
+      const late = await stale;
+      assert.ok(late.status >= 400 && late.status < 500, `the stale finish is refused: ${late.status} ${late.body.toString()}`);
+      assert.ok((await getBlob(r.url, 'retries/finish', sha256(data))).body.equals(data), 'the blob is the winner\'s bytes');
+      assert.equal((await getBlob(r.url, 'retries/finish', sha256(staleBlob))).status, 404, 'the stale bytes are linked nowhere');
     });
   });
 }

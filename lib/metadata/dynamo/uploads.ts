@@ -58,6 +58,7 @@ const NAMES = {
   '#expiresAt': 'expiresAt',
   '#updatedAt': 'updatedAt',
   '#ttl': 'ttl',
+  '#staleWriter': 'staleWriter',
 };
 
 export class DynamoUploadStore implements UploadStore {
@@ -129,7 +130,7 @@ export class DynamoUploadStore implements UploadStore {
     const attempt = randomUUID();
     const until = now + this.timings.leaseMs;
     let condition = 'attribute_exists(pk) AND #repo = :repo AND #expiresAt > :now AND (attribute_not_exists(#writer) OR #leaseUntil < :now)';
-    const values: Record<string, unknown> = { ':repo': repo, ':now': now, ':w': attempt, ':until': until, ':one': 1 };
+    const values: Record<string, unknown> = { ':repo': repo, ':now': now, ':w': attempt, ':until': until, ':one': 1, ':none': '' };
     if (offset !== undefined) {
       condition += ' AND #offset = :offset';
       values[':offset'] = offset;
@@ -139,23 +140,26 @@ export class DynamoUploadStore implements UploadStore {
         new UpdateCommand({
           TableName: this.table,
           Key: key.upload(id),
-          UpdateExpression: 'SET #writer = :w, #leaseUntil = :until, #seq = #seq + :one',
+          // A lease taken over from a writer that is still named (its lease ran out) leaves that
+          // writer in `staleWriter` until the next commit: it may still be writing, so nobody
+          // may continue the record's write in place (AppendContext.contended).
+          UpdateExpression: 'SET #writer = :w, #leaseUntil = :until, #seq = #seq + :one, #staleWriter = if_not_exists(#writer, if_not_exists(#staleWriter, :none))',
           ConditionExpression: condition,
-          ExpressionAttributeNames: pick(NAMES, '#repo', '#expiresAt', '#writer', '#leaseUntil', '#seq', ...(offset !== undefined ? ['#offset'] : [])),
+          ExpressionAttributeNames: pick(NAMES, '#repo', '#expiresAt', '#writer', '#leaseUntil', '#seq', '#staleWriter', ...(offset !== undefined ? ['#offset'] : [])),
           ExpressionAttributeValues: values,
           ReturnValues: 'ALL_NEW',
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
         }),
       );
       const upload = toUpload(res.Attributes!);
-      return { upload, attempt, seq: upload.seq, until, parts: [] };
+      return { upload, attempt, seq: upload.seq, until, contended: Boolean(res.Attributes!.staleWriter), parts: [] };
     } catch (err) {
       const refused = err instanceof ConditionalCheckFailedException;
       const old = refused ? (err.Item ? unmarshall(err.Item) : undefined) : await this.lookAfter(id, err);
       // Our own lease, taken by a try whose answer was lost: we hold it.
       if (old?.writer === attempt) {
         const upload = toUpload(old);
-        return { upload, attempt, seq: upload.seq, until: old.leaseUntil as number, parts: [] };
+        return { upload, attempt, seq: upload.seq, until: old.leaseUntil as number, contended: Boolean(old.staleWriter), parts: [] };
       }
       if (!refused) throw err;
       const current = this.live(old, repo);
@@ -187,8 +191,10 @@ export class DynamoUploadStore implements UploadStore {
       TableName: this.table,
       Key: key.upload(lease.upload.id),
       ConditionExpression: '#writer = :me',
-      UpdateExpression: 'SET #offset = :offset, #write = :write, #attempt = :me, #updatedAt = :now, #expiresAt = :exp, #ttl = :ttl REMOVE #leaseUntil, #writer',
-      ExpressionAttributeNames: pick(NAMES, '#writer', '#offset', '#write', '#attempt', '#updatedAt', '#expiresAt', '#ttl', '#leaseUntil'),
+      // The write committed is this attempt's own (in place only when no stale writer was
+      // recorded): no earlier writer can touch it, so the record of one goes.
+      UpdateExpression: 'SET #offset = :offset, #write = :write, #attempt = :me, #updatedAt = :now, #expiresAt = :exp, #ttl = :ttl REMOVE #leaseUntil, #writer, #staleWriter',
+      ExpressionAttributeNames: pick(NAMES, '#writer', '#offset', '#write', '#attempt', '#updatedAt', '#expiresAt', '#ttl', '#leaseUntil', '#staleWriter'),
       ExpressionAttributeValues: { ':me': lease.attempt, ':offset': write.size, ':write': write, ':now': now, ':exp': expiresAt, ':ttl': ttlOf(expiresAt) },
     };
     const puts = lease.parts.map((part) => ({

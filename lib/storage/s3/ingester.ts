@@ -28,6 +28,7 @@ import {
 import { s3ErrorName } from './client.js';
 import type { S3ObjectStore } from './objects.js';
 import { MIN_PART, type PartOptions, PartWriter } from './parts.js';
+import { putRecognised } from './lost-answers.js';
 import { complete, repairAndComplete } from './repair.js';
 
 export class S3Ingester implements Ingester {
@@ -53,7 +54,7 @@ export class S3Ingester implements Ingester {
       } else if (rest.length > 0) {
         tailKey = keys.tail(ctx.uploadId, ctx.attempt);
         await writer.enqueue(rest, false);
-        await this.store.put(tailKey, rest);
+        await putRecognised(this.store, tailKey, rest);
       }
       const parts = await writer.drain();
       const full = parts.filter((p) => p.recorded);
@@ -92,7 +93,7 @@ export class S3Ingester implements Ingester {
         const rest = writer.remainder();
         if (!writer.multipartId && !writer.started) {
           // The whole blob fit in one part buffer and nothing was written before: one PUT.
-          await this.store.put(state.key, rest);
+          await putRecognised(this.store, state.key, rest);
           writer.dispose();
           return { key: state.key, size };
         }
@@ -102,7 +103,7 @@ export class S3Ingester implements Ingester {
         }
         parts = [...(await ctx.ledger.list(committedParts)), ...(await writer.drain())];
       } else if (state.size === 0) {
-        await this.store.put(state.key, new Uint8Array(0));
+        await putRecognised(this.store, state.key, new Uint8Array(0));
         return { key: state.key, size: 0 };
       } else {
         parts = await ctx.ledger.list(committedParts);

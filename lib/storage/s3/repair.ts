@@ -21,8 +21,9 @@ import {
 } from '@aws-sdk/client-s3';
 import { RegistryError } from '../../oci/errors.js';
 import type { IntegrityReporter } from '../../telemetry.js';
-import { type Part, countRequest } from '../types.js';
-import { bareEtag } from './client.js';
+import { type Part, WriteGone, countRequest } from '../types.js';
+import { bareEtag, s3ErrorName } from './client.js';
+import { completedWith } from './lost-answers.js';
 import type { S3ObjectStore } from './objects.js';
 import { MIN_PART } from './parts.js';
 
@@ -125,7 +126,9 @@ async function rebuild(store: S3ObjectStore, input: RepairInput, listed: Map<num
     offset += part.size;
   }
   await complete(store, target, created.UploadId!, copies);
-  await store.delete([key]);
+  // Our bytes are safe at the target: the scratch object's delete is best effort (a lost answer
+  // must not fail a finish whose blob exists).
+  await store.delete([key]).catch(() => undefined);
   return target;
 }
 
@@ -141,16 +144,38 @@ export async function listParts(store: S3ObjectStore, key: string, multipartId: 
   return out;
 }
 
+/** S3's refusals of a part list: the upload's problem, never an unknown outcome. */
+const REFUSALS = new Set(['InvalidPart', 'InvalidPartOrder', 'EntityTooSmall']);
+
+/**
+ * Completes the multipart upload with `parts`. A completion whose answer was lost (a timeout
+ * after it applied, or the SDK's retry of it meeting NoSuchUpload because the first try already
+ * completed it) is recognised by the object it made: its ETag is S3's multipart ETag of exactly
+ * this part list (MD5 of the parts' MD5s, `-<count>`) and its size their sum. Every attempt at a
+ * finish completes the same multipart upload, so only the part list, not metadata set when the
+ * upload was created, tells our completion from another attempt's.
+ */
 export async function complete(store: S3ObjectStore, key: string, multipartId: string, parts: Part[]): Promise<void> {
   countRequest(store.stats, 'CompleteMultipartUpload');
-  await store.s3.send(
-    new CompleteMultipartUploadCommand({
-      Bucket: store.bucket,
-      Key: key,
-      UploadId: multipartId,
-      MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
-    }),
-  );
+  try {
+    await store.s3.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: store.bucket,
+        Key: key,
+        UploadId: multipartId,
+        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
+      }),
+    );
+  } catch (err) {
+    if (REFUSALS.has(s3ErrorName(err) ?? '')) throw err;
+    const found = await completedWith(store, key, parts).catch(() => undefined);
+    if (found === 'ours') return;
+    // Another request completed this multipart upload with other parts (a stale finish): ours
+    // can never complete. Whatever S3 said (NoSuchUpload, or RGW's "completion already in
+    // progress"), the upload has to start over.
+    if (found === 'other') throw new WriteGone(`multipart upload of ${key} was completed with other parts`, { cause: err });
+    throw err;
+  }
 }
 
 async function uploadPart(store: S3ObjectStore, key: string, multipartId: string, number: number, body: Uint8Array): Promise<string> {
