@@ -5,7 +5,7 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
-import { batchGet, conditionFailed, deleteExisting, key, transact } from './table.js';
+import { batchGet, conditionFailed, key, transact } from './table.js';
 
 export class DynamoBlobIndex implements BlobIndex {
   constructor(
@@ -41,8 +41,19 @@ export class DynamoBlobIndex implements BlobIndex {
     }
   }
 
-  deleteLink(repo: string, digest: string): Promise<boolean> {
-    return deleteExisting(this.db, this.table, key.link(repo, digest));
+  /**
+   * A one-item transaction rather than a DeleteItem: its idempotency token makes a resend after
+   * a lost answer (the SDK's, or transact()'s) succeed, where a conditional DeleteItem would
+   * find its own delete done and answer the client 404 for a blob it just deleted.
+   */
+  async deleteLink(repo: string, digest: string): Promise<boolean> {
+    try {
+      await transact(this.db, [{ Delete: { TableName: this.table, Key: key.link(repo, digest), ConditionExpression: 'attribute_exists(pk)' } }]);
+      return true;
+    } catch (err) {
+      if (conditionFailed(err)) return false;
+      throw err;
+    }
   }
 
   async getDescriptor(digest: string): Promise<Descriptor | undefined> {
