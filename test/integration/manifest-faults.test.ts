@@ -9,6 +9,8 @@
  *   - after 429 or 503 (which must carry Retry-After) and after a 5xx the client sends the
  *     request again, up to three times; its final answer is the flow's success (201 / 202):
  *     a retried delete that finds its work done is a success, never a 404;
+ *   - a lost DynamoDB answer changes nothing the client hears: the first answer is the
+ *     unfaulted one (a lost storage answer may cost a 500 that the retry repairs; listed);
  *   - a throttled call (S3 SlowDown, DynamoDB throughput or transaction conflicts) is answered
  *     429 or 503 with Retry-After, never 500; the client's retries never meet a server fault;
  *   - what the flow stored or deleted is exactly so: the tag points at the new manifest (HEAD
@@ -278,6 +280,10 @@ function manifestSweep(driver: DriverKind, only: string[]) {
     if (first) {
       if ((fault?.kind === 'throttle' || fault?.kind === 'conflict') && first.status >= 500 && first.status !== 503) {
         problems.push(`throttled call answered ${first.status}: ${first.body.toString().slice(0, 200)}`);
+      }
+      // DynamoDB writes are resent and recognised (transact()): a lost answer changes nothing the client hears.
+      if ((fault?.kind === 'lose' || fault?.kind === 'lose-retried') && fault.site.backend === 'dynamodb' && first.status !== step.status) {
+        problems.push(`a lost DynamoDB answer changed the answer to ${first.status}: ${first.body.toString().slice(0, 200)}`);
       }
       final = await retried(step, first, problems);
     }
