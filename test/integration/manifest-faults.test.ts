@@ -315,7 +315,6 @@ function manifestSweep(driver: DriverKind, only: string[]) {
           const res = await runCase(faults, flow, { kind, site, occurrence });
           out.runs++;
           out.byKind[kind] = (out.byKind[kind] ?? 0) + 1;
-          for (const p of res.problems) console.log(`  PROBLEM ${p}`);
           out.problems.push(...res.problems);
           if (res.diverged) out.divergences.push(res.diverged);
         }
