@@ -1,20 +1,22 @@
 /**
- * Fault injection for a test registry: middleware on both SDK clients (the TestRegistry's `db`
- * and `s3`) and a wrapper around the filesystem driver's methods, so that one chosen call of a
- * flow can
+ * The fault layer of the tests: middleware on both SDK clients (the TestRegistry's `db` and
+ * `s3`) and a wrapper around the filesystem driver's methods, so that chosen calls of a flow can
  *
- *   fail          fail before it applies (a refused connection);
+ *   fail          fail before it applies (a refused connection, once the SDK gave up);
  *   lose          apply, then lose the answer: the caller gets a timeout;
  *   lose-retried  apply, lose the answer, and let the SDK send it again: the caller gets the
  *                 retry's answer (a conditional write then meets its own applied write);
  *   delay         hold the call, and apply it only after `delayMs` or when release() is
  *                 called: a stalled request, whose lease a test can let run out meanwhile;
  *   throttle      be refused by a busy backend: S3 503 SlowDown, DynamoDB
- *                 ProvisionedThroughputExceeded, or for a transaction TransactionConflict on
- *                 every attempt (the registry's own conflict retries included).
+ *                 ProvisionedThroughputExceeded (transactions included); not applied;
+ *   conflict      DynamoDB writes only: TransactionConflict on every attempt, through the
+ *                 registry's own conflict retries (lib/metadata/dynamo/table.ts), which then give
+ *                 up; not applied.
  *
  * Calls are counted from `arm()` (or `record()`) in the order they are sent, one count per call
- * the code makes (SDK retries and the registry's conflict retries of it are the same call). The
+ * the code makes (SDK retries and the registry's conflict retries of it are the same call; a
+ * command the code sends again, as transact() does after a lost answer, is a new call). The
  * injection sits outside the SDK's retry loop: a fault is what the code sees once the SDK has
  * given up, except `lose-retried`, which replays the SDK's retry itself.
  *
@@ -22,12 +24,17 @@
  *   const faults = injectFaults(r, { delayMs: 1300 });
  *   faults.record();  await flow();  const calls = faults.disarm();   // what the flow calls
  *   faults.arm(3, 'lose');  await flow();  faults.disarm();            // lose call #3's answer
+ *   faults.arm(nth('TransactWriteItemsCommand', 0), 'lose', { after: () => race() });
+ *                                      // another request runs between the write and its lost answer
+ *
+ * holdBefore() (at the end) is the one-off form of a hold: a deterministic interleaving of
+ * another request at one exact DynamoDB call, without a layer.
  */
 import type { MiddlewareStack } from '@smithy/types';
 import type { TestRegistry } from './registry.js';
 
-export type FaultKind = 'fail' | 'lose' | 'lose-retried' | 'delay' | 'throttle';
-export const FAULT_KINDS: FaultKind[] = ['fail', 'lose', 'lose-retried', 'delay', 'throttle'];
+export type FaultKind = 'fail' | 'lose' | 'lose-retried' | 'delay' | 'throttle' | 'conflict';
+export const FAULT_KINDS: FaultKind[] = ['fail', 'lose', 'lose-retried', 'delay', 'throttle', 'conflict'];
 
 /** Where a call goes: 'dynamodb', 's3' or 'fs'. */
 export type Backend = 'dynamodb' | 's3' | 'fs';
@@ -43,18 +50,34 @@ export interface CallRecord {
   fault?: FaultKind;
 }
 
-/** Which call to hit: its index since arm(), or the first call the predicate accepts. */
+/** Which call to hit: its index since arm(), or a call the predicate accepts. */
 export type Target = number | ((call: CallRecord) => boolean);
+
+/** DynamoDB commands that write (the only ones a transaction conflict applies to). */
+export const DYNAMO_WRITES = new Set(['PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand', 'TransactWriteItemsCommand', 'BatchWriteItemCommand']);
+
+/** Whether a call writes: a DynamoDB write, or anything else that is not a read. */
+export function isWrite(call: Pick<CallRecord, 'backend' | 'name'>): boolean {
+  if (call.backend === 'dynamodb') return DYNAMO_WRITES.has(call.name);
+  return !/^(Get|Head|List)|\.(get|open|list|readWritten|stat)$/.test(call.name);
+}
 
 /** The `n`-th call (0-based) of a command, optionally one whose input the predicate accepts. */
 export function nth(name: string, n: number, where: (input: any) => boolean = () => true): (call: CallRecord) => boolean {
-  let seen = 0;
-  return (call) => call.name === name && where(call.input) && seen++ === n;
+  return nthCall((call) => call.name === name && where(call.input), n);
 }
 
-/** The faults that make sense for a call: the filesystem neither throttles nor retries. */
-export function faultsFor(call: Pick<CallRecord, 'backend'>): FaultKind[] {
-  return call.backend === 'fs' ? ['fail', 'lose', 'delay'] : FAULT_KINDS;
+/** The `n`-th call (0-based) the predicate accepts. */
+export function nthCall(accept: (call: CallRecord) => boolean, n: number): (call: CallRecord) => boolean {
+  let seen = 0;
+  return (call) => accept(call) && seen++ === n;
+}
+
+/** The faults that can happen to a call: the filesystem neither throttles nor retries; only DynamoDB writes conflict. */
+export function faultsFor(call: Pick<CallRecord, 'backend' | 'name'>): FaultKind[] {
+  if (call.backend === 'fs') return ['fail', 'lose', 'delay'];
+  if (call.backend === 's3' || !DYNAMO_WRITES.has(call.name)) return FAULT_KINDS.filter((f) => f !== 'conflict');
+  return FAULT_KINDS;
 }
 
 export interface FaultOptions {
@@ -62,16 +85,27 @@ export interface FaultOptions {
   delayMs?: number;
 }
 
-interface Plan {
+export interface PlanOptions {
+  /** How many calls the target may hit (default 1). */
+  times?: number;
+  /** Runs before the faulted call goes on (the call is held meanwhile). */
+  before?: () => Promise<unknown>;
+  /** Runs once the faulted call has applied, before its answer (or the loss of it) reaches the caller. */
+  after?: () => Promise<unknown>;
+}
+
+interface Plan extends PlanOptions {
   at: Target;
   fault: FaultKind;
+  hits: number;
 }
 
 export class FaultLayer {
   delayMs: number;
   private counting = false;
-  private plan: Plan | undefined;
+  private plans: Plan[] = [];
   private calls: CallRecord[] = [];
+  private readonly hooks = new WeakMap<CallRecord, Plan>();
   private readonly holding = new Set<() => void>();
   private heldWaiters: (() => void)[] = [];
 
@@ -82,20 +116,31 @@ export class FaultLayer {
   /** Counts calls from now on without injecting anything. */
   record(): void {
     this.calls = [];
-    this.plan = undefined;
+    this.plans = [];
     this.counting = true;
   }
 
-  /** Counts calls from now on and injects `fault` into call number `at` (0-based), or the first call `at` accepts. */
-  arm(at: Target, fault: FaultKind): void {
+  /** Counts calls from now on and injects `fault` into call number `at` (0-based), or the calls `at` accepts. */
+  arm(at: Target, fault: FaultKind, opts: PlanOptions = {}): void {
     this.record();
-    this.plan = { at, fault };
+    this.add(at, fault, opts);
+  }
+
+  /** Adds a fault to the armed ones, counting on (a predicate sees only the calls from now on). */
+  add(at: Target, fault: FaultKind, opts: PlanOptions = {}): void {
+    this.counting = true;
+    this.plans.push({ at, fault, hits: 0, ...opts });
   }
 
   /** Stops counting and injecting; returns the calls seen since record() / arm(). */
   disarm(): CallRecord[] {
     this.counting = false;
-    this.plan = undefined;
+    this.plans = [];
+    return this.calls;
+  }
+
+  /** The calls seen so far since record() / arm(). */
+  get seen(): readonly CallRecord[] {
     return this.calls;
   }
 
@@ -110,7 +155,7 @@ export class FaultLayer {
     for (const go of [...this.holding]) go();
   }
 
-  /** Whether the armed fault has been injected. */
+  /** Whether an armed fault has been injected. */
   get fired(): boolean {
     return this.calls.some((c) => c.fault !== undefined);
   }
@@ -120,26 +165,42 @@ export class FaultLayer {
     if (!this.counting) return undefined;
     const call: CallRecord = { index: this.calls.length, backend, name, input };
     this.calls.push(call);
-    const at = this.plan?.at;
-    if (this.plan && !this.fired && (typeof at === 'number' ? at === call.index : at!(call))) {
-      call.fault = this.plan.fault;
-      if (backend === 'fs' && !faultsFor(call).includes(call.fault)) throw new Error(`fault ${call.fault} does not apply to ${name}`);
+    // Every predicate sees every call (nth() counts what it sees); the first plan that wants it gets it.
+    const wanted = this.plans.filter((p) => p.hits < (p.times ?? 1) && (typeof p.at === 'number' ? p.at === call.index : p.at(call)));
+    const plan = wanted[0];
+    if (plan) {
+      if (!faultsFor(call).includes(plan.fault)) throw new Error(`fault ${plan.fault} does not apply to ${backend} ${name}`);
+      plan.hits++;
+      call.fault = plan.fault;
+      this.hooks.set(call, plan);
     }
     return call.fault;
   }
 
-  /** Runs `apply` (the call itself) under `fault`. `again` is a fresh send of the same call. */
-  async inject<T>(backend: Backend, name: string, fault: FaultKind | undefined, apply: () => Promise<T>, again: () => Promise<T> = apply): Promise<T> {
+  /**
+   * Runs `apply` (the call itself) under the fault `enter()` gave `call`, with its plan's hooks.
+   * `again` is a fresh send of the same call.
+   */
+  async inject<T>(backend: Backend, name: string, call: CallRecord | undefined, apply: () => Promise<T>, again: () => Promise<T> = apply): Promise<T> {
+    const fault = call?.fault;
+    if (fault === undefined) return apply();
+    const plan = this.hooks.get(call!);
+    await plan?.before?.();
+    const applied = async <R>(run: () => Promise<R>): Promise<R> => {
+      try {
+        return await run();
+      } finally {
+        await plan?.after?.();
+      }
+    };
     switch (fault) {
-      case undefined:
-        return apply();
       case 'fail':
         throw refused(backend, name);
       case 'lose':
-        await apply().catch(() => undefined);
+        await applied(apply).catch(() => undefined);
         throw timedOut(backend, name);
       case 'lose-retried':
-        await apply().catch(() => undefined);
+        await applied(apply).catch(() => undefined);
         return again();
       case 'delay':
         await new Promise<void>((res) => {
@@ -152,9 +213,11 @@ export class FaultLayer {
           this.holding.add(go);
           for (const w of this.heldWaiters.splice(0)) w();
         });
-        return apply();
+        return applied(apply);
       case 'throttle':
         throw throttled(backend, name);
+      case 'conflict':
+        throw new Error(`conflict is injected by the SDK middleware (${backend} ${name})`);
     }
   }
 }
@@ -193,8 +256,7 @@ function addMiddleware(layer: FaultLayer, client: AnyStack, backend: Backend): v
   // Outermost: one count per call the code makes, before the registry's own conflict retries.
   client.middlewareStack.add(
     (next, context) => async (args) => {
-      const fault = layer.enter(backend, context.commandName ?? 'unknown', args.input);
-      (context as Record<symbol, unknown>)[CALL] = fault;
+      if (layer.enter(backend, context.commandName ?? 'unknown', args.input)) (context as Record<symbol, unknown>)[CALL] = layer.seen[layer.seen.length - 1];
       return next(args);
     },
     { step: 'initialize', priority: 'high', name: 'skiffFaultCount' },
@@ -203,11 +265,10 @@ function addMiddleware(layer: FaultLayer, client: AnyStack, backend: Backend): v
   // seen by them on every attempt), outside the SDK's retry loop (which is in finalizeRequest).
   client.middlewareStack.add(
     (next, context) => async (args) => {
-      const fault = (context as Record<symbol, FaultKind | undefined>)[CALL];
+      const call = (context as Record<symbol, CallRecord | undefined>)[CALL];
       const name = context.commandName ?? 'unknown';
-      // Throttling a transaction is a conflict: the registry retries it, so refuse each attempt.
-      if (fault === 'throttle' && backend === 'dynamodb' && /^TransactWrite/.test(name)) throw transactionConflict();
-      return layer.inject(backend, name, fault, () => next(args), () => next(args));
+      if (call?.fault === 'conflict') throw transactionConflict(name, args.input as { TransactItems?: unknown[] });
+      return layer.inject(backend, name, call, () => next(args), () => next(args));
     },
     { step: 'initialize', priority: 'low', name: 'skiffFaultInject' },
   );
@@ -220,8 +281,8 @@ function wrapMethods(layer: FaultLayer, target: object, prefix: string, methods:
     if (typeof original !== 'function') continue;
     const name = `${prefix}.${method}`;
     obj[method] = function (this: unknown, ...args: unknown[]) {
-      const fault = layer.enter('fs', name, args);
-      return layer.inject('fs', name, fault, () => Promise.resolve((original as (...a: unknown[]) => unknown).apply(this, args)));
+      const call = layer.enter('fs', name, args) ? layer.seen[layer.seen.length - 1] : undefined;
+      return layer.inject('fs', name, call, () => Promise.resolve((original as (...a: unknown[]) => unknown).apply(this, args)));
     };
   }
 }
@@ -255,11 +316,39 @@ function throttled(backend: Backend, name: string): Error {
   });
 }
 
-function transactionConflict(): Error {
+/** What DynamoDB answers a write that meets a transaction in flight on its item. */
+function transactionConflict(name: string, input: { TransactItems?: unknown[] }): Error {
+  if (name !== 'TransactWriteItemsCommand') {
+    return Object.assign(new Error('injected: Transaction is ongoing for the item'), { name: 'TransactionConflictException', $fault: 'client', $metadata: { httpStatusCode: 400 } });
+  }
   return Object.assign(new Error('injected: Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict]'), {
     name: 'TransactionCanceledException',
     $fault: 'client',
     $metadata: { httpStatusCode: 400 },
-    CancellationReasons: [{ Code: 'TransactionConflict' }],
+    CancellationReasons: (input.TransactItems ?? [{}]).map(() => ({ Code: 'TransactionConflict' })),
+  });
+}
+
+/**
+ * Holds the next call on `client` matching `match` (by command name and input) until `during`
+ * has run, then lets it go: a deterministic interleaving of another request at that exact
+ * point. Resolves with `during`'s result once it ran.
+ */
+export function holdBefore<T>(client: AnyStack, match: (command: string, input: Record<string, unknown>) => boolean, during: () => Promise<T>): Promise<T> {
+  const name = `hold-${Math.random().toString(36).slice(2)}`;
+  return new Promise<T>((resolve, reject) => {
+    client.middlewareStack.add(
+      (next, ctx) => async (args) => {
+        if (!client.middlewareStack.identify().some((m) => m.startsWith(name)) || !match(ctx.commandName!, args.input as Record<string, unknown>)) return next(args);
+        client.middlewareStack.remove(name);
+        try {
+          resolve(await during());
+        } catch (err) {
+          reject(err);
+        }
+        return next(args);
+      },
+      { step: 'initialize', priority: 'high', name },
+    );
   });
 }

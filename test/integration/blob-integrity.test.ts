@@ -4,56 +4,18 @@
  * the next push of the digest repairs it. Reads of missing or short objects say so (404 and an
  * integrity report), never a 500 or a body shorter than its Content-Length.
  *
- * Faults are injected at the exact DynamoDB call with a middleware on the registry's client,
- * which can apply a call and then throw (the answer lost after the write landed).
+ * Faults are injected at the exact DynamoDB call by the fault layer (test/helpers/faults.ts),
+ * which can apply a call and then lose its answer, with another request run in between.
  */
 import assert from 'node:assert/strict';
-import { before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { MiB, bytes, chunked, sha256 } from '../helpers/data.js';
+import { injectFaults, holdBefore, nth } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { errorCode, expectError, patch, pushChunked, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, type TestRegistry, blobObjects, useRegistry } from '../helpers/registry.js';
 import type { IntegrityKind } from '../../lib/telemetry.js';
-
-/** What a fault does with the call it caught: `apply` sends it on. */
-type Fault = (apply: () => Promise<unknown>) => Promise<unknown>;
-
-/**
- * One-shot faults on the registry's DynamoDB client, by command name (and a test of its input):
- * the next matching call runs the fault instead of going through. Sits before the SDK's
- * retries, as a lost answer reaches the code only after the SDK gave up.
- */
-function dynamoFaults(r: TestRegistry): { arm(command: string, fault: Fault, when?: (input: string) => boolean): void; armed(): number } {
-  const pending: { command: string; fault: Fault; when?: (input: string) => boolean }[] = [];
-  before(() => {
-    r.db.middlewareStack.add(
-      (next, ctx) => async (args) => {
-        const i = pending.findIndex((p) => p.command === ctx.commandName && (!p.when || p.when(JSON.stringify(args.input))));
-        if (i < 0) return next(args);
-        const [{ fault }] = pending.splice(i, 1);
-        return fault(() => next(args)) as ReturnType<typeof next>;
-      },
-      { step: 'initialize', name: 'integrityFaults' },
-    );
-  });
-  return { arm: (command, fault, when) => void pending.push({ command, fault, when }), armed: () => pending.length };
-}
-
-function timeout(): Error {
-  return Object.assign(new Error('socket hang up: no answer from DynamoDB'), { name: 'TimeoutError' });
-}
-
-/** The call applies, then its answer is lost. */
-const lostAnswer: Fault = async (apply) => {
-  await apply();
-  throw timeout();
-};
-
-/** The call never reaches DynamoDB. */
-const failed: Fault = async () => {
-  throw timeout();
-};
 
 function kinds(r: TestRegistry, digest: string): IntegrityKind[] {
   return r.integrityErrors.filter((f) => f.digest === digest).map((f) => f.kind);
@@ -79,19 +41,18 @@ async function descriptorHolds(r: TestRegistry, data: Buffer): Promise<string> {
 for (const driver of DRIVERS) {
   describe(`blob integrity (${driver})`, () => {
     const r = useRegistry(driver);
-    const faults = dynamoFaults(r);
+    const faults = () => injectFaults(r);
 
     it('keeps the blob when the finish transaction landed, its answer was lost and the look afterwards failed too', async () => {
       const data = bytes(2 * MiB + 7, 80);
       const location = await startUpload(r.url, 'lost/answer');
       assert.equal((await patch(location, data, 0)).status, 202);
-      faults.arm('TransactWriteItemsCommand', async (apply) => {
-        // The transaction lands, and the next read (the look at what landed) fails too.
-        faults.arm('GetItemCommand', failed);
-        return lostAnswer(apply);
-      });
+      const layer = faults();
+      // The transaction lands, its answer is lost, and the next read (the look at what landed) fails too.
+      layer.arm(nth('TransactWriteItemsCommand', 0), 'lose', { after: async () => layer.add(nth('GetItemCommand', 0), 'fail') });
       const res = await call(withDigest(location, sha256(data)), { method: 'PUT' });
-      assert.equal(faults.armed(), 0, 'both faults fired');
+      const hit = layer.disarm().filter((c) => c.fault);
+      assert.deepEqual(hit.map((c) => `${c.name} ${c.fault}`), ['TransactWriteItemsCommand lose', 'GetItemCommand fail'], 'both faults fired');
       // The upload is over (its record went with the transaction): the client cannot tell, and
       // hears so; what matters is that the blob it pushed is stored and readable.
       expectError(res, 404, 'BLOB_UPLOAD_UNKNOWN');
@@ -109,14 +70,16 @@ for (const driver of DRIVERS) {
       const digest = sha256(data);
       const location = await startUpload(r.url, 'deleted/meanwhile');
       assert.equal((await patch(location, data, 0)).status, 202);
-      faults.arm('TransactWriteItemsCommand', async (apply) => {
-        await apply();
-        // Held at the exact point: the transaction landed, its answer has not come back.
-        const del = await call(`${r.url}/v2/deleted/meanwhile/blobs/${digest}`, { method: 'DELETE' });
-        assert.equal(del.status, 202);
-        throw timeout();
+      const layer = faults();
+      let deleted: number | undefined;
+      // Held at the exact point: the transaction landed, its answer has not come back.
+      layer.arm(nth('TransactWriteItemsCommand', 0), 'lose', {
+        after: async () => (deleted = (await call(`${r.url}/v2/deleted/meanwhile/blobs/${digest}`, { method: 'DELETE' })).status),
       });
       const res = await call(withDigest(location, digest), { method: 'PUT' });
+      assert.ok(layer.fired);
+      layer.disarm();
+      assert.equal(deleted, 202, 'the DELETE ran in between');
       assert.equal(res.status, 201, res.body.toString());
       assert.equal((await call(`${r.url}/v2/deleted/meanwhile/blobs/${digest}`, { method: 'HEAD' })).status, 404, 'the DELETE came after');
       const kept = await descriptorHolds(r, data);
@@ -161,17 +124,14 @@ for (const driver of DRIVERS) {
       const location = await startUpload(r.url, 'repair/race-b');
       assert.equal((await patch(location, data, 0)).status, 202);
       // Held at its conditional repoint of the descriptor while another push repairs it first.
-      faults.arm(
-        'PutItemCommand',
-        async (apply) => {
-          await pushChunked(r.url, 'repair/race-c', data, [MiB]);
-          return apply();
-        },
-        (input) => input.includes(digest) && input.includes(':from'),
+      const repaired = holdBefore(
+        r.db,
+        (command, input) => command === 'PutItemCommand' && JSON.stringify(input).includes(digest) && JSON.stringify(input).includes(':from'),
+        () => pushChunked(r.url, 'repair/race-c', data, [MiB]),
       );
       const res = await call(withDigest(location, digest), { method: 'PUT' });
       assert.equal(res.status, 201, res.body.toString());
-      assert.equal(faults.armed(), 0);
+      await repaired;
 
       const kept = await descriptorHolds(r, data);
       // (blobObjects names S3 keys in full, files by their name in blobs/)
@@ -205,9 +165,12 @@ for (const driver of DRIVERS) {
       const location = await startUpload(r.url, 'not/landed');
       const id = new URL(location).pathname.split('/').pop()!;
       assert.equal((await patch(location, data, 0)).status, 202);
-      faults.arm('TransactWriteItemsCommand', failed);
+      const layer = faults();
+      layer.arm(nth('TransactWriteItemsCommand', 0), 'fail');
       // The upload is over (a retried finish could not complete it): the client starts again.
       expectError(await call(withDigest(location, sha256(data)), { method: 'PUT' }), 404, 'BLOB_UPLOAD_UNKNOWN');
+      assert.ok(layer.fired);
+      layer.disarm();
       assert.equal((await call(`${r.url}/v2/not/landed/blobs/${sha256(data)}`, { method: 'HEAD' })).status, 404);
       assert.equal(await r.registry.meta.blobs.getDescriptor(sha256(data)), undefined);
       assert.equal(errorCode(await call(location)), 'BLOB_UPLOAD_UNKNOWN');

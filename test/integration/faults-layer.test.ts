@@ -8,7 +8,7 @@ import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand, TransactWriteCommand } from '@aws-sdk/lib-dynamodb';
 import { Contended } from '../../lib/metadata/types.js';
-import { injectFaults } from '../helpers/faults.js';
+import { faultsFor, holdBefore, injectFaults, nth } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { patch, startUpload } from '../helpers/oci.js';
 import { useRegistry } from '../helpers/registry.js';
@@ -77,18 +77,71 @@ describe('fault layer: SDK clients', () => {
     assert.equal(await exists('self/delay'), true);
   });
 
-  it('throttle: S3 answers 503 SlowDown, DynamoDB throughput exceeded, a transaction conflicts on every retry', async () => {
+  it('throttle: S3 answers 503 SlowDown, DynamoDB throughput exceeded (a transaction too); nothing applies', async () => {
     const faults = injectFaults(r);
     faults.arm(0, 'throttle');
     await assert.rejects(r.s3.send(new PutObjectCommand({ Bucket: bucket(), Key: 'self/slow', Body: 'x' })), (e: any) => e.name === 'SlowDown' && e.$metadata.httpStatusCode === 503);
     faults.arm(0, 'throttle');
     await assert.rejects(r.db.send(new PutCommand({ TableName: table(), Item: { pk: 'self-thr', sk: 'X' } })), { name: 'ProvisionedThroughputExceededException' });
     faults.arm(0, 'throttle');
+    const tx = new TransactWriteCommand({ TransactItems: [{ Put: { TableName: table(), Item: { pk: 'self-thr-tx', sk: 'X' } } }] });
+    await assert.rejects(r.db.send(tx), { name: 'ProvisionedThroughputExceededException' });
+    faults.disarm();
+    assert.equal(await exists('self/slow'), false);
+    assert.equal(await item('self-thr'), undefined);
+    assert.equal(await item('self-thr-tx'), undefined);
+  });
+
+  it('conflict: a write meets a transaction on every attempt, the registry\'s conflict retries give up (Contended); nothing applies', async () => {
+    const faults = injectFaults(r);
+    faults.arm(0, 'conflict');
     const tx = new TransactWriteCommand({ TransactItems: [{ Put: { TableName: table(), Item: { pk: 'self-tx', sk: 'X' } } }] });
     await assert.rejects(r.db.send(tx), Contended);
     assert.equal(faults.disarm().length, 1, 'the conflict retries are one call');
-    assert.equal(await item('self-thr'), undefined);
+    faults.arm(0, 'conflict');
+    await assert.rejects(r.db.send(new PutCommand({ TableName: table(), Item: { pk: 'self-conflict', sk: 'X' } })), Contended);
+    faults.disarm();
     assert.equal(await item('self-tx'), undefined);
+    assert.equal(await item('self-conflict'), undefined);
+    assert.deepEqual(faultsFor({ backend: 'dynamodb', name: 'GetItemCommand' }).includes('conflict'), false, 'reads do not conflict');
+  });
+
+  it('hooks and several faults: another call runs between a write and its lost answer, then a second fault is armed', async () => {
+    const faults = injectFaults(r);
+    const order: string[] = [];
+    faults.arm(nth('PutItemCommand', 0), 'lose', {
+      before: async () => void order.push('before'),
+      after: async () => {
+        order.push(`after: applied ${Boolean(await item('self-hook'))}`);
+        faults.add(nth('GetItemCommand', 0), 'fail');
+      },
+    });
+    await assert.rejects(r.db.send(new PutCommand({ TableName: table(), Item: { pk: 'self-hook', sk: 'X' } })), { name: 'TimeoutError' });
+    await assert.rejects(r.db.send(new GetCommand({ TableName: table(), Key: { pk: 'self-hook', sk: 'X' } })), /failed before it applied/);
+    const calls = faults.disarm();
+    assert.deepEqual(order, ['before', 'after: applied true']);
+    assert.deepEqual(
+      calls.filter((c) => c.fault).map((c) => `${c.name} ${c.fault}`),
+      ['PutItemCommand lose', 'GetItemCommand fail'],
+    );
+    // `times`: one plan, several calls.
+    faults.arm((c) => c.name === 'PutItemCommand', 'fail', { times: 2 });
+    for (const pk of ['self-t1', 'self-t2']) await assert.rejects(r.db.send(new PutCommand({ TableName: table(), Item: { pk, sk: 'X' } })), /failed before/);
+    await r.db.send(new PutCommand({ TableName: table(), Item: { pk: 'self-t3', sk: 'X' } }));
+    faults.disarm();
+    assert.ok(await item('self-t3'));
+  });
+
+  it('holdBefore: another request runs before the matching call goes on', async () => {
+    const order: string[] = [];
+    const held = holdBefore(r.db, (command, input) => command === 'PutItemCommand' && (input.Item as { pk?: string }).pk === 'self-held', async () => {
+      order.push(`held: applied ${Boolean(await item('self-held'))}`);
+      return 7;
+    });
+    await r.db.send(new PutCommand({ TableName: table(), Item: { pk: 'self-held', sk: 'X' } }));
+    assert.equal(await held, 7);
+    assert.deepEqual(order, ['held: applied false']);
+    assert.ok(await item('self-held'));
   });
 
   it('through HTTP: a throttled call of a request is answered 429 with Retry-After, and only the armed call is hit', async () => {

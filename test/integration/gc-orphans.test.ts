@@ -21,7 +21,7 @@ import { type CollectReport, collectGarbage } from '../../lib/registry/gc.js';
 import { purgeExpiredUploads } from '../../lib/registry/purge.js';
 import { type OrphanReport, type SweepOptions, sweepOrphans } from '../../lib/registry/orphans.js';
 import { bytes, sha256 } from '../helpers/data.js';
-import { holdBefore } from '../helpers/dynamo-faults.js';
+import { holdBefore } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { CONFIG_TYPE, LAYER_TYPE, type Blob } from '../helpers/manifests.js';
 import { patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';

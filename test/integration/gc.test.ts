@@ -14,7 +14,7 @@ import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { type CollectOptions, type CollectReport, collectGarbage } from '../../lib/registry/gc.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 import { bytes, sha256 } from '../helpers/data.js';
-import { holdBefore } from '../helpers/dynamo-faults.js';
+import { holdBefore } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { CONFIG_TYPE, LAYER_TYPE, type Blob } from '../helpers/manifests.js';
 import { expectError, pushInPut } from '../helpers/oci.js';

@@ -10,11 +10,23 @@ import { call } from '../helpers/http.js';
 import { expectError } from '../helpers/oci.js';
 import { manifestClient } from '../helpers/manifests.js';
 import { DRIVERS, useRegistry } from '../helpers/registry.js';
-import { type DynamoFault, WRITES, holdBefore, injectDynamoFaults } from '../helpers/dynamo-faults.js';
+import { type CallRecord, DYNAMO_WRITES, type FaultKind, holdBefore, injectFaults, nthCall } from '../helpers/faults.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 
 /** Holds the flow's first write: the reads it decided on are done, nothing is written yet. */
-const firstWrite = (command: string) => WRITES.has(command);
+const firstWrite = (command: string) => DYNAMO_WRITES.has(command);
+const dynamoWrite = (c: CallRecord) => c.backend === 'dynamodb' && DYNAMO_WRITES.has(c.name);
+
+/** The first send of each transaction (transact() sends one again under the same idempotency token). */
+function firstSends(): (c: CallRecord) => boolean {
+  const tokens = new Set<string>();
+  return (c) => {
+    const token = (c.input as { ClientRequestToken?: string }).ClientRequestToken;
+    if (c.name !== 'TransactWriteItemsCommand' || !token || tokens.has(token)) return false;
+    tokens.add(token);
+    return true;
+  };
+}
 
 for (const driver of DRIVERS) {
   describe(`manifest races (${driver})`, () => {
@@ -65,9 +77,8 @@ for (const driver of DRIVERS) {
       assert.equal((await get('race/child', 'multi', {}, 'HEAD')).status, 404);
     });
 
-    it('deletes a manifest with more tags than one transaction holds, through lost answers on each of its transactions', async (t) => {
-      const faults = injectDynamoFaults(r.db);
-      t.after(() => faults.remove());
+    it('deletes a manifest with more tags than one transaction holds, through lost answers on each of its transactions', async () => {
+      const faults = injectFaults(r);
       const repo = 'race/many-tags';
       const m = await image(repo);
       assert.equal((await put(repo, 'first', m.text)).status, 201);
@@ -81,12 +92,15 @@ for (const driver of DRIVERS) {
         await r.db.send(new BatchWriteCommand({ RequestItems: { [r.config.dynamo.table]: items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } })) } }));
       }
       assert.equal((await get(repo, 't119', {}, 'HEAD')).status, 200);
-      // Every transaction of the delete (two of tags, then the manifest's) loses its answer.
-      faults.arm([0, 1, 2], 'lose-app', 'writes');
+      // Every transaction of the delete (two of tags, then the manifest's) loses the answer to
+      // its first send: a transaction is a new one when its idempotency token is.
+      faults.arm(firstSends(), 'lose', { times: Infinity });
       const res = await del(repo, m.digest);
-      faults.disarm();
+      const calls = faults.disarm();
       assert.equal(res.status, 202, res.body.toString());
-      assert.equal(faults.calls.filter((c) => WRITES.has(c)).length, 6, `three transactions, each sent again once: ${faults.calls}`);
+      const writes = calls.filter(dynamoWrite);
+      assert.equal(writes.filter((c) => c.fault).length, 3, 'three transactions lost their answer');
+      assert.equal(writes.length, 6, `three transactions, each sent again once: ${writes.map((c) => c.name)}`);
       expectError(await get(repo, m.digest), 404, 'MANIFEST_UNKNOWN');
       for (const tag of ['first', 't0', 't60', 't119']) {
         assert.equal((await get(repo, tag, {}, 'HEAD')).status, 404, tag);
@@ -95,16 +109,15 @@ for (const driver of DRIVERS) {
       assert.deepEqual((await call(`${r.url}/v2/${repo}/tags/list`)).json().tags, []);
     });
 
-    for (const fault of ['lose', 'lose-app'] as DynamoFault[]) {
-      const how = fault === 'lose' ? 'the SDK resends it' : 'the app sees the timeout';
-      it(`answers each write whose DynamoDB answer was lost (${how}) as if it had arrived`, async (t) => {
-        const faults = injectDynamoFaults(r.db);
-        t.after(() => faults.remove());
+    for (const fault of ['lose-retried', 'lose'] as FaultKind[]) {
+      const how = fault === 'lose-retried' ? 'the SDK resends it' : 'the app sees the timeout';
+      it(`answers each write whose DynamoDB answer was lost (${how}) as if it had arrived`, async () => {
+        const faults = injectFaults(r);
         const repo = `race/lost-${fault}`;
         const m = await image(repo);
         const other = await image(repo);
         const writeLost = async (run: () => Promise<Awaited<ReturnType<typeof call>>>, status: number, what: string) => {
-          faults.arm(0, fault, 'writes');
+          faults.arm(nthCall(dynamoWrite, 0), fault);
           const res = await run();
           assert.ok(faults.fired, `${what}: the fault acted`);
           faults.disarm();

@@ -15,7 +15,7 @@ import { DynamoPolicyStore } from '../../lib/metadata/dynamo/policies.js';
 import { type RetentionOptions, type RetentionReport, applyRetention } from '../../lib/registry/retention.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 import { sha256 } from '../helpers/data.js';
-import { holdBefore } from '../helpers/dynamo-faults.js';
+import { holdBefore } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { expectError } from '../helpers/oci.js';
 import { manifestClient } from '../helpers/manifests.js';

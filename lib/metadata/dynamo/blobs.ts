@@ -43,10 +43,15 @@ export class DynamoBlobIndex implements BlobIndex {
     }
   }
 
+  /**
+   * A transaction rather than a DeleteItem: its idempotency token makes a resend after a lost
+   * answer (the SDK's, or transact()'s) succeed, where a conditional DeleteItem would find its
+   * own delete done and answer the client 404 for a blob it just deleted. The digest is marked
+   * for garbage collection in the same transaction: its descriptor may be linked nowhere now
+   * (lib/registry/gc.ts).
+   */
   async deleteLink(repo: string, digest: string): Promise<boolean> {
     try {
-      // The digest is marked for garbage collection in the same transaction: its descriptor
-      // may be linked nowhere now (lib/registry/gc.ts).
       await transact(this.db, [
         { Delete: { TableName: this.table, Key: key.link(repo, digest), ConditionExpression: 'attribute_exists(pk)' } },
         markDigest(this.table, digest, Date.now()),
