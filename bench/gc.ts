@@ -8,6 +8,10 @@
  *   has a descriptor of its own, so the garbage is 5,000 links, 5,000 descriptors and their
  *   5,000 objects; and 1,000 orphaned objects (blobs no record names, as failed finishes leave).
  *
+ * GC reads what the writers marked: the garbage links carry the mark their finish wrote (an
+ * abandoned push), the referenced links' marks are gone (an earlier run handled them), which is
+ * a daily run's steady state. `gc --full` would read the whole table instead.
+ *
  * The table is seeded directly (BatchWriteItem, items as the registry writes them) and only the
  * garbage has objects in the bucket (the sweep lists what is there, so its listing cost here is
  * the garbage's, not a full bucket's). The run uses grace 0: the seeded objects are minutes old.
@@ -100,7 +104,11 @@ async function seed(db: DynamoDBDocumentClient, table: string, repos: number, pu
       const blob = { digest, size: OBJECT_BYTES, key: `blobs/${randomUUID()}`, mediaType: 'application/octet-stream', createdAt: old };
       items.push({ ...key.descriptor(digest), ...blob });
       items.push({ ...key.link(repo, digest), repo, ...blob, linkedAt: old });
-      if (b >= REFERENCED_PER_REPO) objects.push(blob.key);
+      if (b >= REFERENCED_PER_REPO) {
+        objects.push(blob.key);
+        // The mark its finish wrote (lib/metadata/dynamo/gc.ts): an abandoned push's link.
+        items.push({ ...key.linkMark(repo, digest), markedAt: old, markedBy: randomUUID() });
+      }
     }
     for (let m = 0; m < MANIFESTS_PER_REPO; m++) {
       const desc = (b: number, mediaType: string) => ({ mediaType, digest: digestOf(r, b), size: OBJECT_BYTES });
