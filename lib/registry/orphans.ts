@@ -9,7 +9,7 @@
  *
  * Who may still need an object, by where it is:
  *
- *   blobs/<id>        the upload <id> (its finish commits the object, then writes the
+ *   blobs/<id>[.<attempt>]  the upload <id> (its finish commits the object, then writes the
  *                     descriptor naming it), and any descriptor, link or manifest naming it
  *   uploads/<id>/...  the upload <id> only (the record names its write; attempts it does not
  *                     name may belong to a writer in flight, so all of the prefix is kept)
@@ -99,7 +99,8 @@ interface Candidate extends ListedObject {
 /** What keeps an object, from its key; undefined for keys the sweep does not know (never touched). */
 function classify(object: ListedObject): Candidate | undefined {
   const [area, id, ...rest] = object.key.split('/');
-  if (area === 'blobs' && id) return { ...object, upload: rest.length ? undefined : id, nameable: true };
+  // A blob's key is its upload's id, on fs with `.<attempt>` after it (lib/storage/fs/ingester.ts).
+  if (area === 'blobs' && id) return { ...object, upload: rest.length ? undefined : id.split('.')[0], nameable: true };
   if (area === 'manifests') return { ...object, nameable: true };
   if (area === 'uploads' && id && rest.length) return { ...object, upload: id, nameable: false };
   if (area === 'tmp' && object.key.endsWith('.tmp') && !rest.length) return { ...object, nameable: false };
