@@ -24,8 +24,9 @@
  * The registry runs as its own process (the real `npm start` entry point) on the S3 path, against
  * Ceph RGW and DynamoDB Local started for the run (or S3_ENDPOINT / DYNAMODB_ENDPOINT).
  * BENCH_QUICK=1 shrinks the sizes for a smoke run. BENCH_ONLY=host runs figures 7 and 8 alone (to
- * iterate on the upload host), BENCH_ROUNDS sets their rounds (default 2; medians are printed),
- * and BENCH_HOST_PROF=<dir> runs the upload host under `node --cpu-prof` into that directory.
+ * iterate on the upload host), BENCH_ONLY=get figure 8 alone, BENCH_ROUNDS sets their rounds (default 2; medians are printed),
+ * and BENCH_HOST_PROF=<dir> (BENCH_REG_PROF=<dir>) runs the upload host (the registry) under
+ * `node --cpu-prof` into that directory.
  * With figures 7 and 8 the upload host's CPU is shown per thread (Linux /proc), so a run says
  * whether hashing spread over threads and how many cores the host used.
  */
@@ -50,7 +51,8 @@ import { measureLoginBurst } from './logins.js';
 import { describe, spent, threadTimes } from './threads.js';
 
 const quick = process.env.BENCH_QUICK === '1';
-const hostOnly = process.env.BENCH_ONLY === 'host';
+/** BENCH_ONLY: `host` runs figures 7 and 8, `get` figure 8 alone. */
+const only = process.env.BENCH_ONLY;
 const rounds = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 2));
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 const PART_SIZE = 8 * MiB;
@@ -238,8 +240,15 @@ async function registryFigures(reg: RegistryProcess, s3: S3Client, bucket: strin
   ];
 }
 
-/** Figures 7-8: the upload host, and a streamed GET through the registry. */
-async function hostFigures(reg: RegistryProcess, starter: RegistryProcess, uploadHost: RegistryProcess, s3: S3Client, bucket: string): Promise<Row[]> {
+interface StoredBlob {
+  repo: string;
+  digest: string;
+  key: string;
+  size: number;
+}
+
+/** Figure 7: the upload host. Returns its rows and the last blob pushed (for figure 8). */
+async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess, s3: S3Client, bucket: string): Promise<{ rows: Row[]; blob: StoredBlob }> {
   // 7. The upload host, alternating with the raw baseline so both share the machine's noise.
   const hostSize = quick ? 128 * MiB : 1024 * MiB;
   const hostRaw: number[] = [];
@@ -279,38 +288,64 @@ async function hostFigures(reg: RegistryProcess, starter: RegistryProcess, uploa
   const fourRss = await uploadHost.peakRss();
   log(`four pushes at once: ${fourRate.toFixed(0)} MB/s aggregate (raw four at once ${fourRaw.toFixed(0)} MB/s), peak RSS ${(fourRss / MiB).toFixed(0)} MiB; host ${fourCpu}`);
 
-  // 8. A streamed blob GET through the registry next to a raw GetObject of the same object.
-  const getRates: number[] = [];
-  const rawGets: number[] = [];
-  const hostDigest = digestOf(hostSize, lastSeed);
-  for (let round = 0; round < Math.max(2, rounds); round++) {
-    t = performance.now();
-    const got = await drain(`${reg.url}/v2/bench/host/blobs/${hostDigest}`);
-    getRates.push(mbps(got, performance.now() - t));
-    t = performance.now();
-    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: lastKey }));
-    let n = 0;
-    for await (const c of res.Body as AsyncIterable<Uint8Array>) n += c.length;
-    rawGets.push(mbps(n, performance.now() - t));
-    if (got !== hostSize || n !== hostSize) throw new Error(`GET sizes: ${got}, ${n}, expected ${hostSize}`);
-    log(`GET round ${round}: through Skiff ${getRates.at(-1)!.toFixed(0)} MB/s, raw ${rawGets.at(-1)!.toFixed(0)} MB/s (${(getRates.at(-1)! / rawGets.at(-1)!).toFixed(2)})`);
-  }
-
-  return [
+  const blob = { repo: 'bench/host', digest: digestOf(hostSize, lastSeed), key: lastKey, size: hostSize };
+  const rows: Row[] = [
     [`raw multipart upload, ${hostSize / MiB} MiB`, `${median(hostRaw).toFixed(0)} MB/s`, 'baseline'],
     [`push through the upload host (POST, PATCH, PUT), ${hostSize / MiB} MiB`, `${median(viaHost).toFixed(0)} MB/s`, `${(median(viaHost) / median(hostRaw)).toFixed(2)} of raw (target >= 0.8); host peak RSS ${(peakRss / MiB).toFixed(0)} MiB`],
     ['  upload host CPU, last push', '', oneCpu],
     [`four raw multipart uploads at once, ${fourSize / MiB} MiB each`, `${fourRaw.toFixed(0)} MB/s`, 'baseline (aggregate)'],
     [`four pushes at once through the upload host`, `${fourRate.toFixed(0)} MB/s`, `${(fourRate / fourRaw).toFixed(2)} of raw; host peak RSS ${(fourRss / MiB).toFixed(0)} MiB`],
     ['  upload host CPU, four pushes', '', fourCpu],
-    [`raw GetObject, ${hostSize / MiB} MiB`, `${median(rawGets).toFixed(0)} MB/s`, 'baseline'],
-    ['streamed blob GET through Skiff', `${median(getRates).toFixed(0)} MB/s`, `${(median(getRates) / median(rawGets)).toFixed(2)} of raw (target >= 0.9)`],
   ];
+  return { rows, blob };
+}
+
+/** Figure 8: a streamed blob GET through the registry next to a raw GetObject of the same object. */
+async function getFigures(reg: RegistryProcess, s3: S3Client, bucket: string, blob: StoredBlob): Promise<Row[]> {
+  const getRates: number[] = [];
+  const rawGets: number[] = [];
+  const cpu: number[] = [];
+  let t: number;
+  for (let round = 0; round < Math.max(2, rounds); round++) {
+    const before = await threadTimes(reg.pid);
+    t = performance.now();
+    const got = await drain(`${reg.url}/v2/${blob.repo}/blobs/${blob.digest}`);
+    getRates.push(mbps(got, performance.now() - t));
+    cpu.push(spent(reg.pid, before, await threadTimes(reg.pid)).reduce((n, x) => n + x.seconds, 0) / (got / 2 ** 30));
+    t = performance.now();
+    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: blob.key }));
+    let n = 0;
+    for await (const c of res.Body as AsyncIterable<Uint8Array>) n += c.length;
+    rawGets.push(mbps(n, performance.now() - t));
+    if (got !== blob.size || n !== blob.size) throw new Error(`GET sizes: ${got}, ${n}, expected ${blob.size}`);
+    log(`GET round ${round}: through Skiff ${getRates.at(-1)!.toFixed(0)} MB/s, raw ${rawGets.at(-1)!.toFixed(0)} MB/s (${(getRates.at(-1)! / rawGets.at(-1)!).toFixed(2)}), registry CPU ${cpu.at(-1)!.toFixed(2)} s/GiB`);
+  }
+  return [
+    [`raw GetObject, ${blob.size / MiB} MiB`, `${median(rawGets).toFixed(0)} MB/s`, 'baseline'],
+    ['streamed blob GET through Skiff', `${median(getRates).toFixed(0)} MB/s`, `${(median(getRates) / median(rawGets)).toFixed(2)} of raw (target >= 0.9); registry CPU ${median(cpu).toFixed(2)} s/GiB`],
+  ];
+}
+
+/** A blob for figure 8 alone (BENCH_ONLY=get): one streamed finishing PUT through the registry. */
+async function putBlob(reg: RegistryProcess, size: number): Promise<StoredBlob> {
+  const seed = nextSeed++;
+  const digest = digestOf(size, seed);
+  const res = await call(`${reg.url}/v2/bench/get/blobs/uploads/`, { method: 'POST' });
+  const location = resolve(reg.url, res.header('location'));
+  const id = res.header('docker-upload-uuid')!;
+  const put = await call(withDigest(location, digest), { method: 'PUT', body: asyncStream(size, seed), headers: { 'Content-Length': size } });
+  if (put.status !== 201) throw new Error(`PUT body: ${put.status} ${put.body}`);
+  return { repo: 'bench/get', digest, key: keys.blob(id), size };
+}
+
+async function hostAndGet(reg: RegistryProcess, starter: RegistryProcess, uploadHost: RegistryProcess, s3: S3Client, bucket: string): Promise<Row[]> {
+  const { rows, blob } = await hostFigures(starter, uploadHost, s3, bucket);
+  return [...rows, ...(await getFigures(reg, s3, bucket, blob))];
 }
 
 async function main() {
   let bundles: BundleFigures[] = [];
-  if (!hostOnly) {
+  if (!only) {
     log('packaging the stack and timing cold starts');
     bundles = await measureBundles();
   }
@@ -323,7 +358,8 @@ async function main() {
   try {
     const env = processEnv('s3', { S3_PART_SIZE: String(PART_SIZE), S3_UPLOAD_CONCURRENCY: String(CONCURRENCY), SKIFF_LOG_LEVEL: 'ERROR' });
     dataDir = env.SKIFF_DATA_DIR;
-    reg = await spawnRegistry(env);
+    const regProf = process.env.BENCH_REG_PROF;
+    reg = await spawnRegistry(env, regProf ? ['--cpu-prof', `--cpu-prof-dir=${regProf}`] : []);
     // The upload host alone, as the container runs it, on the same table and bucket. The registry
     // above stays without SKIFF_UPLOAD_ORIGIN (figures 1-4 measure it as before); figure 7 starts
     // uploads with a registry process that hands out this host's Locations.
@@ -349,8 +385,8 @@ async function main() {
     await finishLatency(reg, 1 * MiB, 2);
 
     const rows: Row[] = [
-      ...(hostOnly ? [] : await registryFigures(reg, s3, bucket)),
-      ...(await hostFigures(reg, starter, uploadHost, s3, bucket)),
+      ...(only ? [] : await registryFigures(reg, s3, bucket)),
+      ...(only === 'get' ? await getFigures(reg, s3, bucket, await putBlob(reg, quick ? 128 * MiB : 1024 * MiB)) : await hostAndGet(reg, starter, uploadHost, s3, bucket)),
       ...bundles.map(
         (b) =>
           [
