@@ -25,6 +25,7 @@
  * Ceph RGW and DynamoDB Local started for the run (or S3_ENDPOINT / DYNAMODB_ENDPOINT).
  * BENCH_QUICK=1 shrinks the sizes for a smoke run. BENCH_ONLY=host runs figures 7 and 8 alone (to
  * iterate on the upload host), BENCH_ONLY=get figure 8 alone, BENCH_ROUNDS sets their rounds (default 2; medians are printed),
+ * BENCH_HOST_MIB their blob size (default 1024),
  * and BENCH_HOST_PROF=<dir> (BENCH_REG_PROF=<dir>) runs the upload host (the registry) under
  * `node --cpu-prof` into that directory.
  * With figures 7 and 8 the upload host's CPU is shown per thread (Linux /proc), so a run says
@@ -54,6 +55,8 @@ const quick = process.env.BENCH_QUICK === '1';
 /** BENCH_ONLY: `host` runs figures 7 and 8, `get` figure 8 alone. */
 const only = process.env.BENCH_ONLY;
 const rounds = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 2));
+/** Size of figure 7's pushes (and of figure 8's blob), MiB. */
+const hostMiB = Number(process.env.BENCH_HOST_MIB ?? (quick ? 128 : 1024));
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 const PART_SIZE = 8 * MiB;
 const CONCURRENCY = 4;
@@ -250,7 +253,7 @@ interface StoredBlob {
 /** Figure 7: the upload host. Returns its rows and the last blob pushed (for figure 8). */
 async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess, s3: S3Client, bucket: string): Promise<{ rows: Row[]; blob: StoredBlob }> {
   // 7. The upload host, alternating with the raw baseline so both share the machine's noise.
-  const hostSize = quick ? 128 * MiB : 1024 * MiB;
+  const hostSize = hostMiB * MiB;
   const hostRaw: number[] = [];
   const viaHost: number[] = [];
   let peakRss = 0;
@@ -273,7 +276,7 @@ async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess
     log(`upload host round ${round}: raw ${hostRaw.at(-1)!.toFixed(0)} MB/s, through the host ${viaHost.at(-1)!.toFixed(0)} MB/s (${(viaHost.at(-1)! / hostRaw.at(-1)!).toFixed(2)}), peak RSS ${(peakRss / MiB).toFixed(0)} MiB; host ${oneCpu}`);
   }
   // Four at once, next to four raw multipart uploads at once.
-  const fourSize = quick ? 64 * MiB : 1024 * MiB;
+  const fourSize = quick ? hostSize / 2 : hostSize;
   let t = performance.now();
   await Promise.all([0, 1, 2, 3].map((i) => rawUpload(s3, bucket, `bench/raw-four-${i}`, fourSize, nextSeed + i)));
   const fourRaw = mbps(4 * fourSize, performance.now() - t);
@@ -386,7 +389,7 @@ async function main() {
 
     const rows: Row[] = [
       ...(only ? [] : await registryFigures(reg, s3, bucket)),
-      ...(only === 'get' ? await getFigures(reg, s3, bucket, await putBlob(reg, quick ? 128 * MiB : 1024 * MiB)) : await hostAndGet(reg, starter, uploadHost, s3, bucket)),
+      ...(only === 'get' ? await getFigures(reg, s3, bucket, await putBlob(reg, hostMiB * MiB)) : await hostAndGet(reg, starter, uploadHost, s3, bucket)),
       ...bundles.map(
         (b) =>
           [

@@ -84,3 +84,24 @@ describe('WasmSha256', () => {
     assert.throws(() => WasmSha256.unmarshal(bad), /bad magic/);
   });
 });
+
+describe('hash threads', () => {
+  it('continue a saved state on the thread and give the digest and state the JavaScript hash gives', async () => {
+    const { threadedSha256 } = await import('../../lib/hash/thread.js');
+    const data = randomBytes(9 * 1024 * 1024 + 77);
+    const cut = 1234567;
+    const start = new ResumableSha256();
+    start.update(data.subarray(0, cut));
+    const h = threadedSha256(start.marshal());
+    assert.ok(h, 'a hash thread starts here');
+    try {
+      for (let off = cut; off < data.length; off += 65_536) await h.update(data.subarray(off, Math.min(off + 65_536, data.length)));
+      assert.equal(hex(await h.digest()), nodeSha(data));
+      const js = new ResumableSha256();
+      js.update(data);
+      assert.equal(hex(await h.marshal()), hex(js.marshal()));
+    } finally {
+      h.close();
+    }
+  });
+});
