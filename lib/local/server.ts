@@ -103,9 +103,7 @@ export async function writeResponse(req: IncomingMessage, res: ServerResponse, r
     return;
   }
   try {
-    // A storage stream (a blob GET) goes straight into the response; other iterables through
-    // Readable.from, which costs a promise or two per chunk.
-    await pipeline(body instanceof Readable ? body : Readable.from(body, { objectMode: false }), res);
+    await pipeline(Readable.from(body, { objectMode: false }), res);
   } catch {
     // The client went away mid-download, or storage failed mid-stream: the connection is
     // already closed by pipeline; there is no status left to send.

@@ -73,18 +73,16 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  /**
-   * The response stream itself, counting what its reader takes. No wrapper in between: the
-   * local server pipes a Readable straight into the HTTP response (a generator in between cost
-   * two promises per 64 KiB chunk of a blob GET). Paused first, so the 'data' listener sees
-   * exactly the chunks the reader takes, by pipe or by iteration, and starts nothing flowing.
-   * A reader that stops early destroys the stream (pipeline, or `for await` ending), which
-   * closes its socket.
-   */
-  private counted(source: Readable): AsyncIterable<Uint8Array> {
-    source.pause();
-    source.on('data', (chunk: Uint8Array) => void (this.stats.bytesRead += chunk.length));
-    return source;
+  private async *counted(source: Readable): AsyncIterable<Uint8Array> {
+    try {
+      for await (const chunk of source) {
+        this.stats.bytesRead += (chunk as Uint8Array).length;
+        yield chunk as Uint8Array;
+      }
+    } finally {
+      // A consumer that stops early (client went away) must not leave the socket open.
+      source.destroy();
+    }
   }
 
   async list(prefix: string): Promise<string[]> {
