@@ -25,6 +25,9 @@ type Message =
 
 const jobs = new Map<number, Hash>();
 
+// Which hash this thread runs, for the pool's record (hashThreadEngines() in thread.ts).
+parentPort!.postMessage({ id: 0, engine: wasm ? 'wasm' : 'js' });
+
 parentPort!.on('message', (m: Message) => {
   switch (m.op) {
     case 'start':

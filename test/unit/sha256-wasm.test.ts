@@ -87,7 +87,7 @@ describe('WasmSha256', () => {
 
 describe('hash threads', () => {
   it('continue a saved state on the thread and give the digest and state the JavaScript hash gives', async () => {
-    const { threadedSha256 } = await import('../../lib/hash/thread.js');
+    const { threadedSha256, hashThreadEngines } = await import('../../lib/hash/thread.js');
     const data = randomBytes(9 * 1024 * 1024 + 77);
     const cut = 1234567;
     const start = new ResumableSha256();
@@ -100,6 +100,8 @@ describe('hash threads', () => {
       const js = new ResumableSha256();
       js.update(data);
       assert.equal(hex(await h.marshal()), hex(js.marshal()));
+      // The thread said which hash it runs before it answered: the WebAssembly one.
+      assert.deepEqual(hashThreadEngines(), ['wasm']);
     } finally {
       h.close();
     }
