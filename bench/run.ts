@@ -17,7 +17,8 @@
  *   7. the upload host (SKIFF_SERVE=uploads, its own process): a 1 GiB layer pushed through it
  *      (POST on the registry, one streamed PATCH and the PUT on the host) next to a raw multipart
  *      upload of the same bytes (target >= 0.8 of raw), with the host's peak RSS; four such
- *      pushes at once (aggregate MB/s: hashing on one thread per core, not one per process)
+ *      pushes at once next to four raw uploads at once (aggregate MB/s), with the host's CPU
+ *      per thread (hashing on one thread per core, not one per process)
  *   8. a streamed blob GET through the registry next to a raw GetObject of the same object
  *      (target >= 0.9)
  *
