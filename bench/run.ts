@@ -7,7 +7,8 @@
  *   2. streamed-upload MB/s (one PATCH; and the body of the finishing PUT) next to a raw
  *      multipart upload of the same bytes straight to the same S3 server (lib-storage, same
  *      part size and concurrency)                                      target >= 0.7 of raw
- *   3. resumable SHA-256 (@noble/hashes, state saved per part) MiB/s next to node:crypto
+ *   3. resumable SHA-256 (@noble/hashes, and the hash threads' WebAssembly; state saved per part)
+ *      MiB/s next to node:crypto
  *   4. HEAD latency p50 / p99 over 1,000 requests
  *   5. each Lambda function's bundle size (target <= 1 MB) and cold initialisation: a fresh Node
  *      process loading the bundle and answering one event (target <= 150 ms)
@@ -16,7 +17,8 @@
  *   7. the upload host (SKIFF_SERVE=uploads, its own process): a 1 GiB layer pushed through it
  *      (POST on the registry, one streamed PATCH and the PUT on the host) next to a raw multipart
  *      upload of the same bytes (target >= 0.8 of raw), with the host's peak RSS; four such
- *      pushes at once (aggregate MB/s: hashing on one thread per core, not one per process)
+ *      pushes at once next to four raw uploads at once (aggregate MB/s), with the host's CPU
+ *      per thread (hashing on one thread per core, not one per process)
  *   8. a streamed blob GET through the registry next to a raw GetObject of the same object
  *      (target >= 0.9)
  *   9. a garbage collection run over 10,000 manifests and 50,000 links with 10 % garbage: time,
@@ -24,7 +26,13 @@
  *
  * The registry runs as its own process (the real `npm start` entry point) on the S3 path, against
  * Ceph RGW and DynamoDB Local started for the run (or S3_ENDPOINT / DYNAMODB_ENDPOINT).
- * BENCH_QUICK=1 shrinks the sizes for a smoke run.
+ * BENCH_QUICK=1 shrinks the sizes for a smoke run. BENCH_ONLY=host runs figures 7 and 8 alone (to
+ * iterate on the upload host), BENCH_ONLY=get figure 8 alone, BENCH_ROUNDS sets their rounds (default 2; medians are printed),
+ * BENCH_HOST_MIB their blob size (default 1024),
+ * and BENCH_HOST_PROF=<dir> (BENCH_REG_PROF=<dir>) runs the upload host (the registry) under
+ * `node --cpu-prof` into that directory.
+ * With figures 7 and 8 the upload host's CPU is shown per thread (Linux /proc), so a run says
+ * whether hashing spread over threads and how many cores the host used.
  */
 import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
@@ -33,6 +41,7 @@ import { randomBytes } from 'node:crypto';
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ResumableSha256 } from '../lib/hash/sha256-state.js';
+import { WasmSha256 } from '../lib/hash/sha256-wasm.js';
 import { createS3Client } from '../lib/storage/s3/client.js';
 import { startBackends } from '../test/backends/start.js';
 import { MiB, asyncStream, bytes, sha256, stream } from '../test/helpers/data.js';
@@ -43,9 +52,15 @@ import { UPLOAD_HOST, freePort } from '../test/helpers/registry.js';
 import { keys } from '../lib/storage/types.js';
 import { type BundleFigures, measureBundles } from './bundles.js';
 import { measureLoginBurst } from './logins.js';
+import { describe, spent, threadTimes } from './threads.js';
 import { measureGc } from './gc.js';
 
 const quick = process.env.BENCH_QUICK === '1';
+/** BENCH_ONLY: `host` runs figures 7 and 8, `get` figure 8 alone. */
+const only = process.env.BENCH_ONLY;
+const rounds = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 2));
+/** Size of figure 7's pushes (and of figure 8's blob), MiB. */
+const hostMiB = Number(process.env.BENCH_HOST_MIB ?? (quick ? 128 : 1024));
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 const PART_SIZE = 8 * MiB;
 const CONCURRENCY = 4;
@@ -130,9 +145,220 @@ async function drain(url: string): Promise<number> {
   });
 }
 
+type Row = [string, string, string];
+
+/** Figures 1-6: the registry itself. */
+async function registryFigures(reg: RegistryProcess, s3: S3Client, bucket: string): Promise<Row[]> {
+  // 1. Finish latency.
+  const sizes = quick ? [1 * MiB, 16 * MiB, 64 * MiB] : [1 * MiB, 64 * MiB, 512 * MiB];
+  const finish: Record<number, number> = {};
+  for (const size of sizes) {
+    const times = await finishLatency(reg, size, 3);
+    finish[size] = median(times);
+    log(`finish ${size / MiB} MiB: ${times.map((t) => t.toFixed(1)).join(', ')} ms`);
+  }
+
+  // 2. Streamed upload throughput vs raw multipart, alternating to share the machine's noise.
+  const size = quick ? 64 * MiB : 256 * MiB;
+  const raw: number[] = [];
+  const viaPatch: number[] = [];
+  const viaPut: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const seed = nextSeed;
+    nextSeed += 2;
+    let t = performance.now();
+    const key = `bench/raw-${round}`;
+    await new Upload({
+      client: s3,
+      params: { Bucket: bucket, Key: key, Body: Readable.from(asyncStream(size, seed)) },
+      partSize: PART_SIZE,
+      queueSize: CONCURRENCY,
+    }).done();
+    raw.push(mbps(size, performance.now() - t));
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+
+    const p = await patchStream(await startUpload(reg, 'bench/patch'), size, seed);
+    viaPatch.push(mbps(size, p.ms));
+    await call(withDigest(p.location, digestOf(size, seed)), { method: 'PUT' });
+
+    const location = await startUpload(reg, 'bench/put');
+    t = performance.now();
+    const put = await call(withDigest(location, digestOf(size, seed + 1)), { method: 'PUT', body: asyncStream(size, seed + 1), headers: { 'Content-Length': size } });
+    viaPut.push(mbps(size, performance.now() - t));
+    if (put.status !== 201) throw new Error(`PUT body: ${put.status} ${put.body}`);
+    log(`round ${round}: raw ${raw.at(-1)!.toFixed(0)} MB/s, PATCH ${viaPatch.at(-1)!.toFixed(0)} MB/s, PUT body ${viaPut.at(-1)!.toFixed(0)} MB/s`);
+  }
+
+  // 3. Hashing speed on the same bytes.
+  const hashSize = quick ? 64 * MiB : 256 * MiB;
+  const data = bytes(hashSize, 7);
+  const chunk = 1 * MiB;
+  let t = performance.now();
+  const noble = new ResumableSha256();
+  for (let o = 0; o < data.length; o += chunk) {
+    noble.update(data.subarray(o, o + chunk));
+    if ((o + chunk) % PART_SIZE === 0) noble.marshal();
+  }
+  const nobleDigest = Buffer.from(noble.digest()).toString('hex');
+  const nobleRate = hashSize / MiB / ((performance.now() - t) / 1000);
+  t = performance.now();
+  const native = createHash('sha256');
+  for (let o = 0; o < data.length; o += chunk) native.update(data.subarray(o, o + chunk));
+  const nativeDigest = native.digest('hex');
+  const nativeRate = hashSize / MiB / ((performance.now() - t) / 1000);
+  t = performance.now();
+  const wasm = new WasmSha256();
+  for (let o = 0; o < data.length; o += chunk) {
+    wasm.update(data.subarray(o, o + chunk));
+    if ((o + chunk) % PART_SIZE === 0) wasm.marshal();
+  }
+  const wasmDigest = Buffer.from(wasm.digest()).toString('hex');
+  const wasmRate = hashSize / MiB / ((performance.now() - t) / 1000);
+  if (nobleDigest !== nativeDigest || wasmDigest !== nativeDigest) throw new Error('hash mismatch between @noble/hashes, WebAssembly and node:crypto');
+
+  // 4. HEAD latency.
+  const headData = bytes(4096, 3);
+  const headDigest = sha256(headData);
+  const up = await startUpload(reg, 'bench/head');
+  await call(withDigest(up, headDigest), { method: 'PUT', body: headData });
+  const heads: number[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const t0 = performance.now();
+    const res = await call(`${reg.url}/v2/bench/head/blobs/${headDigest}`, { method: 'HEAD' });
+    heads.push(performance.now() - t0);
+    if (res.status !== 200) throw new Error(`HEAD: ${res.status}`);
+  }
+
+  // 6. Logins under attack.
+  const logins = await measureLoginBurst(log);
+
+  const [small, , large] = sizes as [number, number, number];
+  return [
+    ...sizes.map((s) => [`finish latency, ${s / MiB} MiB`, `${finish[s]!.toFixed(1)} ms`, ''] as Row),
+    [`finish ratio ${large / MiB} MiB / ${small / MiB} MiB`, (finish[large]! / finish[small]!).toFixed(2), 'target <= 1.5'],
+    [`raw multipart upload (lib-storage), ${size / MiB} MiB`, `${median(raw).toFixed(0)} MB/s`, 'baseline'],
+    ['streamed PATCH through Skiff', `${median(viaPatch).toFixed(0)} MB/s`, `${(median(viaPatch) / median(raw)).toFixed(2)} of raw (target >= 0.7)`],
+    ['streamed finishing-PUT body through Skiff', `${median(viaPut).toFixed(0)} MB/s`, `${(median(viaPut) / median(raw)).toFixed(2)} of raw (target >= 0.7)`],
+    [`node:crypto sha256, ${hashSize / MiB} MiB`, `${nativeRate.toFixed(0)} MiB/s`, 'baseline'],
+    ['resumable sha256 (@noble/hashes; inline, small bodies)', `${nobleRate.toFixed(0)} MiB/s`, `${(nobleRate / nativeRate).toFixed(2)} of node:crypto`],
+    ['resumable sha256 (WebAssembly; hash threads)', `${wasmRate.toFixed(0)} MiB/s`, `${(wasmRate / nativeRate).toFixed(2)} of node:crypto`],
+    ['HEAD p50 / p99 (1,000 requests)', `${percentile(heads, 50).toFixed(2)} / ${percentile(heads, 99).toFixed(2)} ms`, ''],
+    ...logins,
+  ];
+}
+
+interface StoredBlob {
+  repo: string;
+  digest: string;
+  key: string;
+  size: number;
+}
+
+/** Figure 7: the upload host. Returns its rows and the last blob pushed (for figure 8). */
+async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess, s3: S3Client, bucket: string): Promise<{ rows: Row[]; blob: StoredBlob }> {
+  // 7. The upload host, alternating with the raw baseline so both share the machine's noise.
+  const hostSize = hostMiB * MiB;
+  const hostRaw: number[] = [];
+  const viaHost: number[] = [];
+  let peakRss = 0;
+  let lastKey = '';
+  let lastSeed = 0;
+  let oneCpu = '';
+  let idleRss = 0;
+  for (let round = 0; round < rounds; round++) {
+    const seed = nextSeed;
+    nextSeed += 1;
+    hostRaw.push(await rawUpload(s3, bucket, `bench/raw-host-${round}`, hostSize, seed));
+    await uploadHost.resetPeak();
+    // Right after the reset the peak is the resident memory now: the host between pushes.
+    idleRss = await uploadHost.peakRss();
+    const cpu0 = await threadTimes(uploadHost.pid);
+    const t0 = performance.now();
+    lastKey = await pushThroughHost(starter, uploadHost, 'bench/host', hostSize, seed);
+    const ms = performance.now() - t0;
+    oneCpu = describe(spent(uploadHost.pid, cpu0, await threadTimes(uploadHost.pid)), ms);
+    lastSeed = seed;
+    viaHost.push(mbps(hostSize, ms));
+    peakRss = Math.max(peakRss, await uploadHost.peakRss());
+    log(`upload host round ${round}: raw ${hostRaw.at(-1)!.toFixed(0)} MB/s, through the host ${viaHost.at(-1)!.toFixed(0)} MB/s (${(viaHost.at(-1)! / hostRaw.at(-1)!).toFixed(2)}), peak RSS ${(peakRss / MiB).toFixed(0)} MiB; host ${oneCpu}`);
+  }
+  // Four at once, next to four raw multipart uploads at once.
+  const fourSize = quick ? hostSize / 2 : hostSize;
+  let t = performance.now();
+  await Promise.all([0, 1, 2, 3].map((i) => rawUpload(s3, bucket, `bench/raw-four-${i}`, fourSize, nextSeed + i)));
+  const fourRaw = mbps(4 * fourSize, performance.now() - t);
+  await uploadHost.resetPeak();
+  const cpu0 = await threadTimes(uploadHost.pid);
+  t = performance.now();
+  await Promise.all([0, 1, 2, 3].map((i) => pushThroughHost(starter, uploadHost, 'bench/four', fourSize, nextSeed + i)));
+  const fourMs = performance.now() - t;
+  nextSeed += 4;
+  const fourCpu = describe(spent(uploadHost.pid, cpu0, await threadTimes(uploadHost.pid)), fourMs);
+  const fourRate = mbps(4 * fourSize, fourMs);
+  const fourRss = await uploadHost.peakRss();
+  log(`four pushes at once: ${fourRate.toFixed(0)} MB/s aggregate (raw four at once ${fourRaw.toFixed(0)} MB/s), peak RSS ${(fourRss / MiB).toFixed(0)} MiB; host ${fourCpu}`);
+
+  const blob = { repo: 'bench/host', digest: digestOf(hostSize, lastSeed), key: lastKey, size: hostSize };
+  const rows: Row[] = [
+    [`raw multipart upload, ${hostSize / MiB} MiB`, `${median(hostRaw).toFixed(0)} MB/s`, 'baseline'],
+    [`push through the upload host (POST, PATCH, PUT), ${hostSize / MiB} MiB`, `${median(viaHost).toFixed(0)} MB/s`, `${(median(viaHost) / median(hostRaw)).toFixed(2)} of raw (target >= 0.8); host peak RSS ${(peakRss / MiB).toFixed(0)} MiB (${(idleRss / MiB).toFixed(0)} MiB before it)`],
+    ['  upload host CPU, last push', '', oneCpu],
+    [`four raw multipart uploads at once, ${fourSize / MiB} MiB each`, `${fourRaw.toFixed(0)} MB/s`, 'baseline (aggregate)'],
+    [`four pushes at once through the upload host`, `${fourRate.toFixed(0)} MB/s`, `${(fourRate / fourRaw).toFixed(2)} of raw; host peak RSS ${(fourRss / MiB).toFixed(0)} MiB`],
+    ['  upload host CPU, four pushes', '', fourCpu],
+  ];
+  return { rows, blob };
+}
+
+/** Figure 8: a streamed blob GET through the registry next to a raw GetObject of the same object. */
+async function getFigures(reg: RegistryProcess, s3: S3Client, bucket: string, blob: StoredBlob): Promise<Row[]> {
+  const getRates: number[] = [];
+  const rawGets: number[] = [];
+  const cpu: number[] = [];
+  let t: number;
+  for (let round = 0; round < Math.max(2, rounds); round++) {
+    const before = await threadTimes(reg.pid);
+    t = performance.now();
+    const got = await drain(`${reg.url}/v2/${blob.repo}/blobs/${blob.digest}`);
+    getRates.push(mbps(got, performance.now() - t));
+    cpu.push(spent(reg.pid, before, await threadTimes(reg.pid)).reduce((n, x) => n + x.seconds, 0) / (got / 2 ** 30));
+    t = performance.now();
+    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: blob.key }));
+    let n = 0;
+    for await (const c of res.Body as AsyncIterable<Uint8Array>) n += c.length;
+    rawGets.push(mbps(n, performance.now() - t));
+    if (got !== blob.size || n !== blob.size) throw new Error(`GET sizes: ${got}, ${n}, expected ${blob.size}`);
+    log(`GET round ${round}: through Skiff ${getRates.at(-1)!.toFixed(0)} MB/s, raw ${rawGets.at(-1)!.toFixed(0)} MB/s (${(getRates.at(-1)! / rawGets.at(-1)!).toFixed(2)}), registry CPU ${cpu.at(-1)!.toFixed(2)} s/GiB`);
+  }
+  return [
+    [`raw GetObject, ${blob.size / MiB} MiB`, `${median(rawGets).toFixed(0)} MB/s`, 'baseline'],
+    ['streamed blob GET through Skiff', `${median(getRates).toFixed(0)} MB/s`, `${(median(getRates) / median(rawGets)).toFixed(2)} of raw (target >= 0.9); registry CPU ${median(cpu).toFixed(2)} s/GiB`],
+  ];
+}
+
+/** A blob for figure 8 alone (BENCH_ONLY=get): one streamed finishing PUT through the registry. */
+async function putBlob(reg: RegistryProcess, size: number): Promise<StoredBlob> {
+  const seed = nextSeed++;
+  const digest = digestOf(size, seed);
+  const res = await call(`${reg.url}/v2/bench/get/blobs/uploads/`, { method: 'POST' });
+  const location = resolve(reg.url, res.header('location'));
+  const id = res.header('docker-upload-uuid')!;
+  const put = await call(withDigest(location, digest), { method: 'PUT', body: asyncStream(size, seed), headers: { 'Content-Length': size } });
+  if (put.status !== 201) throw new Error(`PUT body: ${put.status} ${put.body}`);
+  return { repo: 'bench/get', digest, key: keys.blob(id), size };
+}
+
+async function hostAndGet(reg: RegistryProcess, starter: RegistryProcess, uploadHost: RegistryProcess, s3: S3Client, bucket: string): Promise<Row[]> {
+  const { rows, blob } = await hostFigures(starter, uploadHost, s3, bucket);
+  return [...rows, ...(await getFigures(reg, s3, bucket, blob))];
+}
+
 async function main() {
-  log('packaging the stack and timing cold starts');
-  const bundles: BundleFigures[] = await measureBundles();
+  let bundles: BundleFigures[] = [];
+  if (!only) {
+    log('packaging the stack and timing cold starts');
+    bundles = await measureBundles();
+  }
   const backends = await startBackends(log);
   Object.assign(process.env, backends.env);
   let reg: RegistryProcess | undefined;
@@ -142,171 +368,44 @@ async function main() {
   try {
     const env = processEnv('s3', { S3_PART_SIZE: String(PART_SIZE), S3_UPLOAD_CONCURRENCY: String(CONCURRENCY), SKIFF_LOG_LEVEL: 'ERROR' });
     dataDir = env.SKIFF_DATA_DIR;
-    reg = await spawnRegistry(env);
+    const regProf = process.env.BENCH_REG_PROF;
+    reg = await spawnRegistry(env, regProf ? ['--cpu-prof', `--cpu-prof-dir=${regProf}`] : []);
     // The upload host alone, as the container runs it, on the same table and bucket. The registry
-    // above stays without SKIFF_UPLOAD_ORIGIN (figures 1-4 measure it as before); figure 6 starts
+    // above stays without SKIFF_UPLOAD_ORIGIN (figures 1-4 measure it as before); figure 7 starts
     // uploads with a registry process that hands out this host's Locations.
     const tokenKeys = `bench=${randomBytes(32).toString('base64url')}`;
     const hostPort = await freePort(UPLOAD_HOST);
-    uploadHost = await spawnRegistry({ ...env, SKIFF_SERVE: 'uploads', SKIFF_TOKEN_KEYS: tokenKeys, SKIFF_HOST: UPLOAD_HOST, SKIFF_PORT: String(hostPort) });
+    const prof = process.env.BENCH_HOST_PROF;
+    uploadHost = await spawnRegistry(
+      { ...env, SKIFF_SERVE: 'uploads', SKIFF_TOKEN_KEYS: tokenKeys, SKIFF_HOST: UPLOAD_HOST, SKIFF_PORT: String(hostPort) },
+      prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [],
+    );
     starter = await spawnRegistry({ ...env, SKIFF_TOKEN_KEYS: tokenKeys, SKIFF_UPLOAD_ORIGIN: `https://${UPLOAD_HOST}:${hostPort}` });
-    log(`registry ${reg.url} (pid ${reg.pid}), bucket ${env.S3_BUCKET}`);
-    // Warm-up: first requests pay for connection setup and JIT.
-    await finishLatency(reg, 1 * MiB, 2);
-
-    // 1. Finish latency.
-    const sizes = quick ? [1 * MiB, 16 * MiB, 64 * MiB] : [1 * MiB, 64 * MiB, 512 * MiB];
-    const finish: Record<number, number> = {};
-    for (const size of sizes) {
-      const times = await finishLatency(reg, size, 3);
-      finish[size] = median(times);
-      log(`finish ${size / MiB} MiB: ${times.map((t) => t.toFixed(1)).join(', ')} ms`);
-    }
-
-    // 2. Streamed upload throughput vs raw multipart, alternating to share the machine's noise.
-    const size = quick ? 64 * MiB : 256 * MiB;
+    log(`registry ${reg.url} (pid ${reg.pid}), upload host pid ${uploadHost.pid}, bucket ${env.S3_BUCKET}`);
+    const bucket = env.S3_BUCKET!;
     const s3 = createS3Client({
-      bucket: env.S3_BUCKET!,
+      bucket,
       region: 'us-east-1',
       endpoint: env.S3_ENDPOINT,
       forcePathStyle: true,
       checksums: 'WHEN_REQUIRED',
       credentials: { accessKeyId: env.S3_ACCESS_KEY_ID!, secretAccessKey: env.S3_SECRET_ACCESS_KEY! },
     });
-    const raw: number[] = [];
-    const viaPatch: number[] = [];
-    const viaPut: number[] = [];
-    for (let round = 0; round < 3; round++) {
-      const seed = nextSeed;
-      nextSeed += 2;
-      let t = performance.now();
-      const key = `bench/raw-${round}`;
-      await new Upload({
-        client: s3,
-        params: { Bucket: env.S3_BUCKET!, Key: key, Body: Readable.from(asyncStream(size, seed)) },
-        partSize: PART_SIZE,
-        queueSize: CONCURRENCY,
-      }).done();
-      raw.push(mbps(size, performance.now() - t));
-      await s3.send(new DeleteObjectCommand({ Bucket: env.S3_BUCKET!, Key: key }));
+    // Warm-up: first requests pay for connection setup and JIT.
+    await finishLatency(reg, 1 * MiB, 2);
 
-      const p = await patchStream(await startUpload(reg, 'bench/patch'), size, seed);
-      viaPatch.push(mbps(size, p.ms));
-      await call(withDigest(p.location, digestOf(size, seed)), { method: 'PUT' });
-
-      const location = await startUpload(reg, 'bench/put');
-      t = performance.now();
-      const put = await call(withDigest(location, digestOf(size, seed + 1)), { method: 'PUT', body: asyncStream(size, seed + 1), headers: { 'Content-Length': size } });
-      viaPut.push(mbps(size, performance.now() - t));
-      if (put.status !== 201) throw new Error(`PUT body: ${put.status} ${put.body}`);
-      log(`round ${round}: raw ${raw.at(-1)!.toFixed(0)} MB/s, PATCH ${viaPatch.at(-1)!.toFixed(0)} MB/s, PUT body ${viaPut.at(-1)!.toFixed(0)} MB/s`);
-    }
-
-    // 3. Hashing speed on the same bytes.
-    const hashSize = quick ? 64 * MiB : 256 * MiB;
-    const data = bytes(hashSize, 7);
-    const chunk = 1 * MiB;
-    let t = performance.now();
-    const noble = new ResumableSha256();
-    for (let o = 0; o < data.length; o += chunk) {
-      noble.update(data.subarray(o, o + chunk));
-      if ((o + chunk) % PART_SIZE === 0) noble.marshal();
-    }
-    const nobleDigest = Buffer.from(noble.digest()).toString('hex');
-    const nobleRate = hashSize / MiB / ((performance.now() - t) / 1000);
-    t = performance.now();
-    const native = createHash('sha256');
-    for (let o = 0; o < data.length; o += chunk) native.update(data.subarray(o, o + chunk));
-    const nativeDigest = native.digest('hex');
-    const nativeRate = hashSize / MiB / ((performance.now() - t) / 1000);
-    if (nobleDigest !== nativeDigest) throw new Error('hash mismatch between @noble/hashes and node:crypto');
-
-    // 4. HEAD latency.
-    const headData = bytes(4096, 3);
-    const headDigest = sha256(headData);
-    const up = await startUpload(reg, 'bench/head');
-    await call(withDigest(up, headDigest), { method: 'PUT', body: headData });
-    const heads: number[] = [];
-    for (let i = 0; i < 1000; i++) {
-      const t0 = performance.now();
-      const res = await call(`${reg.url}/v2/bench/head/blobs/${headDigest}`, { method: 'HEAD' });
-      heads.push(performance.now() - t0);
-      if (res.status !== 200) throw new Error(`HEAD: ${res.status}`);
-    }
-
-    // 6. Logins under attack.
-    const logins = await measureLoginBurst(log);
-
-    // 7. The upload host.
-    const hostSize = quick ? 128 * MiB : 1024 * MiB;
-    const hostRaw: number[] = [];
-    const viaHost: number[] = [];
-    let peakRss = 0;
-    let lastKey = '';
-    let lastSeed = 0;
-    for (let round = 0; round < (quick ? 1 : 2); round++) {
-      const seed = nextSeed;
-      nextSeed += 1;
-      hostRaw.push(await rawUpload(s3, env.S3_BUCKET!, `bench/raw-host-${round}`, hostSize, seed));
-      await uploadHost.resetPeak();
-      const t0 = performance.now();
-      lastKey = await pushThroughHost(starter, uploadHost, 'bench/host', hostSize, seed);
-      lastSeed = seed;
-      viaHost.push(mbps(hostSize, performance.now() - t0));
-      peakRss = Math.max(peakRss, await uploadHost.peakRss());
-      log(`upload host round ${round}: raw ${hostRaw.at(-1)!.toFixed(0)} MB/s, through the host ${viaHost.at(-1)!.toFixed(0)} MB/s, peak RSS ${(peakRss / MiB).toFixed(0)} MiB`);
-    }
-    const fourSize = quick ? 64 * MiB : 1024 * MiB;
-    await uploadHost.resetPeak();
-    let t4 = performance.now();
-    await Promise.all([0, 1, 2, 3].map(() => pushThroughHost(starter!, uploadHost!, 'bench/four', fourSize, nextSeed++)));
-    const fourRate = mbps(4 * fourSize, performance.now() - t4);
-    const fourRss = await uploadHost.peakRss();
-    log(`four pushes at once: ${fourRate.toFixed(0)} MB/s aggregate, peak RSS ${(fourRss / MiB).toFixed(0)} MiB`);
-
-    // 8. A streamed blob GET through the registry next to a raw GetObject of the same object.
-    const getRates: number[] = [];
-    const rawGets: number[] = [];
-    const hostDigest = digestOf(hostSize, lastSeed);
-    for (let round = 0; round < 2; round++) {
-      t4 = performance.now();
-      const got = await drain(`${reg.url}/v2/bench/host/blobs/${hostDigest}`);
-      getRates.push(mbps(got, performance.now() - t4));
-      t4 = performance.now();
-      const res = await s3.send(new GetObjectCommand({ Bucket: env.S3_BUCKET!, Key: lastKey }));
-      let n = 0;
-      for await (const c of res.Body as AsyncIterable<Uint8Array>) n += c.length;
-      rawGets.push(mbps(n, performance.now() - t4));
-      if (got !== hostSize || n !== hostSize) throw new Error(`GET sizes: ${got}, ${n}, expected ${hostSize}`);
-    }
-
-    // 9. Garbage collection (a table and bucket of its own).
-    const gc = await measureGc(log, quick ? 0.1 : 1);
-
-    const [small, , large] = sizes as [number, number, number];
-    const rows: [string, string, string][] = [
-      ...sizes.map((s) => [`finish latency, ${s / MiB} MiB`, `${finish[s]!.toFixed(1)} ms`, ''] as [string, string, string]),
-      [`finish ratio ${large / MiB} MiB / ${small / MiB} MiB`, (finish[large]! / finish[small]!).toFixed(2), 'target <= 1.5'],
-      [`raw multipart upload (lib-storage), ${size / MiB} MiB`, `${median(raw).toFixed(0)} MB/s`, 'baseline'],
-      ['streamed PATCH through Skiff', `${median(viaPatch).toFixed(0)} MB/s`, `${(median(viaPatch) / median(raw)).toFixed(2)} of raw (target >= 0.7)`],
-      ['streamed finishing-PUT body through Skiff', `${median(viaPut).toFixed(0)} MB/s`, `${(median(viaPut) / median(raw)).toFixed(2)} of raw (target >= 0.7)`],
-      [`node:crypto sha256, ${hashSize / MiB} MiB`, `${nativeRate.toFixed(0)} MiB/s`, 'baseline'],
-      ['resumable sha256 (@noble/hashes)', `${nobleRate.toFixed(0)} MiB/s`, `${(nobleRate / nativeRate).toFixed(2)} of node:crypto`],
-      ['HEAD p50 / p99 (1,000 requests)', `${percentile(heads, 50).toFixed(2)} / ${percentile(heads, 99).toFixed(2)} ms`, ''],
-      ...logins,
-      [`raw multipart upload, ${hostSize / MiB} MiB`, `${median(hostRaw).toFixed(0)} MB/s`, 'baseline'],
-      [`push through the upload host (POST, PATCH, PUT), ${hostSize / MiB} MiB`, `${median(viaHost).toFixed(0)} MB/s`, `${(median(viaHost) / median(hostRaw)).toFixed(2)} of raw (target >= 0.8); host peak RSS ${(peakRss / MiB).toFixed(0)} MiB`],
-      [`four pushes at once through the upload host, ${fourSize / MiB} MiB each`, `${fourRate.toFixed(0)} MB/s`, `aggregate; host peak RSS ${(fourRss / MiB).toFixed(0)} MiB`],
-      [`raw GetObject, ${hostSize / MiB} MiB`, `${median(rawGets).toFixed(0)} MB/s`, 'baseline'],
-      ['streamed blob GET through Skiff', `${median(getRates).toFixed(0)} MB/s`, `${(median(getRates) / median(rawGets)).toFixed(2)} of raw (target >= 0.9)`],
-      ...gc,
+    const rows: Row[] = [
+      ...(only ? [] : await registryFigures(reg, s3, bucket)),
+      ...(only === 'get' ? await getFigures(reg, s3, bucket, await putBlob(reg, hostMiB * MiB)) : await hostAndGet(reg, starter, uploadHost, s3, bucket)),
+      // 9. Garbage collection (a table and bucket of its own).
+      ...(only ? [] : await measureGc(log, quick ? 0.1 : 1)),
       ...bundles.map(
         (b) =>
           [
             `Lambda ${b.name}: bundle / cold init`,
             `${(b.jsBytes / 1024).toFixed(0)} KiB / ${b.initMs.toFixed(0)} ms`,
             `targets <= 1024 KiB, <= 150 ms (zip ${(b.zipBytes / 1024).toFixed(0)} KiB with source maps)`,
-          ] as [string, string, string],
+          ] as Row,
       ),
     ];
     const w0 = Math.max(...rows.map((r) => r[0].length));

@@ -25,7 +25,7 @@ interface Job {
   queries: ((r: { state: Uint8Array; digest: Uint8Array } | Error) => void)[];
 }
 
-type Reply = { id: number; ack?: number; block?: Uint8Array; state?: Uint8Array; digest?: Uint8Array };
+type Reply = { id: number; ack?: number; block?: Uint8Array; state?: Uint8Array; digest?: Uint8Array; engine?: string };
 
 /** One thread of the pool and the hashes it carries. */
 interface Slot {
@@ -35,6 +35,8 @@ interface Slot {
   /** Replies being awaited: the thread keeps the process alive only while there are some. */
   awaited: number;
   broken: boolean;
+  /** The SHA-256 the thread runs ('wasm', or 'js' where WebAssembly cannot start), once it says. */
+  engine?: string;
 }
 
 /** Threads in the pool at most: one per core the process may use. */
@@ -71,6 +73,7 @@ function startWorker(): Worker {
 function startSlot(): Slot {
   const slot: Slot = { worker: startWorker(), active: 0, awaited: 0, broken: false };
   slot.worker.on('message', (m: Reply) => {
+    if (m.engine) slot.engine = m.engine;
     if (m.block && blocks.length < (2 * POOL_SIZE * IN_FLIGHT) / BLOCK) blocks.push(m.block);
     const job = jobs.get(m.id);
     if (!job) return;
@@ -113,6 +116,11 @@ function pick(): Slot | undefined {
     }
   }
   return best;
+}
+
+/** The SHA-256 each running thread uses, as far as the threads have said (for tests). */
+export function hashThreadEngines(): (string | undefined)[] {
+  return slots.map((s) => s.engine);
 }
 
 /** Threads running now (for tests and the benchmark). */
