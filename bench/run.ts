@@ -41,7 +41,7 @@ import { randomBytes } from 'node:crypto';
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ResumableSha256 } from '../lib/hash/sha256-state.js';
-import { WasmSha256 } from '../lib/hash/sha256-wasm.js';
+import { WasmSha256, loadWasmSha256 } from '../lib/hash/sha256-wasm.js';
 import { createS3Client } from '../lib/storage/s3/client.js';
 import { startBackends } from '../test/backends/start.js';
 import { MiB, asyncStream, bytes, sha256, stream } from '../test/helpers/data.js';
@@ -206,6 +206,7 @@ async function registryFigures(reg: RegistryProcess, s3: S3Client, bucket: strin
   for (let o = 0; o < data.length; o += chunk) native.update(data.subarray(o, o + chunk));
   const nativeDigest = native.digest('hex');
   const nativeRate = hashSize / MiB / ((performance.now() - t) / 1000);
+  if (!(await loadWasmSha256())) throw new Error('WebAssembly SHA-256 does not load');
   t = performance.now();
   const wasm = new WasmSha256();
   for (let o = 0; o < data.length; o += chunk) {

@@ -1,19 +1,20 @@
 /**
  * Worker-thread side of lib/hash/thread.ts: holds resumable SHA-256 jobs by id, hashes the
  * blocks posted to it and sends each block back for reuse. Hashing runs on WebAssembly
- * (sha256-wasm.ts, about twice the speed of the JavaScript hash for the same CPU), or on
- * ResumableSha256 where WebAssembly cannot start; both save the same state.
+ * (sha256-wasm.ts, hash-wasm: about twice the speed of the JavaScript hash for the same CPU), or
+ * on ResumableSha256 where WebAssembly cannot start; both save the same state. The pool's
+ * messages wait in the port until the listener below is attached, after the hash has loaded.
  */
 import { parentPort } from 'node:worker_threads';
 import { ResumableSha256 } from './sha256-state.js';
-import { WasmSha256, wasmSha256Available } from './sha256-wasm.js';
+import { WasmSha256, loadWasmSha256 } from './sha256-wasm.js';
 
 interface Hash {
   update(data: Uint8Array): unknown;
   marshal(): Uint8Array;
 }
 
-const wasm = wasmSha256Available();
+const wasm = await loadWasmSha256();
 const resume = (state: Uint8Array): Hash => (wasm ? WasmSha256.unmarshal(state) : ResumableSha256.unmarshal(state));
 const digestOf = (h: Hash): Uint8Array => (h instanceof WasmSha256 ? h.digest() : (h as ResumableSha256).peekDigest());
 

@@ -1,144 +1,89 @@
 /**
- * Resumable SHA-256 on a WebAssembly compression function (lib/hash/wasm/sha256.c), for the
- * hash threads. The JavaScript SHA-256 in @noble/hashes was the upload host's largest CPU cost:
- * about one core per 100 MB/s pushed, on a machine that also runs the network and S3 side of
- * the same bytes. The WebAssembly function hashes the same bytes with about half the CPU.
+ * Resumable SHA-256 on WebAssembly (hash-wasm's SHA-256), for the hash threads. The JavaScript
+ * SHA-256 in @noble/hashes was the upload host's largest CPU cost: about one core per 100 MB/s
+ * pushed, on a machine that also runs the network and S3 side of the same bytes. hash-wasm
+ * hashes the same bytes with about half the CPU.
  *
- * Its state is the same as ResumableSha256's and saves in the same format (Go's MarshalBinary,
- * lib/hash/sha256-state.ts), so a hash started on one can continue on the other; the unit test
- * checks both against node:crypto.
+ * Its state saves in the same format as ResumableSha256's (Go's MarshalBinary,
+ * lib/hash/sha256-state.ts), so a hash started on one continues on the other: a Lambda request
+ * and the upload host take turns on one upload. hash-wasm saves and loads its own state, whose
+ * layout (4.13.0, pinned exactly) is:
  *
- * One instance (one module's memory) serves every hash of a thread: the chaining words are
- * copied in before and out after each call, 32 bytes, so any number of hashes share it.
+ *   offset  size  field
+ *   0       4     hash-wasm's check of its own binary (load() refuses a state from another)
+ *   4       64    pending partial block (length % 64 bytes; a full block is compressed at once)
+ *   68      8     total bytes hashed, little-endian uint64
+ *   76      32    chaining words h0..h7, little-endian uint32
+ *   108     8     digest size (32)
+ *
+ * test/unit/sha256-wasm.test.ts converts both ways at every position around the block
+ * boundaries against node:crypto and Go's saved state, so an upgrade that changes this layout
+ * fails there instead of corrupting digests.
+ *
+ * One hasher (one WebAssembly instance) serves every hash of a thread: each hash keeps its
+ * state, loaded before and saved after each update (116 bytes, against the 1 MiB blocks hashed).
  */
+import { type IHasher, createSHA256 } from 'hash-wasm';
 import { SHA256_STATE_MAGIC, SHA256_STATE_SIZE } from './sha256-state.js';
-import { SHA256_WASM } from './sha256-wasm-binary.js';
 
 const BLOCK = 64;
+const STATE_BYTES = 116;
+const PENDING = 4;
+const LENGTH = 68;
+const WORDS = 76;
 
-// The project's TypeScript libraries (ES2022, @types/node 20) do not declare WebAssembly; the
-// little used here, as Node provides it.
-declare const WebAssembly: {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: unknown };
-};
+let hasher: IHasher | undefined;
+/** A fresh state (the initial chaining words, hash-wasm's check and digest size). */
+let initial: Uint8Array | undefined;
 
-interface Exports {
-  memory: { buffer: ArrayBuffer };
-  input(): number;
-  words(): number;
-  inputBytes(): number;
-  compress(count: number): void;
-}
-
-interface Engine {
-  compress(count: number): void;
-  /** Where the blocks to compress go (the module's input area). */
-  input: Uint8Array;
-  /** The module's chaining words. */
-  words: Uint32Array;
-}
-
-let engine: Engine | undefined;
-
-function load(): Engine {
-  if (engine) return engine;
-  const module = new WebAssembly.Module(Buffer.from(SHA256_WASM, 'base64'));
-  const x = new WebAssembly.Instance(module, {}).exports as unknown as Exports;
-  // The module's memory never grows, so these views stay valid.
-  engine = {
-    compress: x.compress,
-    input: new Uint8Array(x.memory.buffer, x.input(), x.inputBytes()),
-    words: new Uint32Array(x.memory.buffer, x.words(), 8),
-  };
-  return engine;
-}
-
-/** Whether WebAssembly SHA-256 works here (it instantiates once per thread). */
-export function wasmSha256Available(): boolean {
+/** Loads hash-wasm's SHA-256 for this thread; false if WebAssembly cannot start here. */
+export async function loadWasmSha256(): Promise<boolean> {
+  if (hasher) return true;
   try {
-    load();
+    const h = await createSHA256();
+    initial = h.init().save();
+    if (initial.length !== STATE_BYTES) throw new Error(`hash-wasm's SHA-256 state is ${initial.length} bytes, not ${STATE_BYTES}: its layout changed`);
+    hasher = h;
     return true;
   } catch {
     return false;
   }
 }
 
-const INITIAL = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
-
 export class WasmSha256 {
-  /** Chaining words h0..h7. */
-  private readonly h = Uint32Array.from(INITIAL);
-  /** Bytes of the current, incomplete block. */
-  private readonly pending = new Uint8Array(BLOCK);
-  private pos = 0;
+  /** hash-wasm's state of this hash. */
+  private state: Uint8Array;
+
+  constructor(state?: Uint8Array) {
+    if (!hasher || !initial) throw new Error('WebAssembly SHA-256 is not loaded (await loadWasmSha256() first)');
+    this.state = state ?? initial.slice();
+  }
+
   /** Bytes hashed so far. */
-  length = 0;
-  private readonly engine = load();
+  get length(): number {
+    return Number(view(this.state).getBigUint64(LENGTH, true));
+  }
 
   update(data: Uint8Array): this {
-    const { input, words, compress } = this.engine;
-    let off = 0;
-    this.length += data.length;
-    if (this.pos > 0) {
-      const take = Math.min(BLOCK - this.pos, data.length);
-      this.pending.set(data.subarray(0, take), this.pos);
-      this.pos += take;
-      off = take;
-      if (this.pos < BLOCK) return this;
-      input.set(this.pending);
-      words.set(this.h);
-      compress(1);
-      this.h.set(words);
-      this.pos = 0;
-    }
-    while (data.length - off >= BLOCK) {
-      const bytes = Math.min(data.length - off - ((data.length - off) % BLOCK), input.length);
-      input.set(data.subarray(off, off + bytes));
-      words.set(this.h);
-      compress(bytes / BLOCK);
-      this.h.set(words);
-      off += bytes;
-    }
-    if (off < data.length) {
-      this.pending.set(data.subarray(off));
-      this.pos = data.length - off;
-    }
+    this.state = hasher!.load(this.state).update(data).save();
     return this;
   }
 
   /** The digest of everything so far; the hash stays usable. */
   digest(): Uint8Array {
-    const total = this.length;
-    // Padding: 0x80, zeros up to 56 mod 64, then the length in bits, big-endian.
-    const padLength = ((this.pos < 56 ? 56 : 120) - this.pos) + 8;
-    const pad = new Uint8Array(padLength);
-    pad[0] = 0x80;
-    new DataView(pad.buffer).setBigUint64(padLength - 8, BigInt(total) * 8n, false);
-    const done = this.clone().update(pad);
-    const out = new Uint8Array(32);
-    const view = new DataView(out.buffer);
-    for (let i = 0; i < 8; i++) view.setUint32(4 * i, done.h[i]!, false);
-    return out;
-  }
-
-  clone(): WasmSha256 {
-    const c = new WasmSha256();
-    c.h.set(this.h);
-    c.pending.set(this.pending);
-    c.pos = this.pos;
-    c.length = this.length;
-    return c;
+    return hasher!.load(this.state).digest('binary');
   }
 
   /** The state in Go's MarshalBinary layout (see sha256-state.ts). */
   marshal(): Uint8Array {
+    const from = view(this.state);
     const out = new Uint8Array(SHA256_STATE_SIZE);
-    const view = new DataView(out.buffer);
+    const to = view(out);
     for (let i = 0; i < 4; i++) out[i] = SHA256_STATE_MAGIC.charCodeAt(i);
-    for (let i = 0; i < 8; i++) view.setUint32(4 + 4 * i, this.h[i]!, false);
-    out.set(this.pending.subarray(0, this.pos), 36);
-    view.setBigUint64(100, BigInt(this.length), false);
+    for (let i = 0; i < 8; i++) to.setUint32(4 + 4 * i, from.getUint32(WORDS + 4 * i, true), false);
+    const length = from.getBigUint64(LENGTH, true);
+    out.set(this.state.subarray(PENDING, PENDING + Number(length % BigInt(BLOCK))), 36);
+    to.setBigUint64(100, length, false);
     return out;
   }
 
@@ -147,14 +92,18 @@ export class WasmSha256 {
     for (let i = 0; i < 4; i++) {
       if (state[i] !== SHA256_STATE_MAGIC.charCodeAt(i)) throw new Error('sha256 state has an unknown format (bad magic)');
     }
-    const view = new DataView(state.buffer, state.byteOffset, state.byteLength);
-    const length = view.getBigUint64(100, false);
+    const from = view(state);
+    const length = from.getBigUint64(100, false);
     if (length > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error('sha256 state length out of range');
     const h = new WasmSha256();
-    for (let i = 0; i < 8; i++) h.h[i] = view.getUint32(4 + 4 * i, false);
-    h.length = Number(length);
-    h.pos = h.length % BLOCK;
-    h.pending.set(state.subarray(36, 36 + h.pos));
+    const to = view(h.state);
+    for (let i = 0; i < 8; i++) to.setUint32(WORDS + 4 * i, from.getUint32(4 + 4 * i, false), true);
+    to.setBigUint64(LENGTH, length, true);
+    h.state.set(state.subarray(36, 36 + Number(length % BigInt(BLOCK))), PENDING);
     return h;
   }
+}
+
+function view(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
