@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AddressInfo, createServer } from 'node:net';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { RegistryApp, type Log } from '../../lib/http/app.js';
 import { createRegistryServer } from '../../lib/local/server.js';
@@ -172,6 +172,18 @@ export async function blobObjects(r: TestRegistry): Promise<string[]> {
     return (res.Contents ?? []).map((o) => o.Key!);
   }
   return readdir(join(r.config.dataDir, 'storage', 'blobs')).catch(() => []);
+}
+
+/** Every item of the registry's table, as sorted JSON lines (binary as base64): a snapshot to compare. */
+export async function tableItems(r: TestRegistry): Promise<string[]> {
+  const items: string[] = [];
+  let start: Record<string, unknown> | undefined;
+  do {
+    const res = await r.db.send(new ScanCommand({ TableName: r.config.dynamo.table, ExclusiveStartKey: start, ConsistentRead: true }));
+    for (const item of res.Items ?? []) items.push(JSON.stringify(item, (_, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v)));
+    start = res.LastEvaluatedKey;
+  } while (start);
+  return items.sort();
 }
 
 /** Snapshot-and-diff of a counter map. */

@@ -11,7 +11,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { DeleteCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { run } from '../../lib/admin/cli.js';
 import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { DynamoOrphanStore } from '../../lib/metadata/dynamo/orphans.js';
@@ -25,7 +25,7 @@ import { holdBefore } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { CONFIG_TYPE, LAYER_TYPE, type Blob } from '../helpers/manifests.js';
 import { patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
-import { DRIVERS, useRegistry } from '../helpers/registry.js';
+import { DRIVERS, useRegistry, tableItems } from '../helpers/registry.js';
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
@@ -57,16 +57,7 @@ for (const driver of DRIVERS) {
     const multipartUploads = async () =>
       driver === 's3' ? ((await r.s3.send(new ListMultipartUploadsCommand({ Bucket: r.config.s3.bucket }))).Uploads ?? []).map((u) => `${u.Key} ${u.UploadId}`).sort() : [];
 
-    async function table(): Promise<string[]> {
-      const items: string[] = [];
-      let start: Record<string, unknown> | undefined;
-      do {
-        const res = await r.db.send(new ScanCommand({ TableName: r.config.dynamo.table, ExclusiveStartKey: start, ConsistentRead: true }));
-        for (const item of res.Items ?? []) items.push(JSON.stringify(item, (_, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v)));
-        start = res.LastEvaluatedKey;
-      } while (start);
-      return items.sort();
-    }
+    const table = () => tableItems(r);
 
     /** Leftovers of earlier tests go first, so each test counts only its own orphans. */
     async function settle(): Promise<void> {

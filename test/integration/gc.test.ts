@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { basename } from 'node:path';
 import { describe, it } from 'node:test';
-import { BatchWriteCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand } from '@aws-sdk/lib-dynamodb';
 import { run } from '../../lib/admin/cli.js';
 import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { type CollectOptions, type CollectReport, collectGarbage } from '../../lib/registry/gc.js';
@@ -18,7 +18,7 @@ import { holdBefore } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { CONFIG_TYPE, LAYER_TYPE, type Blob } from '../helpers/manifests.js';
 import { expectError, pushInPut } from '../helpers/oci.js';
-import { DRIVERS, type TestRegistry, blobObjects, useRegistry } from '../helpers/registry.js';
+import { DRIVERS, type TestRegistry, blobObjects, useRegistry, tableItems } from '../helpers/registry.js';
 import { processEnv } from '../helpers/process.js';
 import { root } from '../deploy/package.js';
 
@@ -55,16 +55,7 @@ for (const driver of DRIVERS) {
     }
 
     /** Every item of the table, for "changes nothing". */
-    async function table(): Promise<string[]> {
-      const items: string[] = [];
-      let start: Record<string, unknown> | undefined;
-      do {
-        const res = await r.db.send(new ScanCommand({ TableName: r.config.dynamo.table, ExclusiveStartKey: start, ConsistentRead: true }));
-        for (const item of res.Items ?? []) items.push(JSON.stringify(item, (_, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v)));
-        start = res.LastEvaluatedKey;
-      } while (start);
-      return items.sort();
-    }
+    const table = () => tableItems(r);
 
     /**
      * Two repositories: `one` holds M1 (config c1; layers s, k, x) and M2 (config c2; layer k);

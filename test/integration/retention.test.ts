@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { PutCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { type RetentionWiring, run } from '../../lib/admin/cli.js';
 import { DynamoPolicyStore } from '../../lib/metadata/dynamo/policies.js';
 import { type RetentionOptions, type RetentionReport, applyRetention } from '../../lib/registry/retention.js';
@@ -19,7 +19,7 @@ import { holdBefore } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { expectError } from '../helpers/oci.js';
 import { manifestClient } from '../helpers/manifests.js';
-import { DRIVERS, useRegistry } from '../helpers/registry.js';
+import { DRIVERS, useRegistry, tableItems } from '../helpers/registry.js';
 import { processEnv } from '../helpers/process.js';
 import { root } from '../deploy/package.js';
 
@@ -63,16 +63,7 @@ for (const driver of DRIVERS) {
       assert.equal(res.status, 201, res.body.toString());
       return m;
     }
-    async function table(): Promise<string[]> {
-      const items: string[] = [];
-      let start: Record<string, unknown> | undefined;
-      do {
-        const res = await r.db.send(new ScanCommand({ TableName: r.config.dynamo.table, ExclusiveStartKey: start, ConsistentRead: true }));
-        for (const item of res.Items ?? []) items.push(JSON.stringify(item, (_, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v)));
-        start = res.LastEvaluatedKey;
-      } while (start);
-      return items.sort();
-    }
+    const table = () => tableItems(r);
 
     it('policy set, list and remove through the admin command; bad policies are refused with a usage error', async () => {
       const pattern = fresh('admin') + '/*';
