@@ -138,8 +138,8 @@ export class RegistryApp {
 
   failure(err: unknown, req: Pick<RegistryRequest, 'method' | 'path'>): RegistryResponse {
     const known = err instanceof RegistryError ? err : fromBackend(err);
-    // A 503 of our own (SKIFF_MAX_STREAMS reached) is load, not a fault.
-    if (!known || (known.status >= 500 && known.code !== 'UNAVAILABLE')) {
+    // A 503 of our own (SKIFF_MAX_STREAMS reached) is load, not a fault; a backend's is.
+    if (!known || (known.status >= 500 && (known.code !== 'UNAVAILABLE' || known.cause !== undefined))) {
       this.log.error('request failed', { method: req.method, path: req.path, error: describe(err) });
     } else if (known.code === 'UNAVAILABLE') {
       this.log.warn('request turned away', { method: req.method, path: req.path, reason: known.message });
@@ -164,16 +164,29 @@ function health(req: RegistryRequest): RegistryResponse {
   return json(200, { status: 'ok' });
 }
 
-/** Throttling and unavailability of S3 or DynamoDB: tell the client to come back. */
-function fromBackend(err: unknown): RegistryError | undefined {
-  const name = (err as { name?: string } | undefined)?.name ?? '';
-  const status = (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+/** Network failures of an AWS SDK call that its own retries did not get past. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * Throttling and unavailability of S3 or DynamoDB: tell the client to come back. Every write is
+ * safe to repeat (a retry that finds its own work done answers as the first would have), so a
+ * call that failed or timed out, its answer unknown, is the client's to retry: 503 with
+ * Retry-After, not 500. A filesystem error (EIO, ENOSPC) stays a 500: retrying will not mend a disk.
+ */
+export function fromBackend(err: unknown): RegistryError | undefined {
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number }; $fault?: string } | undefined;
+  const name = e?.name ?? '';
+  const status = e?.$metadata?.httpStatusCode;
   if (/Throttl|SlowDown|ProvisionedThroughputExceeded|RequestLimitExceeded|TooManyRequests/.test(name) || status === 503) {
     return new RegistryError('TOOMANYREQUESTS', 'storage backend is busy; retry later', { status: 429, headers: { 'Retry-After': '1' } });
   }
   // Writes that kept meeting other writes on the same item after the client's own retries.
   if (err instanceof Contended) {
     return new RegistryError('TOOMANYREQUESTS', `${err.message}; retry later`, { status: 429, headers: { 'Retry-After': '1' } });
+  }
+  const sdk = e?.$metadata !== undefined;
+  if (sdk && (UNREACHABLE.has(e?.code ?? '') || /^(TimeoutError|RequestTimeout|RequestTimeoutException|NetworkingError)$/.test(name) || (e?.$fault === 'server' && (status === 500 || status === 502 || status === 504)))) {
+    return new RegistryError('UNAVAILABLE', 'storage backend did not answer; retry later', { status: 503, headers: { 'Retry-After': '1' }, cause: err });
   }
   return undefined;
 }

@@ -150,7 +150,8 @@ export async function sweepOrphans(store: OrphanStore, storage: StorageDriver, o
   const writes = complete ? (await storage.inventory.incompleteWrites('blobs/')).filter((w) => w.started < cutoff) : [];
 
   // 2. Upload records, after the listing.
-  const uploadOf = (w: IncompleteWrite) => w.key.slice('blobs/'.length);
+  // blobs/<id>, or blobs/<id>.r for an S3 repair's (lib/storage/s3/repair.ts).
+  const uploadOf = (w: IncompleteWrite) => w.key.slice('blobs/'.length).split('.')[0]!;
   const ids = [...new Set([...candidates.flatMap((c) => (c.upload ? [c.upload] : [])), ...writes.map(uploadOf)])];
   const live = ids.length ? await store.liveUploads(ids, cutoff) : new Set<string>();
   let orphans = candidates.filter((c) => !c.upload || !live.has(c.upload));

@@ -166,9 +166,17 @@ export class UploadService {
    *                         and go, and the upload ends (on S3 its multipart upload is
    *                         completed: a retried finish could never work);
    *   cannot tell        -> keep everything and report the failure.
+   * A transaction refused because another request took the upload over (LeaseLost) changed
+   * nothing, and the upload is that request's now: unless the descriptor shows ours landed, the
+   * refusal stands and nothing is removed or deleted (the orphan sweep frees our spare bytes).
    */
   private async afterFailedLink(err: unknown, upload: Upload, ours: Descriptor): Promise<{ descriptor: Descriptor; linked: boolean }> {
     let descriptor: Descriptor | undefined;
+    if (err instanceof LeaseLost) {
+      descriptor = await this.meta.blobs.getDescriptor(ours.digest).catch(() => undefined);
+      if (descriptor?.key === ours.key) return { descriptor, linked: true };
+      throw err;
+    }
     try {
       descriptor = await this.meta.blobs.getDescriptor(ours.digest);
       if (!descriptor) {

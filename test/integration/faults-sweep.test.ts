@@ -438,6 +438,10 @@ async function runCase(r: TestRegistry, faults: FaultLayer, c: Case | undefined,
     calls = faults.disarm();
   }
   if ((c?.fault === 'throttle' || c?.fault === 'conflict') && !flow.job && first.status >= 500 && first.status !== 503) run.problems.push(`throttled step answered ${first.status}: ${first.body.toString().slice(0, 200)}`);
+  // A call of S3 or DynamoDB that failed or lost its answer is the client's to retry: 503 with Retry-After, never 500.
+  if ((c?.fault === 'fail' || c?.fault === 'lose' || c?.fault === 'lose-retried') && !c.site.startsWith('fs ') && !flow.job && first.status === 500) {
+    run.problems.push(`a ${c.fault} of ${c.site} answered 500: ${first.body.toString().slice(0, 200)}`);
+  }
   if ((first.status === 429 || first.status === 503) && !first.header('retry-after')) {
     run.problems.push(`${first.status} without Retry-After`);
   }

@@ -281,6 +281,10 @@ function manifestSweep(driver: DriverKind, only: string[]) {
       if ((fault?.kind === 'throttle' || fault?.kind === 'conflict') && first.status >= 500 && first.status !== 503) {
         problems.push(`throttled call answered ${first.status}: ${first.body.toString().slice(0, 200)}`);
       }
+      // A call of S3 or DynamoDB that failed or lost its answer is the client's to retry: 503 with Retry-After, never 500.
+      if ((fault?.kind === 'fail' || fault?.kind === 'lose' || fault?.kind === 'lose-retried') && fault.site.backend !== 'fs' && first.status === 500) {
+        problems.push(`a ${fault.kind} of ${fault.site.backend} ${fault.site.name} answered 500: ${first.body.toString().slice(0, 200)}`);
+      }
       // DynamoDB writes are resent and recognised (transact()): a lost answer changes nothing the client hears.
       if ((fault?.kind === 'lose' || fault?.kind === 'lose-retried') && fault.site.backend === 'dynamodb' && first.status !== step.status) {
         problems.push(`a lost DynamoDB answer changed the answer to ${first.status}: ${first.body.toString().slice(0, 200)}`);

@@ -7,6 +7,7 @@ import { RegistryError } from '../../lib/oci/errors.js';
 import { parseContentRange, parseReadRange } from '../../lib/http/ranges.js';
 import { matchRoute } from '../../lib/http/router.js';
 import { registryOrigin } from '../../lib/http/auth.js';
+import { fromBackend } from '../../lib/http/app.js';
 import type { RegistryRequest } from '../../lib/http/types.js';
 import type { Registry } from '../../lib/registry/index.js';
 
@@ -99,5 +100,32 @@ describe("the registry's origin, for the upload host's blob Locations", () => {
 
   it('is left out (a relative Location) when the Host is not a host', () => {
     for (const host of ['a b', 'x/y', 'x@y', 'x?y', 'h:port']) assert.equal(registryOrigin(open, req(host)), undefined, host);
+  });
+});
+
+describe('backend failures as answers', () => {
+  const sdkError = (props: Record<string, unknown>) => Object.assign(new Error('x'), { $metadata: {}, ...props });
+
+  it('answer throttling 429 and an SDK call that failed or timed out 503, both with Retry-After', () => {
+    const cases: [Error, number][] = [
+      [sdkError({ name: 'SlowDown', $metadata: { httpStatusCode: 503 } }), 429],
+      [sdkError({ name: 'ProvisionedThroughputExceededException', $metadata: { httpStatusCode: 400 } }), 429],
+      [sdkError({ code: 'ECONNREFUSED' }), 503],
+      [sdkError({ code: 'ECONNRESET' }), 503],
+      [sdkError({ name: 'TimeoutError', code: 'ETIMEDOUT' }), 503],
+      [sdkError({ name: 'InternalError', $fault: 'server', $metadata: { httpStatusCode: 500 } }), 503],
+    ];
+    for (const [err, status] of cases) {
+      const answer = fromBackend(err);
+      assert.equal(answer?.status, status, `${err.name} ${(err as { code?: string }).code}`);
+      assert.equal(answer?.headers['Retry-After'], '1');
+    }
+  });
+
+  it('leave a filesystem error, a refusal and a programming error to the 500 path', () => {
+    assert.equal(fromBackend(Object.assign(new Error('disk'), { code: 'EIO' })), undefined);
+    assert.equal(fromBackend(Object.assign(new Error('no'), { code: 'ECONNREFUSED' })), undefined, 'not from the SDK');
+    assert.equal(fromBackend(sdkError({ name: 'AccessDenied', $fault: 'client', $metadata: { httpStatusCode: 403 } })), undefined);
+    assert.equal(fromBackend(new TypeError('bug')), undefined);
   });
 });

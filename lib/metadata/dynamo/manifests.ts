@@ -316,6 +316,8 @@ export class DynamoManifestIndex implements ManifestIndex {
       },
     ];
     if (seen.subject) items.push({ Delete: { TableName: this.table, Key: key.referrer(repo, seen.subject, digest) } });
+    // As deleteManifest: the repository's links may be unreferenced now (lib/registry/gc.ts).
+    items.push(markRepository(this.table, repo, Date.now()));
     try {
       await transact(this.db, items);
       return true;
