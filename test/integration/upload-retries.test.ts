@@ -12,7 +12,7 @@ import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { key } from '../../lib/metadata/dynamo/table.js';
 import { MiB, bytes, chunked, gated, sha256 } from '../helpers/data.js';
-import { type FaultKind, injectFaults, nth } from '../helpers/faults.js';
+import { type FaultKind, holdBefore, injectFaults, nth } from '../helpers/faults.js';
 import { call, resolve } from '../helpers/http.js';
 import { getBlob, patch, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, useRegistry } from '../helpers/registry.js';
@@ -162,6 +162,36 @@ for (const driver of DRIVERS) {
       const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
       assert.equal(put.status, 201, put.body.toString());
       assert.ok((await getBlob(r.url, 'retries/fenced', sha256(data))).body.equals(data), 'the blob is the winner\'s bytes');
+    });
+
+    it('a stale finish refused at its link transaction (its lease taken over) leaves the upload to the request that took it', async () => {
+      // The finish assembled its bytes and is about to link them; meanwhile its lease runs out
+      // and a PATCH takes the upload over and commits more. The stale transaction is refused: it
+      // must not end the upload the winner goes on with.
+      const head = bytes(MiB, 26);
+      const more = bytes(MiB, 27);
+      const location = await startUpload(r.url, 'retries/stale-link');
+      const id = location.split('/').pop()!;
+      assert.equal((await patch(location, head, 0)).status, 202);
+      const takeover = holdBefore(r.db, (command, input) => command === 'TransactWriteItemsCommand' && JSON.stringify(input).includes(`UPLOAD#${id}`), async () => {
+        await expireLease(id);
+        return patch(location, more, MiB);
+      });
+      const stale = await call(withDigest(location, sha256(head)), { method: 'PUT' });
+      assert.ok(stale.status >= 400 && stale.status < 500, `the stale finish is refused: ${stale.status} ${stale.body.toString()}`);
+      const took = await takeover;
+      if (driver === 's3' && took.status === 400) {
+        // On S3 the stale finish had completed the upload's multipart upload before its link
+        // transaction: nothing can continue it, and the client is told so (it pushes again).
+        assert.equal((await call(withDigest(location, sha256(Buffer.concat([head, more]))), { method: 'PUT' })).status < 500, true);
+        return;
+      }
+      assert.equal(took.status, 202, `the PATCH that took the upload over: ${took.body.toString()}`);
+      const data = Buffer.concat([head, more]);
+      const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
+      assert.equal(put.status, 201, put.body.toString());
+      assert.ok((await getBlob(r.url, 'retries/stale-link', sha256(data))).body.equals(data), 'the blob is the winner\'s bytes');
+      assert.equal((await getBlob(r.url, 'retries/stale-link', sha256(head))).status, 404, 'the stale bytes are linked nowhere');
     });
 
     it('a stale finish with another final chunk does not replace the blob the winner finished', async () => {
