@@ -194,6 +194,30 @@ for (const driver of DRIVERS) {
       assert.equal((await getBlob(r.url, 'retries/stale-link', sha256(head))).status, 404, 'the stale bytes are linked nowhere');
     });
 
+    it('a stale one-PUT finish landing late does not overwrite the blob the winner finished', async () => {
+      // Both finish a small blob in one PUT (no PATCH before). The stale one's PutObject is held
+      // while its lease runs out and the winner finishes other bytes; then it lands. On S3 the
+      // two used to share the key blobs/<id>, so the late PUT replaced the winner's bytes.
+      const winner = bytes(200_000, 28);
+      const late = bytes(200_000, 29);
+      const location = await startUpload(r.url, 'retries/late-put');
+      const id = location.split('/').pop()!;
+      const held = driver === 's3'
+        ? holdBefore(r.s3, (command) => command === 'PutObjectCommand', async () => {
+            await expireLease(id);
+            return call(withDigest(location, sha256(winner)), { method: 'PUT', body: winner, headers: { 'Content-Type': 'application/octet-stream' } });
+          })
+        : undefined;
+      const stale = await call(withDigest(location, sha256(late)), { method: 'PUT', body: late, headers: { 'Content-Type': 'application/octet-stream' } });
+      if (held) {
+        const won = await held;
+        assert.equal(won.status, 201, won.body.toString());
+        assert.ok(stale.status >= 400 && stale.status < 500, `the stale finish is refused: ${stale.status} ${stale.body.toString()}`);
+        assert.ok((await getBlob(r.url, 'retries/late-put', sha256(winner))).body.equals(winner), 'the winner\'s blob keeps its bytes');
+        assert.equal((await getBlob(r.url, 'retries/late-put', sha256(late))).status, 404);
+      } else assert.equal(stale.status, 201, 'the filesystem writes each attempt to a file of its own: shown by the tests above');
+    });
+
     it('a stale finish with another final chunk does not replace the blob the winner finished', async () => {
       const head = bytes(MiB, 23);
       const winnerFinal = bytes(2 * MiB, 24);

@@ -92,10 +92,13 @@ export class S3Ingester implements Ingester {
         size += writer.bytesIn;
         const rest = writer.remainder();
         if (!writer.multipartId && !writer.started) {
-          // The whole blob fit in one part buffer and nothing was written before: one PUT.
-          await putRecognised(this.store, state.key, rest);
+          // The whole blob fit in one part buffer and nothing was written before: one PUT, to a
+          // key of this attempt's own: a stale attempt's delayed PUT never lands on a blob
+          // another attempt finished (and a failed finish deletes only its own).
+          const own = `${state.key}.${ctx.attempt}`;
+          await putRecognised(this.store, own, rest);
           writer.dispose();
-          return { key: state.key, size };
+          return { key: own, size };
         }
         if (rest.length > 0) {
           lastBytes = rest;
@@ -103,8 +106,9 @@ export class S3Ingester implements Ingester {
         }
         parts = [...(await ctx.ledger.list(committedParts)), ...(await writer.drain())];
       } else if (state.size === 0) {
-        await putRecognised(this.store, state.key, new Uint8Array(0));
-        return { key: state.key, size: 0 };
+        const own = `${state.key}.${ctx.attempt}`;
+        await putRecognised(this.store, own, new Uint8Array(0));
+        return { key: own, size: 0 };
       } else {
         parts = await ctx.ledger.list(committedParts);
         if (state.tailKey) parts.push({ number: committedParts + 1, etag: state.tailEtag ?? '', size: state.size - (state.partBytes ?? 0) });
