@@ -108,8 +108,11 @@ export interface UploadStore {
    * descriptor now in force and whether ours created it.
    */
   finish(lease: Lease, descriptor: Descriptor): Promise<{ descriptor: Descriptor; created: boolean }>;
-  /** Deletes the upload (cancel); returns what it was, or undefined if unknown. */
-  remove(id: string, repo: string): Promise<Upload | undefined>;
+  /**
+   * Deletes the upload (cancel); returns what it was, or undefined if unknown. With `heldBy`,
+   * only while that attempt holds its lease (a request ending the upload it writes).
+   */
+  remove(id: string, repo: string, heldBy?: string): Promise<Upload | undefined>;
   /**
    * Ids of uploads that expired before `before`, a page at a time (a background job, never on a
    * request's path); pass the returned cursor for the next page, none when there are no more.

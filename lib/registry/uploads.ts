@@ -92,7 +92,7 @@ export class UploadService {
         // A blob sent whole in this request needs no resumable state: nothing will continue it.
         hash = before.offset === 0 && final ? oneShotSha256() : resumeSha256(await this.states.resume(before), final ? expected : 0, this.settings.hashThread);
         // With no final chunk the digest is known now: refuse before assembling anything.
-        if (!final && sha256Digest(await hash.digest()) !== digest.value) return this.reject(before, digest);
+        if (!final && sha256Digest(await hash.digest()) !== digest.value) return this.reject(lease, digest);
       }
       if (final) stream = checked(final.stream, expected, this.settings.maxChunkBytes, hash ? (c) => hash!.update(c) : undefined);
 
@@ -104,7 +104,7 @@ export class UploadService {
       } finally {
         if (hash && 'close' in hash) hash.close();
       }
-      if (actual !== digest.value) return this.reject(before, digest, { key: committed.key, digest: actual });
+      if (actual !== digest.value) return this.reject(lease, digest, { key: committed.key, digest: actual });
 
       // From here the bytes are a blob: only the descriptor can prove them a spare copy.
       const ours: Descriptor = { digest: digest.value, size: committed.size, key: committed.key, mediaType: 'application/octet-stream', createdAt: Date.now() };
@@ -146,11 +146,16 @@ export class UploadService {
    * unless a descriptor names them: a request that lost its lease may have finished the same
    * write (one file, one key) under the right digest.
    */
-  private async reject(upload: Upload, digest: Digest, assembled?: { key: string; digest: string }): Promise<never> {
-    await this.meta.uploads.remove(upload.id, upload.repo);
+  private async reject(lease: Lease, digest: Digest, assembled?: { key: string; digest: string }): Promise<never> {
+    const upload = lease.upload;
+    const refused = new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', { detail: { digest: digest.value } });
+    // Only while this request still holds the upload: one whose lease was taken over ends
+    // nothing of the request that took it (its scratch and record); spare bytes of ours, on a key
+    // of this attempt's own, are the orphan sweep's.
+    if (!(await this.meta.uploads.remove(upload.id, upload.repo, lease.attempt))) throw refused;
     const spare = assembled && this.meta.blobs.getDescriptor(assembled.digest).then((d) => (d?.key === assembled.key ? undefined : this.storage.objects.delete([assembled.key])));
     await Promise.allSettled([freeUpload(this.storage, upload.id, upload.write), spare]);
-    throw new RegistryError('DIGEST_INVALID', 'provided digest did not match uploaded content', { detail: { digest: digest.value } });
+    throw refused;
   }
 
   /**

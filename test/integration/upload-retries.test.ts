@@ -218,6 +218,40 @@ for (const driver of DRIVERS) {
       } else assert.equal(stale.status, 201, 'the filesystem writes each attempt to a file of its own: shown by the tests above');
     });
 
+    it('a stale finish whose digest does not match ends nothing of the request that took the upload over', async () => {
+      const head = bytes(MiB, 30);
+      const more = bytes(MiB, 31);
+      const staleFinal = bytes(MiB, 32);
+      const location = await startUpload(r.url, 'retries/stale-reject');
+      const id = location.split('/').pop()!;
+      assert.equal((await patch(location, head, 0)).status, 202);
+      const { body, release } = gated(staleFinal, MiB / 2);
+      // A digest its bytes do not have: it is refused once assembled.
+      const stale = call(withDigest(location, sha256(bytes(10, 33))), { method: 'PUT', body, headers: { 'Content-Range': `${MiB}-${2 * MiB - 1}` } });
+      await sleep(300);
+      await expireLease(id);
+      const took = await patch(location, more, MiB);
+      release();
+      const refused = await stale;
+      assert.ok(refused.status >= 400 && refused.status < 500, `the stale finish is refused: ${refused.status} ${refused.body.toString()}`);
+      if (driver === 's3' && took.status !== 202) {
+        // On S3 a contended request cannot continue a multipart upload the stale one may complete.
+        assert.ok(took.status >= 400 && took.status < 500, `${took.status} ${took.body.toString()}`);
+        return;
+      }
+      assert.equal(took.status, 202, took.body.toString());
+      const data = Buffer.concat([head, more]);
+      const put = await call(withDigest(location, sha256(data)), { method: 'PUT' });
+      if (driver === 's3' && put.status === 400) {
+        // The stale request completed the upload's one multipart upload before its digest was
+        // refused: nothing can finish it any more, and the client is told so (it pushes again).
+        assert.match(put.body.toString(), /BLOB_UPLOAD_INVALID/);
+        return;
+      }
+      assert.equal(put.status, 201, put.body.toString());
+      assert.ok((await getBlob(r.url, 'retries/stale-reject', sha256(data))).body.equals(data), 'the blob is the winner\'s bytes');
+    });
+
     it('a stale finish with another final chunk does not replace the blob the winner finished', async () => {
       const head = bytes(MiB, 23);
       const winnerFinal = bytes(2 * MiB, 24);

@@ -426,15 +426,15 @@ export class DynamoUploadStore implements UploadStore {
     });
   }
 
-  async remove(id: string, repo: string): Promise<Upload | undefined> {
+  async remove(id: string, repo: string, heldBy?: string): Promise<Upload | undefined> {
     try {
       const res = await this.db.send(
         new DeleteCommand({
           TableName: this.table,
           Key: key.upload(id),
-          ConditionExpression: '#repo = :repo AND #expiresAt > :now',
-          ExpressionAttributeNames: { '#repo': 'repo', '#expiresAt': 'expiresAt' },
-          ExpressionAttributeValues: { ':repo': repo, ':now': this.now() },
+          ConditionExpression: `#repo = :repo AND #expiresAt > :now${heldBy ? ' AND #writer = :me' : ''}`,
+          ExpressionAttributeNames: { '#repo': 'repo', '#expiresAt': 'expiresAt', ...(heldBy ? { '#writer': 'writer' } : {}) },
+          ExpressionAttributeValues: { ':repo': repo, ':now': this.now(), ...(heldBy ? { ':me': heldBy } : {}) },
           ReturnValues: 'ALL_OLD',
         }),
       );

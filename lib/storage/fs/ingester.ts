@@ -170,7 +170,13 @@ export class FsIngester implements Ingester {
       await this.drop(scratch);
       throw err;
     }
-    await this.objects.moveIntoPlace(this.objects.path(scratch.scratchKey), this.objects.path(scratch.key));
+    await this.objects.moveIntoPlace(this.objects.path(scratch.scratchKey), this.objects.path(scratch.key)).catch((err: NodeJS.ErrnoException) => {
+      // The file went while this request wrote it: the request that took the upload over
+      // released it (this one is stale). That request's record is what counts; this one is told
+      // so, and its bytes went with the file.
+      if (err.code === 'ENOENT') throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request took this upload over; ask for its status and continue from its Range', { detail: { offset: state.size } });
+      throw err;
+    });
     return { key: scratch.key, size };
   }
 
