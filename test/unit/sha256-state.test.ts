@@ -3,18 +3,10 @@
  * and the byte format is exactly Go's crypto/sha256 MarshalBinary (what distribution stores).
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { hex, nodeSha, pattern } from '../helpers/sha256.js';
 import { ResumableSha256, SHA256_STATE_SIZE } from '../../lib/hash/sha256-state.js';
 
-function pattern(n: number): Uint8Array {
-  const data = new Uint8Array(n);
-  for (let i = 0; i < n; i++) data[i] = (i * 7 + 3) % 251;
-  return data;
-}
-
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-const nodeSha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /**
  * Produced by Go 1.19.8 (Debian golang-go) with:

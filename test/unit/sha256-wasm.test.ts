@@ -5,19 +5,12 @@
  * request continues on the upload host's thread, and the other way round).
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { before, describe, it } from 'node:test';
+import { hex, nodeSha, pattern } from '../helpers/sha256.js';
 import { ResumableSha256 } from '../../lib/hash/sha256-state.js';
 import { WasmSha256, loadWasmSha256 } from '../../lib/hash/sha256-wasm.js';
 
-function pattern(n: number): Uint8Array {
-  const data = new Uint8Array(n);
-  for (let i = 0; i < n; i++) data[i] = (i * 7 + 3) % 251;
-  return data;
-}
-
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-const nodeSha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** Go 1.19.8's MarshalBinary after 100 bytes of pattern() (as in sha256-state.test.ts). */
 const GO_100 =

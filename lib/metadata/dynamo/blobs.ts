@@ -5,7 +5,7 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
-import { batchGet, conditionFailed, key, transact } from './table.js';
+import { batchGet, conditionFailed, key, toDescriptor, transact } from './table.js';
 import { markDigest, markLink } from './gc.js';
 
 export class DynamoBlobIndex implements BlobIndex {
@@ -85,14 +85,4 @@ export class DynamoBlobIndex implements BlobIndex {
       throw err;
     }
   }
-}
-
-export function toDescriptor(item: Record<string, unknown>): Descriptor {
-  return {
-    digest: item.digest as string,
-    size: item.size as number,
-    key: item.key as string,
-    mediaType: item.mediaType as string,
-    createdAt: item.createdAt as number,
-  };
 }

@@ -25,7 +25,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { randomUUID } from 'node:crypto';
 import { Contended, type CollectedDescriptor, type CollectedLink, type CollectedManifest, type CollectorStore, type GcCursor, type GcMark, type MarkedCandidate, type StoreCost } from '../types.js';
-import { GC_SHARDS, type TransactItems, cancellationReasons, isTransactionConflict, key } from './table.js';
+import { GC_SHARDS, type TransactItems, cancellationReasons, isTransactionConflict, key, toDescriptor } from './table.js';
 
 type TransactItem = TransactItems[number];
 
@@ -235,7 +235,7 @@ export class DynamoCollectorStore implements CollectorStore {
     const items = await this.batchGet(keys);
     const found = items.find((i) => i.sk === 'BLOB' && i.pk === key.descriptor(digest).pk);
     const linkedBy = items.filter((i) => (i.sk as string).startsWith('BLOB#')).map((i) => (i.pk as string).slice('REPO#'.length));
-    return { descriptor: found ? toDescriptor(found) : undefined, linkedBy };
+    return { descriptor: found ? toCollected(found) : undefined, linkedBy };
   }
 
   async deleteLink(link: CollectedLink, run: string): Promise<boolean> {
@@ -378,25 +378,10 @@ function toMark(item: Record<string, unknown>): GcMark | undefined {
 }
 
 function toLink(repo: string, item: Record<string, unknown>): CollectedLink {
-  return {
-    repo,
-    digest: item.digest as string,
-    size: item.size as number,
-    key: item.key as string,
-    mediaType: item.mediaType as string,
-    createdAt: item.createdAt as number,
-    usedBy: item.usedBy as string | undefined,
-    linkedAt: item.linkedAt as number | undefined,
-  };
+  return { repo, ...toCollected(item), usedBy: item.usedBy as string | undefined };
 }
 
-function toDescriptor(item: Record<string, unknown>): CollectedDescriptor {
-  return {
-    digest: item.digest as string,
-    size: item.size as number,
-    key: item.key as string,
-    mediaType: item.mediaType as string,
-    createdAt: item.createdAt as number,
-    linkedAt: item.linkedAt as number | undefined,
-  };
+/** A descriptor with what GC conditions its delete on. */
+function toCollected(item: Record<string, unknown>): CollectedDescriptor {
+  return { ...toDescriptor(item), linkedAt: item.linkedAt as number | undefined };
 }

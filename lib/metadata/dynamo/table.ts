@@ -72,7 +72,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { randomUUID } from 'node:crypto';
 import type { InitializeMiddleware, MetadataBearer } from '@smithy/types';
-import { Contended } from '../types.js';
+import { Contended, type Descriptor } from '../types.js';
 import definition from '../../../infra/dynamodb-table.json' with { type: 'json' };
 
 export const key = {
@@ -336,4 +336,15 @@ export function cancellationReasons(err: unknown): { Code?: string; Item?: Recor
 /** Whether `err` is a cancelled transaction with a failed condition (nothing of it applied). */
 export function conditionFailed(err: unknown): boolean {
   return cancellationReasons(err)?.some((r) => r.Code === 'ConditionalCheckFailed') ?? false;
+}
+
+/** A descriptor (or the descriptor part of a repository link) from its item. */
+export function toDescriptor(item: Record<string, unknown>): Descriptor {
+  return {
+    digest: item.digest as string,
+    size: item.size as number,
+    key: item.key as string,
+    mediaType: item.mediaType as string,
+    createdAt: item.createdAt as number,
+  };
 }

@@ -33,8 +33,7 @@ import {
   UploadGone,
   type UploadStore,
 } from '../types.js';
-import { toDescriptor } from './blobs.js';
-import { key, queryPrefix } from './table.js';
+import { key, queryPrefix, toDescriptor } from './table.js';
 import { markLink } from './gc.js';
 
 export interface UploadTimings {
