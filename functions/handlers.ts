@@ -51,20 +51,23 @@ export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemain
   const graceSeconds = Number(event.graceSeconds ?? 86_400);
   if (!Number.isFinite(graceSeconds) || graceSeconds < 0) throw new Error(`gc: graceSeconds must be a number of seconds, not ${String(event.graceSeconds)}`);
   // Retention first, so that what it expires is collected in the same run; it may use half of
-  // the time left (it resumes from the start of the catalog next run).
+  // the time left, and the next run resumes after the last repository it finished.
   const half = ((context?.getRemainingTimeInMillis() ?? 900_000) - 60_000) / 2;
   // A failing retention run (a store error, a policy that no longer validates) must not stop
-  // garbage collection: it is logged, GC runs, and the invocation then fails with it.
+  // garbage collection: it is logged and counted (RetentionFailedRuns), GC runs, and the
+  // invocation then fails with it. Lambda does not retry it (serverless.yml: no retries for gc):
+  // a retry would redo GC's orphan sweep of all of storage for a retention error that the next
+  // scheduled run meets again or not at all; both runs resume from their cursors there.
   let failed: unknown;
   try {
     const retention = await applyRetention(
       { manifests: registry.meta.manifests, policies: new DynamoPolicyStore(createDynamo(config), config.dynamo.table), storage: registry.storage },
       { dryRun: false, deadline: Date.now() + Math.max(1000, half) },
     );
-    telemetry.logger.info('retention', { ...retention });
+    telemetry.retained(retention);
   } catch (err) {
     failed = err;
-    telemetry.logger.error('retention failed', err as Error);
+    telemetry.retentionFailed(err as Error);
   }
   const report = await collectGarbage(new DynamoCollectorStore(createDynamo(config), config.dynamo.table), registry.storage, {
     dryRun: false,

@@ -6,6 +6,7 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { MetricUnit, Metrics } from '@aws-lambda-powertools/metrics';
 import type { CollectReport } from './registry/gc.js';
+import type { RetentionReport } from './registry/retention.js';
 
 export interface Observation {
   method: string;
@@ -93,6 +94,7 @@ export class Telemetry {
       m.addMetric(`GcFreed${name}`, unit, report.freed[what]);
     }
     m.addMetric('GcCapacityUnits', MetricUnit.Count, report.cost.capacityUnits);
+    m.addMetric('GcUnlistedRepositories', MetricUnit.Count, report.unlisted.length);
     if (report.orphans) {
       const o = report.orphans;
       m.addMetric('GcFoundOrphanObjects', MetricUnit.Count, o.found.objects);
@@ -101,6 +103,34 @@ export class Telemetry {
       m.addMetric('GcFreedOrphanUploads', MetricUnit.Count, o.freed.writes);
       m.addMetric('GcOrphanCapacityUnits', MetricUnit.Count, o.cost.capacityUnits);
     }
+    m.publishStoredMetrics();
+  }
+
+  /**
+   * One retention run (lib/registry/retention.ts): its report as a log line and as metrics,
+   * RetentionFailedRuns 0 among them (a failed run sends 1: retentionFailed()), so that an alarm
+   * on it has a data point every run.
+   */
+  retained(report: RetentionReport): void {
+    this.logger.info('retention', { ...report });
+    if (report.stopped === 'busy') this.logger.warn('retention: another run holds the lease; nothing was done');
+    else if (!report.complete) this.logger.warn('retention: stopped at the deadline; the next run resumes after the last repository this one finished');
+    const m = this.metrics;
+    m.addMetric('RetentionFailedRuns', MetricUnit.Count, 0);
+    m.addMetric('RetentionIncompleteRuns', MetricUnit.Count, report.complete ? 0 : 1);
+    m.addMetric('RetentionRepositoriesExamined', MetricUnit.Count, report.examined);
+    m.addMetric('RetentionExpiredTags', MetricUnit.Count, report.deleted.tags);
+    m.addMetric('RetentionExpiredManifests', MetricUnit.Count, report.deleted.manifests);
+    m.addMetric('RetentionUnlistedRepositories', MetricUnit.Count, report.unlisted.length);
+    m.addMetric('RetentionRacedDeletes', MetricUnit.Count, report.raced.tags + report.raced.manifests + report.raced.unlisted);
+    m.publishStoredMetrics();
+  }
+
+  /** A retention run that failed (a store error, a policy that no longer validates). */
+  retentionFailed(err: Error): void {
+    this.logger.error('retention failed', err);
+    const m = this.metrics;
+    m.addMetric('RetentionFailedRuns', MetricUnit.Count, 1);
     m.publishStoredMetrics();
   }
 }

@@ -223,6 +223,13 @@ export interface ManifestPlan {
   listed: boolean;
 }
 
+/**
+ * The removal of an empty repository from the catalog: `removed` (it was listed, held no
+ * manifest, and is no longer listed), `kept` (it holds a manifest, or a push touched its marker
+ * meanwhile), `absent` (it was not listed: removed already). A dry run says what it would be.
+ */
+export type UnlistOutcome = 'removed' | 'kept' | 'absent';
+
 export interface ManifestIndex {
   getManifest(repo: string, digest: string): Promise<ManifestRecord | undefined>;
   getTag(repo: string, tag: string): Promise<TagRecord | undefined>;
@@ -261,10 +268,10 @@ export interface ManifestIndex {
   contents(repo: string): Promise<{ manifests: ManifestRecord[]; tags: TagRecord[] }>;
   /**
    * Removes a repository that holds no manifest from the catalog (its catalog entry and its
-   * marker), race-free against a concurrent push: 'removed', or 'kept' (it holds a manifest,
-   * or a push touched its marker meanwhile). With `dryRun`, only says whether it would.
+   * marker), race-free against a concurrent push (lib/metadata/dynamo/catalog.ts). With
+   * `dryRun`, only says whether it would.
    */
-  unlistIfEmpty(repo: string, dryRun?: boolean): Promise<'removed' | 'kept'>;
+  unlistIfEmpty(repo: string, dryRun?: boolean): Promise<UnlistOutcome>;
   /** Tags in case-insensitive lexical order, after `last`, at most `n` (all when undefined). */
   listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>>;
   /** Referrers of `subject` in digest order, after the digest `after`, at most `n`. */
@@ -449,6 +456,11 @@ export interface CollectorStore {
    * written at or after `cutoff` (epoch ms); false otherwise.
    */
   deleteDescriptor(descriptor: CollectedDescriptor, cutoff: number): Promise<boolean>;
+  /**
+   * Removes a repository that holds no manifest from the catalog, as ManifestIndex.unlistIfEmpty
+   * does (the same condition on its marker): GC's handling of a repository mark.
+   */
+  unlistIfEmpty(repo: string, dryRun: boolean): Promise<UnlistOutcome>;
   /** Deletes the mark only if it is as read (same writer); false otherwise. */
   clearMark(mark: GcMark): Promise<boolean>;
   /** The digest mark a run's deleteLink() wrote (`run` as its writer). */
@@ -475,12 +487,23 @@ export interface RetentionPolicy {
   updatedAt?: number;
 }
 
-/** Retention policies, kept in the table; managed with `npm run admin -- policy`. */
+/**
+ * Retention's records: its policies, kept in the table and managed with `npm run admin -- policy`,
+ * and the state of its run (one at a time, by a lease; where the last one stopped).
+ */
 export interface PolicyStore {
   list(): Promise<RetentionPolicy[]>;
   put(policy: RetentionPolicy): Promise<void>;
   /** False if no policy has this pattern. */
   remove(pattern: string): Promise<boolean>;
+  /**
+   * Takes the run's lease until `until` (or extends it, held by `run` already): the repository
+   * after which the last run stopped (undefined: the start of the catalog), or, when another
+   * run holds it, when that lease ends.
+   */
+  lease(run: string, until: number, now: number): Promise<{ cursor?: string } | { heldUntil: number }>;
+  /** Saves where the next run starts (undefined: the start) and ends the lease, if `run` still holds it; false if not. */
+  release(run: string, cursor: string | undefined): Promise<boolean>;
 }
 
 /**

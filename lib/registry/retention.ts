@@ -21,6 +21,7 @@
  * tagged. A manifest is deleted only after everything that would keep it was: its parents
  * (indexes) and its subject; if one of those stays (it changed meanwhile), so does it.
  */
+import { randomUUID } from 'node:crypto';
 import { covers, isValidPattern } from '../auth/access.js';
 import type { ManifestIndex, ManifestRecord, PolicyStore, RetentionPolicy, TagRecord } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
@@ -190,11 +191,16 @@ export function childrenOf(bytes: Uint8Array | undefined): string[] | undefined 
 // --- the run ---
 
 export interface RetentionOptions {
-  /** Read and decide, write nothing. */
+  /** Read and decide, write nothing (not even where the run stopped): the whole catalog, from its start. */
   dryRun: boolean;
   now?: number;
-  /** Epoch ms: no repository is started after this; the run reports itself incomplete. */
+  /**
+   * Epoch ms: no repository is started after this; the run saves where it stopped and reports
+   * itself incomplete, and the next run resumes there.
+   */
   deadline?: number;
+  /** Stop after this many repositories (a bound by work rather than time; tests). */
+  maxRepositories?: number;
 }
 
 export interface RepositoryRetention {
@@ -209,9 +215,17 @@ export interface RepositoryRetention {
 
 export interface RetentionReport {
   dryRun: boolean;
-  /** Whether every listed repository was visited before the deadline. */
+  /** Whether the run reached the end of the catalog (a run that resumed: from where the last one stopped). */
   complete: boolean;
+  /** Why it did not: `deadline` (the next run resumes after the last repository it finished), `busy` (another run held the lease until `busyUntil`). */
+  stopped?: 'deadline' | 'busy';
+  busyUntil?: number;
+  /** Whether it started where a run stopped, after the repository `from`. */
+  resumed: boolean;
+  from?: string;
   policies: number;
+  /** Catalog repositories it visited (those no policy covers are only counted). */
+  examined: number;
   repositories: RepositoryRetention[];
   /** Repositories removed from the catalog (dry run: that would be) as they hold no manifest. */
   unlisted: string[];
@@ -223,53 +237,111 @@ export interface RetentionReport {
 
 export interface RetentionDeps {
   manifests: ManifestIndex;
+  /** The policies, and the run's lease and cursor. */
   policies: PolicyStore;
   storage: StorageDriver;
 }
 
 /** Catalog names read per page while visiting every repository. */
 const CATALOG_PAGE = 1000;
+/** A run without a deadline (the admin command) holds its lease this long, renewed as it goes. */
+const LEASE_TERM_MS = 600_000;
+/** A lease outlives the deadline by this much: the run's last repository and its report. */
+const LEASE_MARGIN_MS = 120_000;
 
+/**
+ * One run over the catalog, from where the last one stopped. The unit of work is a repository:
+ * what expires in it is decided on one read of it and all of it is deleted before the run looks
+ * at its deadline again. Stopping inside one would change later decisions (a child whose
+ * expiring index went first, a tag-less manifest whose tags went first, would look like
+ * ordinary untagged manifests to the next run), so a run that stops and the one that resumes
+ * delete exactly what one run would have. The position saved is the last repository finished;
+ * a run that fails saves it too, so a retry resumes there instead of starting over.
+ */
 export async function applyRetention(deps: RetentionDeps, options: RetentionOptions): Promise<RetentionReport> {
   const now = options.now ?? Date.now();
   const policies = (await deps.policies.list()).map(validatePolicy);
   const report: RetentionReport = {
     dryRun: options.dryRun,
-    complete: true,
+    complete: false,
+    resumed: false,
     policies: policies.length,
+    examined: 0,
     repositories: [],
     unlisted: [],
     found: { tags: 0, manifests: 0 },
     deleted: { tags: 0, manifests: 0 },
     raced: { tags: 0, manifests: 0, unlisted: 0 },
   };
-  let after: string | undefined;
-  for (;;) {
-    const page = await deps.manifests.listRepositories(CATALOG_PAGE, after);
-    for (const repo of page.items) {
-      if (options.deadline !== undefined && Date.now() >= options.deadline) {
-        report.complete = false;
-        return report;
-      }
-      const policy = policyFor(policies, repo);
-      let emptied = false;
-      if (policy) emptied = await retainRepository(deps, repo, policy, now, options.dryRun, report);
-      // Every listed repository is looked at: one that holds no manifest (any more) leaves the catalog.
-      if (options.dryRun && !emptied) emptied = (await deps.manifests.unlistIfEmpty(repo, true)) === 'removed';
-      if (options.dryRun) {
-        if (emptied) report.unlisted.push(repo);
-        continue;
-      }
-      const outcome = await deps.manifests.unlistIfEmpty(repo);
-      if (outcome === 'removed') report.unlisted.push(repo);
-      else if (emptied) report.raced.unlisted++;
+  const run = randomUUID();
+  const leaseUntil = () => (options.deadline ?? Date.now() + LEASE_TERM_MS) + LEASE_MARGIN_MS;
+  let until = leaseUntil();
+  // The last repository finished: where the next run starts (undefined: the start of the catalog).
+  let position: string | undefined;
+  if (!options.dryRun) {
+    const lease = await deps.policies.lease(run, until, Date.now());
+    if ('heldUntil' in lease) {
+      report.stopped = 'busy';
+      report.busyUntil = lease.heldUntil;
+      return report;
     }
-    if (!page.more || !page.items.length) return report;
-    after = page.items[page.items.length - 1];
+    position = lease.cursor;
+    report.resumed = position !== undefined;
+    if (position !== undefined) report.from = position;
+  }
+  let held = true;
+  try {
+    for (;;) {
+      const page = await deps.manifests.listRepositories(CATALOG_PAGE, position);
+      for (const repo of page.items) {
+        if ((options.deadline !== undefined && Date.now() >= options.deadline) || report.examined >= (options.maxRepositories ?? Infinity)) {
+          report.stopped = 'deadline';
+          return report;
+        }
+        if (!options.dryRun && Date.now() > until - LEASE_MARGIN_MS) {
+          until = leaseUntil();
+          if ('heldUntil' in (await deps.policies.lease(run, until, Date.now()))) {
+            // Lost: another run took the lease over (this one was held up past it); it goes on from the saved position.
+            held = false;
+            report.stopped = 'busy';
+            return report;
+          }
+        }
+        await visitRepository(deps, repo, policies, now, options.dryRun, report);
+        report.examined++;
+        position = repo;
+      }
+      if (!page.more || !page.items.length) break;
+    }
+    report.complete = true;
+    position = undefined;
+    return report;
+  } finally {
+    if (!options.dryRun && held) await deps.policies.release(run, position);
   }
 }
 
-/** Decides and (unless dry) deletes; returns whether every manifest of the repository expires. */
+/**
+ * Applies the repository's policy, if any. A repository it reads and finds (or leaves) without a
+ * manifest leaves the catalog here too: the fallback for data from before manifest deletes marked
+ * their repository for GC, which otherwise removes it (lib/registry/gc.ts). One no policy covers is
+ * not read at all.
+ */
+async function visitRepository(deps: RetentionDeps, repo: string, policies: RetentionPolicy[], now: number, dryRun: boolean, report: RetentionReport): Promise<void> {
+  const policy = policyFor(policies, repo);
+  if (!policy) return;
+  const emptied = await retainRepository(deps, repo, policy, now, dryRun, report);
+  if (!emptied) return;
+  if (dryRun) {
+    report.unlisted.push(repo);
+    return;
+  }
+  const outcome = await deps.manifests.unlistIfEmpty(repo);
+  if (outcome === 'removed') report.unlisted.push(repo);
+  else if (outcome === 'kept') report.raced.unlisted++;
+}
+
+/** Decides and (unless dry) deletes; returns whether no manifest is left (none was there, or every one expires). */
 async function retainRepository(deps: RetentionDeps, repo: string, policy: RetentionPolicy, now: number, dryRun: boolean, report: RetentionReport): Promise<boolean> {
   const { manifests, tags } = await deps.manifests.contents(repo);
   const entry: RepositoryRetention = { repo, policy: policy.pattern, tags: [], manifests: [] };
@@ -285,7 +357,7 @@ async function retainRepository(deps: RetentionDeps, repo: string, policy: Reten
     retained.push({ ...m, children });
   }
   const plan = selectExpired(retained, tags, policy, now);
-  if (!plan.tags.length && !plan.manifests.length) return false;
+  if (!plan.tags.length && !plan.manifests.length) return !manifests.length;
   report.repositories.push(entry);
   report.found.tags += plan.tags.length;
   report.found.manifests += plan.manifests.length;

@@ -24,7 +24,8 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { randomUUID } from 'node:crypto';
-import { Contended, type CollectedDescriptor, type CollectedLink, type CollectedManifest, type CollectorStore, type GcCursor, type GcMark, type MarkedCandidate, type StoreCost } from '../types.js';
+import { Contended, type CollectedDescriptor, type CollectedLink, type CollectedManifest, type CollectorStore, type GcCursor, type GcMark, type MarkedCandidate, type StoreCost, type UnlistOutcome } from '../types.js';
+import { unlistIfEmpty } from './catalog.js';
 import { GC_SHARDS, type TransactItems, cancellationReasons, isTransactionConflict, key, toDescriptor } from './table.js';
 
 type TransactItem = TransactItems[number];
@@ -280,6 +281,10 @@ export class DynamoCollectorStore implements CollectorStore {
       { ':key': descriptor.key, ':cutoff': cutoff },
       { '#key': 'key', '#createdAt': 'createdAt' },
     );
+  }
+
+  unlistIfEmpty(repo: string, dryRun: boolean): Promise<UnlistOutcome> {
+    return unlistIfEmpty(this.db, this.table, repo, dryRun, (call, units) => this.count(call, units));
   }
 
   clearMark(mark: GcMark): Promise<boolean> {

@@ -10,7 +10,8 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
-import { Contended, type IndexedReferrer, type ManifestIndex, type ManifestPlan, type ManifestRecord, type Page, ReferenceGone, type ReferrerDetails, type TagRecord } from '../types.js';
+import { Contended, type IndexedReferrer, type UnlistOutcome, type ManifestIndex, type ManifestPlan, type ManifestRecord, type Page, ReferenceGone, type ReferrerDetails, type TagRecord } from '../types.js';
+import { unlistIfEmpty } from './catalog.js';
 import { markRepository } from './gc.js';
 import { type TransactItems, batchGet, cancellationReasons, conditionFailed, key, queryPrefix, tagSk, taggedPrefix, transact } from './table.js';
 
@@ -333,31 +334,8 @@ export class DynamoManifestIndex implements ManifestIndex {
     return { manifests, tags };
   }
 
-  async unlistIfEmpty(repo: string, dryRun = false): Promise<'removed' | 'kept'> {
-    // The marker first, then the manifests: a push that lands after this read changes the
-    // marker (pushedBy, or a new marker), which the removal is conditioned on; one that landed
-    // before it is seen by the Query. Either way the removal cannot unlist a repository a push
-    // just stored a manifest in (README, Retention policies).
-    const marker = (await this.db.send(new GetCommand({ TableName: this.table, Key: key.marker(repo), ConsistentRead: true }))).Item;
-    const { items } = await queryPrefix(this.db, this.table, `REPO#${repo}`, 'MANIFEST#', { limit: 1 });
-    if (items.length) return 'kept';
-    if (dryRun) return 'removed';
-    const condition = !marker
-      ? { ConditionExpression: 'attribute_not_exists(pk)' }
-      : marker.pushedBy === undefined
-        ? { ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(pushedBy)' }
-        : { ConditionExpression: 'pushedBy = :pushedBy', ExpressionAttributeValues: { ':pushedBy': marker.pushedBy } };
-    try {
-      await transact(this.db, [
-        { Delete: { TableName: this.table, Key: key.marker(repo), ...condition } },
-        { Delete: { TableName: this.table, Key: key.repository(repo) } },
-      ]);
-      return 'removed';
-    } catch (err) {
-      // A push touched the marker meanwhile: it holds a manifest now.
-      if (!conditionFailed(err)) throw err;
-      return 'kept';
-    }
+  unlistIfEmpty(repo: string, dryRun = false): Promise<UnlistOutcome> {
+    return unlistIfEmpty(this.db, this.table, repo, dryRun);
   }
 
   async listTags(repo: string, n: number | undefined, last: string | undefined): Promise<Page<string>> {

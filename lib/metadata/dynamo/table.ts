@@ -45,6 +45,8 @@
  *                       of the repository or digest, 0..7, so a repository's marks sit together)
  *   GC state            GC                  STATE              runner leaseUntil marksCursor fullCursor (a run's lease and
  *                                                              where the next run resumes)
+ *   retention state     RETENTION           STATE              runner leaseUntil after (the retention run's lease, and
+ *                                                              the last repository a run that stopped finished)
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
@@ -94,6 +96,7 @@ export const key = {
   linkMark: (repo: string, digest: string) => ({ pk: gcShard(repo), sk: `REPO#${repo}#BLOB#${digest}` }),
   digestMark: (digest: string) => ({ pk: gcShard(digest), sk: `DIGEST#${digest}` }),
   gcState: () => ({ pk: 'GC', sk: 'STATE' }),
+  retentionState: () => ({ pk: 'RETENTION', sk: 'STATE' }),
 };
 
 /** Partitions of the GC marks: spread so that no one partition takes every push's mark. */
