@@ -12,7 +12,7 @@
  *   gc [--dry-run] [--grace S] [--budget S] [--full]  collect garbage (lib/registry/gc.ts)
  *   policy set <pattern> [--untagged-days N] [--keep TAGS=N]... [--protect TAGS]...
  *   policy list | policy remove <pattern>  retention policies (lib/registry/retention.ts)
- *   retention [--dry-run]                apply them: expire tags and manifests, unlist empty repositories
+ *   retention [--dry-run]                apply them: expire tags and manifests (resuming where a run stopped)
  *
  * Passwords are read from standard input (typed without echo on a terminal) and never
  * printed; only their scrypt hashes are stored.
@@ -88,6 +88,7 @@ async function dispatch(argv: string[], users: () => UserStore, io: Io, collect?
     if (!retention) throw new Error('retention is not available here');
     const report = await retention.retain({ dryRun: args.includes('--dry-run') });
     for (const line of describeRetention(report)) io.out(line);
+    if (report.stopped === 'busy') throw new Error(`another retention run holds the lease until ${new Date(report.busyUntil ?? 0).toISOString()}`);
     if (!report.complete) throw new Error('the run stopped at its deadline before visiting every repository');
     return;
   }
@@ -260,6 +261,7 @@ export function describeCollection(r: CollectReport): string[] {
     `${r.dryRun ? 'would free' : 'found'}: ${tally(r.found)}`,
     ...(r.dryRun ? [] : [`freed: ${tally(r.freed)}`, `kept (changed since read): ${r.raced.links} links, ${r.raced.descriptors} descriptors`]),
     ...(r.unreadable.length ? [`repositories with unreadable manifests (links kept): ${r.unreadable.join(' ')}`] : []),
+    ...(r.unlisted.length ? [`${r.dryRun ? 'would remove' : 'removed'} from the catalog (no manifest left): ${r.unlisted.join(' ')}`] : []),
     `cost: DynamoDB ${calls(r.cost.dynamo)} (${r.cost.capacityUnits} capacity units: ${r.cost.readUnits} read, ${r.cost.writeUnits} write); storage ${calls(r.cost.storage)}`,
     ...stopped,
     ...(r.orphans ? describeOrphans(r.orphans, r.dryRun) : []),

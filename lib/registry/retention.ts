@@ -398,8 +398,9 @@ export function describeRetention(r: RetentionReport): string[] {
     for (const m of repo.manifests) lines.push(`${repo.repo} (policy ${repo.policy}): ${verb(m.deleted)} manifest ${m.digest}: ${m.reason}`);
   }
   for (const repo of r.unlisted) lines.push(`${repo}: ${r.dryRun ? 'would leave' : 'removed from'} the catalog (no manifest left)`);
+  const incomplete = r.stopped === 'busy' ? ' (stopped: another run holds the lease)' : r.complete ? '' : ' (stopped at the deadline; the next run resumes there)';
   lines.push(
-    `${r.policies} policies; ${r.dryRun ? 'would delete' : 'found'}: ${r.found.tags} tags, ${r.found.manifests} manifests${r.complete ? '' : ' (incomplete: deadline reached)'}`,
+    `${r.policies} policies; ${r.examined} repositories examined${r.resumed ? ` (resumed after ${r.from})` : ''}; ${r.dryRun ? 'would delete' : 'found'}: ${r.found.tags} tags, ${r.found.manifests} manifests${incomplete}`,
   );
   if (!r.dryRun) {
     lines.push(`deleted: ${r.deleted.tags} tags, ${r.deleted.manifests} manifests; removed from the catalog: ${r.unlisted.length} repositories`);

@@ -314,7 +314,7 @@ for (const driver of DRIVERS) {
         const script = `const { gc } = await import('./functions/handlers.ts'); await gc(${input}, { getRemainingTimeInMillis: () => 900_000 });`;
         const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, env });
         const lines = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-        return { log: lines.find((l) => l.message === 'gc'), metrics: lines.find((l) => l._aws) };
+        return { log: lines.find((l) => l.message === 'gc'), metrics: lines.find((l) => l._aws && 'GcFreedObjects' in l) };
       };
       const young = await handler('{ graceSeconds: 3600 }');
       assert.deepEqual(young.log.found, { links: 0, descriptors: 0, objects: 0, bytes: 0 }, 'inside the grace period');

@@ -11,7 +11,9 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { type RetentionWiring, run } from '../../lib/admin/cli.js';
+import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { DynamoPolicyStore } from '../../lib/metadata/dynamo/policies.js';
+import { type CollectOptions, type CollectReport, collectGarbage } from '../../lib/registry/gc.js';
 import { type RetentionOptions, type RetentionReport, applyRetention } from '../../lib/registry/retention.js';
 import { MediaTypes } from '../../lib/oci/manifest.js';
 import { sha256 } from '../helpers/data.js';
@@ -36,10 +38,12 @@ for (const driver of DRIVERS) {
     const retain = (options: Partial<RetentionOptions> = {}): Promise<RetentionReport> =>
       applyRetention({ manifests: r.registry.meta.manifests, policies: policies(), storage: r.registry.storage }, { dryRun: false, ...options });
     const wiring = (now?: number): RetentionWiring => ({ policies, retain: (o) => retain({ ...o, now }) });
+    const collect = (options: Partial<CollectOptions> = {}): Promise<CollectReport> =>
+      collectGarbage(new DynamoCollectorStore(r.db, r.config.dynamo.table), r.registry.storage, { dryRun: false, graceMs: 0, budgetMs: 60_000, ...options });
     async function admin(argv: string[], now?: number): Promise<{ code: number; out: string[] }> {
       const out: string[] = [];
       const io = { out: (l: string) => void out.push(l), err: (l: string) => void out.push(`ERR ${l}`), readSecret: async () => '' };
-      const code = await run(argv, () => assert.fail('no user store'), io, undefined, wiring(now));
+      const code = await run(argv, () => assert.fail('no user store'), io, collect, wiring(now));
       return { code, out };
     }
     /** Policies are global: each test removes those it set, so the others' runs do not see them. */
@@ -162,24 +166,101 @@ for (const driver of DRIVERS) {
       });
     });
 
-    it('removes a repository with no manifest left from the catalog (at the next run), and lists it again at its next push', async () => {
+    it('a repository whose last manifest is deleted leaves the catalog at the next GC (`gc --grace 0`, its repository mark); one still holding a manifest stays; its next push lists it again', async () => {
       const repo = fresh('emptied');
       const other = fresh('stays');
       const m = await pushed(repo, 'v1');
-      await pushed(other, 'v1');
+      const o1 = await pushed(other, 'v1');
+      await pushed(other, 'v2');
       assert.equal((await del(repo, m.digest)).status, 202);
-      assert.ok((await catalog()).includes(repo), 'listed until the run');
-      const dry = await admin(['retention', '--dry-run']);
-      assert.ok(dry.out.includes(`${repo}: would leave the catalog (no manifest left)`), dry.out.join('\n'));
+      assert.equal((await del(other, o1.digest)).status, 202, 'marked too, but it still holds v2');
+      assert.ok((await catalog()).includes(repo), 'listed until GC handles the mark');
+      const removedLine = (out: string[], prefix: string) => out.find((l) => l.startsWith(`${prefix} from the catalog (no manifest left): `))?.split(': ')[1]?.split(' ') ?? [];
+      const dry = await admin(['gc', '--dry-run', '--grace', '0']);
+      assert.equal(dry.code, 0, dry.out.join('\n'));
+      assert.ok(removedLine(dry.out, 'would remove').includes(repo), dry.out.join('\n'));
+      assert.ok(!removedLine(dry.out, 'would remove').includes(other), dry.out.join('\n'));
       assert.ok((await catalog()).includes(repo), 'the dry run unlisted nothing');
-      const report = await retain();
-      assert.ok(report.unlisted.includes(repo) && !report.unlisted.includes(other), JSON.stringify(report.unlisted));
+      const gc = await admin(['gc', '--grace', '0']);
+      assert.equal(gc.code, 0, gc.out.join('\n'));
+      assert.ok(removedLine(gc.out, 'removed').includes(repo) && !removedLine(gc.out, 'removed').includes(other), gc.out.join('\n'));
       const listed = await catalog();
       assert.ok(!listed.includes(repo) && listed.includes(other), JSON.stringify(listed));
       expectError(await call(`${r.url}/v2/${repo}/tags/list`), 404, 'NAME_UNKNOWN');
+      assert.deepEqual((await collect()).unlisted, [], 'its mark is handled: the next run removes nothing');
       await pushed(repo, 'v2');
       assert.ok((await catalog()).includes(repo), 'listed again');
       assert.deepEqual(await tagsOf(repo), ['v2']);
+    });
+
+    it('retention removes a repository its policy covers that holds no manifest (the fallback for data without a mark), and one it empties; GC then finds them gone', async () => {
+      const base = fresh('fallback');
+      const [found, emptied] = [`${base}/found`, `${base}/emptied`];
+      const m = await pushed(found, 'v1');
+      assert.equal((await del(found, m.digest)).status, 202);
+      await pushed(emptied, 'pr-1');
+      await withPolicy([`${base}/*`, '--keep', 'pr-*=0'], async () => {
+        const dry = await admin(['retention', '--dry-run']);
+        for (const repo of [found, emptied]) assert.ok(dry.out.includes(`${repo}: would leave the catalog (no manifest left)`), dry.out.join('\n'));
+        assert.ok((await catalog()).includes(found), 'the dry run unlisted nothing');
+        const report = await retain();
+        assert.deepEqual(report.unlisted.filter((u) => u.startsWith(`${base}/`)).sort(), [emptied, found].sort());
+        const listed = await catalog();
+        assert.ok(!listed.includes(found) && !listed.includes(emptied), JSON.stringify(listed));
+        // Both left marks (the DELETE, the expiry): GC finds them no longer listed and says nothing.
+        const gc = await collect();
+        assert.ok(!gc.unlisted.includes(found) && !gc.unlisted.includes(emptied), JSON.stringify(gc.unlisted));
+      });
+    });
+
+    it('a run stopped at its deadline resumes after the last repository it finished: the runs together delete exactly what one run would, nothing twice; a complete pass starts over; one run at a time', async () => {
+      const base = fresh('resume');
+      const repos = ['a', 'b', 'c', 'd'].map((x) => `${base}/${x}`);
+      for (const repo of repos) for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushed(repo, tag);
+      assert.ok((await retain()).complete, 'a complete pass: no position left by earlier tests');
+      const all = (await r.registry.meta.manifests.listRepositories(undefined, undefined)).items;
+      const at = all.indexOf(repos[0]!);
+      assert.deepEqual(all.slice(at, at + 4), repos, 'in catalog order');
+      type Line = string;
+      const deletions = (report: RetentionReport): Line[] =>
+        report.repositories
+          .filter((e) => e.repo.startsWith(`${base}/`))
+          .flatMap((e) => [...e.tags.filter((t) => report.dryRun || t.deleted).map((t) => `${e.repo} tag ${t.tag}`), ...e.manifests.filter((m) => report.dryRun || m.deleted).map((m) => `${e.repo} manifest ${m.digest}`)]);
+      await withPolicy([`${base}/*`, '--keep', 'pr-*=1'], async () => {
+        const once = deletions(await retain({ dryRun: true }));
+        assert.equal(once.length, 16, `two tags and their manifests in each repository: ${once.join('\n')}`);
+        // A budget of nothing: stopped before the first repository, nothing done.
+        const none = await retain({ deadline: Date.now() });
+        assert.deepEqual([none.complete, none.stopped, none.examined, none.resumed], [false, 'deadline', 0, false]);
+        assert.deepEqual(none.deleted, { tags: 0, manifests: 0 });
+        // Stopped (deterministically, by count) after the first two of them.
+        const first = await retain({ maxRepositories: at + 2 });
+        assert.deepEqual([first.complete, first.stopped, first.examined, first.resumed], [false, 'deadline', at + 2, false]);
+        assert.deepEqual([...new Set(first.repositories.map((e) => e.repo).filter((x) => x.startsWith(`${base}/`)))], repos.slice(0, 2));
+        const second = await retain();
+        assert.deepEqual([second.complete, second.resumed, second.from, second.examined], [true, true, repos[1], all.length - at - 2]);
+        assert.deepEqual([...new Set(second.repositories.map((e) => e.repo).filter((x) => x.startsWith(`${base}/`)))], repos.slice(2));
+        const [d1, d2] = [deletions(first), deletions(second)];
+        assert.deepEqual(d1.filter((d) => d2.includes(d)), [], 'nothing twice');
+        assert.deepEqual([...d1, ...d2].sort(), [...once].sort(), 'together: what one run would delete');
+        assert.equal(first.raced.tags + first.raced.manifests + second.raced.tags + second.raced.manifests, 0);
+        for (const repo of repos) assert.equal((await tagsOf(repo)).length, 1);
+        // The complete pass cleared the position: the next run starts from the beginning.
+        const third = await retain();
+        assert.deepEqual([third.complete, third.resumed, third.examined], [true, false, all.length]);
+        assert.deepEqual(deletions(third), []);
+
+        // One run at a time: while another holds the lease, a run does nothing and says so.
+        assert.ok('cursor' in (await policies().lease('another-run', Date.now() + 60_000, Date.now())));
+        const busy = await retain();
+        assert.deepEqual([busy.complete, busy.stopped, busy.examined], [false, 'busy', 0]);
+        const refused = await admin(['retention']);
+        assert.equal(refused.code, 1);
+        assert.ok(refused.out.some((l) => l.includes('another retention run holds the lease')), refused.out.join('\n'));
+        assert.ok(await policies().release('another-run', repos[2]));
+        const after = await retain();
+        assert.deepEqual([after.resumed, after.from, after.complete], [true, repos[2], true], 'it resumes from the position the holder saved');
+      });
     });
 
     it('pushes of different images to one listed repository at once all land, though each updates the marker', async () => {
@@ -239,38 +320,49 @@ for (const driver of DRIVERS) {
         });
       });
 
-      it('a push racing the removal of its repository from the catalog ends with the repository listed (removal first, or push first)', async () => {
-        for (const first of ['removal', 'push'] as const) {
-          const repo = fresh(`relisted-${first}`);
-          const m = await pushed(repo, 'v1');
-          assert.equal((await del(repo, m.digest)).status, 202);
-          const next = await image(repo);
-          if (first === 'push') {
-            // The removal read the marker and found no manifest; the push lands before its delete.
-            const pushing = holdBefore(r.db, transactionOn(`REPO#${repo}`, (sk) => sk === 'REPOSITORY'), () => put(repo, 'v2', next.text));
-            const report = await retain();
-            assert.equal((await pushing).status, 201);
-            assert.ok(!report.unlisted.includes(repo), 'the removal found the marker touched and kept the repository');
-          } else {
-            // The push read the marker (listed); the removal lands before the push's transaction.
-            const removing = holdBefore(r.db, transactionOn(`REPO#${repo}`, (sk) => sk.startsWith('MANIFEST#')), () => retain());
-            assert.equal((await put(repo, 'v2', next.text)).status, 201);
-            assert.ok((await removing).unlisted.includes(repo), 'the removal ran in between');
+      // GC removes a repository at its repository mark, retention one its policy covers (the
+      // fallback): the same removal, conditioned on the marker a push updates.
+      for (const remover of ['GC', 'retention'] as const) {
+        it(`a push racing ${remover}'s removal of its repository from the catalog ends with the repository listed (removal first, or push first)`, async () => {
+          for (const first of ['removal', 'push'] as const) {
+            const repo = fresh(`relisted-${remover}-${first}`);
+            const m = await pushed(repo, 'v1');
+            assert.equal((await del(repo, m.digest)).status, 202);
+            const next = await image(repo);
+            // GC with a grace period that keeps the links just pushed for `next` (the removal does not depend on it).
+            const remove = async (): Promise<{ unlisted: string[] }> => (remover === 'GC' ? collect({ graceMs: 600_000 }) : retain());
+            await withPolicy([repo, '--untagged-days', '365'], async () => {
+              if (first === 'push') {
+                // The removal read the marker and found no manifest; the push lands before its delete.
+                const pushing = holdBefore(r.db, transactionOn(`REPO#${repo}`, (sk) => sk === 'REPOSITORY'), () => put(repo, 'v2', next.text));
+                const report = await remove();
+                assert.equal((await pushing).status, 201);
+                assert.ok(!report.unlisted.includes(repo), 'the removal found the marker touched and kept the repository');
+              } else {
+                // The push read the marker (listed); the removal lands before the push's transaction.
+                const removing = holdBefore(r.db, transactionOn(`REPO#${repo}`, (sk) => sk.startsWith('MANIFEST#')), () => remove());
+                assert.equal((await put(repo, 'v2', next.text)).status, 201);
+                assert.ok((await removing).unlisted.includes(repo), 'the removal ran in between');
+              }
+              assert.ok((await catalog()).includes(repo), `${first} first: listed`);
+              assert.equal((await get(repo, 'v2')).status, 200);
+              assert.deepEqual(await tagsOf(repo), ['v2']);
+              // And the next run keeps it: it holds a manifest.
+              assert.ok(!(await remove()).unlisted.includes(repo));
+            });
           }
-          assert.ok((await catalog()).includes(repo), `${first} first: listed`);
-          assert.equal((await get(repo, 'v2')).status, 200);
-          assert.deepEqual(await tagsOf(repo), ['v2']);
-          // And the next run keeps it: it holds a manifest.
-          assert.ok(!(await retain()).unlisted.includes(repo));
-        }
-      });
+        });
+      }
     });
 
-    it('the scheduled function (the gc handler, in a process of its own) applies the policies before collecting garbage', async () => {
+    it('the scheduled function (the gc handler, in a process of its own) applies the policies before collecting garbage, logs both reports and emits them as metrics', async () => {
       const repo = fresh('scheduled');
       await pushed(repo, 'pr-1');
       await pushed(repo, 'pr-2');
-      const env = { ...processEnv(driver), PATH: process.env.PATH!, NODE_NO_WARNINGS: '1', SKIFF_DATA_DIR: r.config.dataDir, S3_BUCKET: r.config.s3.bucket, DYNAMODB_TABLE: r.config.dynamo.table, SKIFF_AUTH: 'open', SKIFF_LOG_LEVEL: 'INFO', POWERTOOLS_METRICS_DISABLED: 'true' };
+      const emptied = fresh('scheduled-emptied');
+      const m = await pushed(emptied, 'v1');
+      assert.equal((await del(emptied, m.digest)).status, 202);
+      const env = { ...processEnv(driver), PATH: process.env.PATH!, NODE_NO_WARNINGS: '1', SKIFF_DATA_DIR: r.config.dataDir, S3_BUCKET: r.config.s3.bucket, DYNAMODB_TABLE: r.config.dynamo.table, SKIFF_AUTH: 'open', SKIFF_LOG_LEVEL: 'INFO', POWERTOOLS_METRICS_DISABLED: 'false' };
       await withPolicy([repo, '--keep', 'pr-*=1'], async () => {
         const script = `const { gc } = await import('./functions/handlers.ts'); await gc({ graceSeconds: 0 }, { getRemainingTimeInMillis: () => 900_000 });`;
         const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, env });
@@ -281,6 +373,33 @@ for (const driver of DRIVERS) {
         assert.deepEqual(retention.repositories.find((e: { repo: string }) => e.repo === repo).tags.map((t: { tag: string }) => t.tag), ['pr-1']);
         assert.ok(gc.freed.links >= 2, `GC freed the expired manifest's blobs in the same run: ${JSON.stringify(gc.freed)}`);
         assert.deepEqual(await tagsOf(repo), ['pr-2']);
+        assert.ok(gc.unlisted.includes(emptied), `GC removed the emptied repository from the catalog: ${JSON.stringify(gc.unlisted)}`);
+        assert.ok(!(await catalog()).includes(emptied));
+        // The reports as metrics (EMF documents, one per report), value for value.
+        const retentionMetrics = lines.find((l) => l._aws && 'RetentionExpiredTags' in l);
+        const gcMetrics = lines.find((l) => l._aws && 'GcFreedLinks' in l);
+        assert.ok(retentionMetrics && gcMetrics, stdout);
+        assert.deepEqual(
+          {
+            RetentionExpiredTags: retentionMetrics.RetentionExpiredTags,
+            RetentionExpiredManifests: retentionMetrics.RetentionExpiredManifests,
+            RetentionRepositoriesExamined: retentionMetrics.RetentionRepositoriesExamined,
+            RetentionUnlistedRepositories: retentionMetrics.RetentionUnlistedRepositories,
+            RetentionIncompleteRuns: retentionMetrics.RetentionIncompleteRuns,
+            RetentionFailedRuns: retentionMetrics.RetentionFailedRuns,
+          },
+          {
+            RetentionExpiredTags: retention.deleted.tags,
+            RetentionExpiredManifests: retention.deleted.manifests,
+            RetentionRepositoriesExamined: retention.examined,
+            RetentionUnlistedRepositories: retention.unlisted.length,
+            RetentionIncompleteRuns: 0,
+            RetentionFailedRuns: 0,
+          },
+        );
+        assert.ok(retention.deleted.tags >= 1 && retention.deleted.manifests >= 1 && retention.examined >= 2 && retention.complete, JSON.stringify(retention));
+        assert.equal(gcMetrics.GcUnlistedRepositories, gc.unlisted.length);
+        assert.equal(gcMetrics.GcFreedLinks, gc.freed.links);
         // A retention run that fails (here: a policy that does not validate, written behind the
         // admin tool's back) still lets GC run, and then fails the invocation.
         const bad = fresh('bad') + '/*';
@@ -292,6 +411,8 @@ for (const driver of DRIVERS) {
           );
           assert.ok(failed.includes('"message":"retention failed"'), failed);
           assert.ok(failed.includes('"message":"gc"'), 'GC ran after the failed retention');
+          const failure = failed.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).find((l) => l._aws && 'RetentionFailedRuns' in l);
+          assert.equal(failure?.RetentionFailedRuns, 1, failed);
         } finally {
           await policies().remove(bad);
         }
