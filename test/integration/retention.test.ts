@@ -325,7 +325,7 @@ for (const driver of DRIVERS) {
       for (const remover of ['GC', 'retention'] as const) {
         it(`a push racing ${remover}'s removal of its repository from the catalog ends with the repository listed (removal first, or push first)`, async () => {
           for (const first of ['removal', 'push'] as const) {
-            const repo = fresh(`relisted-${remover}-${first}`);
+            const repo = fresh(`relisted-${remover.toLowerCase()}-${first}`);
             const m = await pushed(repo, 'v1');
             assert.equal((await del(repo, m.digest)).status, 202);
             const next = await image(repo);
