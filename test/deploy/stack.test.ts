@@ -189,6 +189,12 @@ describe('deployable stack (osls package, offline)', () => {
     assert.deepEqual(JSON.parse(rules[0].Targets[0].Input), { graceSeconds: 86400 });
   });
 
+  it('does not retry a failed garbage collection run: the next scheduled run resumes (retention and GC keep cursors)', () => {
+    const configs = ofType('AWS::Lambda::EventInvokeConfig').map(([, r]) => r.Properties).filter((p) => JSON.stringify(p.FunctionName).includes('GcLambdaFunction'));
+    assert.equal(configs.length, 1, 'an invoke config for the gc function');
+    assert.equal(configs[0].MaximumRetryAttempts, 0);
+  });
+
   it('keeps every function bundle within the budget, and a fresh Node process can load it and answer an event', async (t) => {
     const unpacked = await mkdtemp(join(tmpdir(), 'skiff-bundle-'));
     try {

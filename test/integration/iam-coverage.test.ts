@@ -234,6 +234,10 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     const large = { ...dropped, layers: [await pushBlob('iam/gc', bytes(300, 10))], annotations: { pad: 'x'.repeat(70_000) } };
     ok(await putManifest('iam/gc', 'large', large), 201, 'large manifest PUT before GC');
     ok(await req(`/v2/iam/gc/manifests/${sha256(Buffer.from(JSON.stringify(dropped)))}`, 'DELETE'), 202, 'manifest DELETE before GC');
+    // A repository whose only manifest is deleted: GC removes it from the catalog at its mark.
+    const only = { schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { ...(await pushBlob('iam/emptied', bytes(200, 12))), mediaType: CONFIG_TYPE }, layers: [] };
+    ok(await putManifest('iam/emptied', 'v1', only), 201, 'manifest PUT before GC');
+    ok(await req(`/v2/iam/emptied/manifests/${sha256(Buffer.from(JSON.stringify(only)))}`, 'DELETE'), 202, 'DELETE of the only manifest before GC');
     // Retention runs in the same function first: a policy that expires a tag and its manifest
     // (which empties the repository, so it also leaves the catalog).
     const retained = { schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { ...(await pushBlob('iam/retained', bytes(200, 11))), mediaType: CONFIG_TYPE }, layers: [] };
@@ -252,6 +256,7 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     });
     const gcLog = JSON.parse(collected.stdout.split('\n').find((l) => l.includes('"message":"gc"'))!);
     assert.ok(gcLog.complete && gcLog.freed.objects >= 2, `GC freed the dropped manifest's blobs: ${JSON.stringify(gcLog.freed)}`);
+    assert.deepEqual(gcLog.unlisted, ['iam/emptied'], 'GC removed the emptied repository from the catalog');
     const retentionLog = JSON.parse(collected.stdout.split('\n').find((l) => l.includes('"message":"retention"'))!);
     assert.ok(retentionLog.deleted.tags === 1 && retentionLog.deleted.manifests === 1 && retentionLog.unlisted.includes('iam/retained'), `retention ran first: ${JSON.stringify(retentionLog)}`);
     assert.ok(gcLog.orphans.freed.writes === 1 && gcLog.orphans.freed.objects >= 2, `GC freed the orphaned upload: ${JSON.stringify(gcLog.orphans)}`);

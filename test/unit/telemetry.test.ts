@@ -1,6 +1,7 @@
 /**
  * Integrity failures leave an error log line and an IntegrityErrors EMF metric by kind (what
- * CloudWatch alarms on), independent of the request's own metrics.
+ * CloudWatch alarms on), independent of the request's own metrics; a retention run's report
+ * becomes its log line and Retention* metrics, value for value.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';

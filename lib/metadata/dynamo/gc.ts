@@ -7,7 +7,8 @@
  * partition), and for a digest its descriptor and the links the `digest` index names (each link
  * then read consistently). Only a full pass (`gc --full`, for data written before the marks
  * existed) Scans the table, a page at a time, resumably. Every delete is conditioned on the
- * records that a concurrent push, mount or finish would have changed.
+ * records that a concurrent push, mount or finish would have changed. A marked repository left
+ * without a manifest leaves the catalog by the shared removal of catalog.ts.
  */
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import {
