@@ -10,7 +10,7 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { type DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
-import { Contended, type IndexedReferrer, type UnlistOutcome, type ManifestIndex, type ManifestPlan, type ManifestRecord, type Page, ReferenceGone, type ReferrerDetails, type TagRecord } from '../types.js';
+import { Contended, type IndexedReferrer, type ManifestIndex, type ManifestPlan, type ManifestRecord, type Page, ReferenceGone, type ReferrerDetails, type TagRecord, type UnlistOutcome } from '../types.js';
 import { unlistIfEmpty } from './catalog.js';
 import { markRepository } from './gc.js';
 import { type TransactItems, batchGet, cancellationReasons, conditionFailed, key, queryPrefix, tagSk, taggedPrefix, transact } from './table.js';
