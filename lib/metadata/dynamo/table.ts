@@ -5,6 +5,9 @@
  *
  *   item                pk                  sk                 attributes
  *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt linkedAt
+ *                       (index `key`: key, sparse and keys-only: descriptors, links and large manifests
+ *                       are the items carrying `key`, the object holding their bytes; the orphan sweep
+ *                       asks it whether anything names an object, lib/registry/orphans.ts)
  *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt linkedAt usedBy
  *                       (linkedAt, usedBy: what garbage collection conditions its deletes on; lib/registry/gc.ts;
  *                       index `digest`: digest, repo, which holds every link (and every manifest, which
@@ -45,6 +48,9 @@
  *                       of the repository or digest, 0..7, so a repository's marks sit together)
  *   GC state            GC                  STATE              runner leaseUntil marksCursor fullCursor (a run's lease and
  *                                                              where the next run resumes)
+ *   orphan sweep        GC                  ORPHANS            after savedAt (where the next sweep lists storage from)
+ *   orphan suspect      GC                  SUSPECT#<object key>  size modified notedAt (an object a sweep found
+ *                                                              unnamed: a later run frees it after re-checking)
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
@@ -94,6 +100,7 @@ export const key = {
   linkMark: (repo: string, digest: string) => ({ pk: gcShard(repo), sk: `REPO#${repo}#BLOB#${digest}` }),
   digestMark: (digest: string) => ({ pk: gcShard(digest), sk: `DIGEST#${digest}` }),
   gcState: () => ({ pk: 'GC', sk: 'STATE' }),
+  suspect: (objectKey: string) => ({ pk: 'GC', sk: `SUSPECT#${objectKey}` }),
 };
 
 /** Partitions of the GC marks: spread so that no one partition takes every push's mark. */
