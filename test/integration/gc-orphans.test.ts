@@ -149,14 +149,17 @@ for (const driver of DRIVERS) {
       // The first run frees the dead upload's scratch (nothing could name it) and notes the
       // crashed finish's blob; the second, after the wait, frees the blob. Neither scans.
       const crashed = [...garbage.keys()].find((k) => k.startsWith('blobs/'))!;
-      const { result: [first, second], commands } = await commandsDuring(() => twice());
-      assert.ok(first.complete && second.complete);
+      const { result: first, commands } = await commandsDuring(() => sweep());
+      assert.ok(first.complete);
       const scratch = scratchOf(garbage);
       assert.deepEqual(first.freed, { objects: scratch.size, bytes: sum(scratch), writes: driver === 's3' ? 1 : 0 }, JSON.stringify(first));
       assert.deepEqual(first.found, first.freed);
       assert.deepEqual(first.noted, { objects: 1, bytes: CRASHED }, JSON.stringify(first));
       assert.ok((await stored()).has(crashed), 'a noted object stays until a later run');
       assert.equal((await suspectItem(crashed))?.size, CRASHED, 'its suspect item says what was listed');
+      await sleep(GAP + 5);
+      const { result: second, commands: more } = await commandsDuring(() => sweep());
+      commands.push(...more);
       assert.deepEqual(second.freed, { objects: 1, bytes: CRASHED, writes: 0 }, JSON.stringify(second));
       assert.deepEqual(second.noted, { objects: 0, bytes: 0 });
       assert.equal(await suspectItem(crashed), undefined, 'the suspect item goes with its object');
@@ -411,13 +414,14 @@ for (const driver of DRIVERS) {
       assert.ok(object, 'the finish left its object');
       await sleep(5);
       // The upload record is gone (the finish removed it) and the index lags: noted, not freed.
+      // (It notes every blob in storage: for this index, nothing names any.)
       const noting = await sweep({}, lagging());
-      assert.deepEqual(noting.noted, { objects: 1, bytes: data.length }, JSON.stringify(noting));
+      assert.ok(noting.noted.objects >= 1, JSON.stringify(noting));
       assert.equal(noting.freed.objects, 0);
-      assert.ok(await suspectItem(object));
+      assert.equal((await suspectItem(object))?.size, data.length);
       await sleep(GAP + 5);
       const judging = await sweep();
-      assert.deepEqual([judging.freed, judging.noted, judging.cleared], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }, 1], JSON.stringify(judging));
+      assert.deepEqual([judging.freed, judging.noted, judging.cleared], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }, noting.noted.objects], JSON.stringify(judging));
       assert.equal(await suspectItem(object), undefined, 'the suspect is forgotten');
       const got = await call(`${r.url}/v2/${repo}/blobs/${pushed.digest}`);
       assert.equal(got.status, 200);
