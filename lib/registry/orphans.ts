@@ -36,7 +36,7 @@
  *      upload (or of none) that a record could name, the index: is its key named?
  *   4. deletes the dead uploads' scratch, tmp files and multipart uploads; of the objects that
  *      could be named, frees each one the index shows unnamed whose suspect was noted at least
- *      `recheckAfterMs` before step 3 began and is as listed (same size and date), notes the
+ *      `recheckAfterMs` before the index reads began and is as listed (same size and date), notes the
  *      others the index shows unnamed, and forgets the suspects that are named now, held by a
  *      live upload, rewritten or gone.
  *
@@ -214,6 +214,7 @@ export async function sweepOrphans(store: OrphanStore, storage: StorageDriver, o
 
   // 3. Suspects and the index, after the upload records.
   const suspects = new Map((listedAny ? await store.suspects(from, through) : []).map((s) => [s.key, s]));
+  // Every index read starts after this: a suspect noted `recheckAfterMs` before it is due.
   const judgedAt = Date.now();
   const asListed = (c: Candidate, s: OrphanSuspect | undefined): s is OrphanSuspect => s !== undefined && s.size === c.size && s.modified === c.modified;
   const toNote: Candidate[] = [];
