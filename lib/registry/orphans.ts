@@ -36,9 +36,9 @@
  *      upload (or of none) that a record could name, the index: is its key named?
  *   4. deletes the dead uploads' scratch, tmp files and multipart uploads; of the objects that
  *      could be named, frees each one the index shows unnamed whose suspect was noted at least
- *      `recheckAfterMs` before the index reads began and is as listed (same size and date), notes the
- *      others the index shows unnamed, and forgets the suspects that are named now, held by a
- *      live upload, rewritten or gone.
+ *      `recheckAfterMs` before the index reads began and is as listed (same size and date),
+ *      notes the others the index shows unnamed, and forgets the suspects that are named now,
+ *      held by a live upload, rewritten or gone.
  *
  * Why this never frees what a record names or a live upload holds.
  *
