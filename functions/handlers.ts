@@ -42,8 +42,7 @@ export interface GcEvent {
 /**
  * Stops a minute before Lambda's timeout (between candidates), so the run saves where it stopped
  * and reports instead of being killed; the next scheduled run resumes there. It walks the marks
- * only: it never makes a full pass (an operator's `gc --full`; its role's one Scan is the orphan
- * sweep's).
+ * only: it never makes a full pass (an operator's `gc --full`), and its role has no Scan.
  */
 export async function gc(event: GcEvent = {}, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<void> {
   const config = registry.config;

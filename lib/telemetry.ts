@@ -101,6 +101,7 @@ export class Telemetry {
       m.addMetric('GcFreedOrphanObjects', MetricUnit.Count, o.freed.objects);
       m.addMetric('GcFreedOrphanBytes', MetricUnit.Bytes, o.freed.bytes);
       m.addMetric('GcFreedOrphanUploads', MetricUnit.Count, o.freed.writes);
+      m.addMetric('GcNotedOrphanObjects', MetricUnit.Count, o.noted.objects);
       m.addMetric('GcOrphanCapacityUnits', MetricUnit.Count, o.cost.capacityUnits);
     }
     m.publishStoredMetrics();

@@ -273,9 +273,11 @@ function describeOrphans(o: OrphanReport, dryRun: boolean): string[] {
   const tally = (t: OrphanReport['found']) => `${t.objects} objects, ${t.bytes} bytes, ${t.writes} incomplete multipart uploads`;
   const calls = (c: Record<string, number>) => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
   return [
-    `orphans: listed ${o.listed} objects${o.complete ? ' (all of storage)' : `, the next run continues after ${o.cursor ?? 'the start'}`}${o.unjudged ? `; ${o.unjudged} kept unjudged (the scan ran out of time)` : ''}`,
+    `orphans: listed ${o.listed} objects${o.complete ? ' (all of storage)' : `, the next run continues after ${o.cursor ?? 'the start'}`}${o.unjudged ? `; ${o.unjudged} kept unjudged (the index reads ran out of time)` : ''}`,
     `orphans ${dryRun ? 'that would be freed' : 'found'}: ${tally(o.found)}`,
     ...(dryRun ? [] : [`orphans freed: ${tally(o.freed)}`]),
+    // Unnamed objects are noted first and freed by a later run, after the index has caught up.
+    `orphan suspects ${dryRun ? 'that would be noted' : 'noted'}: ${o.noted.objects} objects, ${o.noted.bytes} bytes (a later run frees them); ${o.waiting} waiting; ${o.cleared} ${dryRun ? 'that would be forgotten' : 'forgotten'} (named, live or changed since)`,
     `orphans cost: DynamoDB ${calls(o.cost.dynamo)} (${o.cost.capacityUnits} capacity units); storage ${calls(o.cost.storage)}`,
   ];
 }

@@ -506,9 +506,20 @@ export interface PolicyStore {
   release(run: string, cursor: string | undefined): Promise<boolean>;
 }
 
+/** An object an orphan sweep found unnamed and noted, as it listed it, for a later run to free. */
+export interface OrphanSuspect {
+  key: string;
+  size: number;
+  /** When the object was last written (epoch ms), as the listing said. */
+  modified: number;
+  /** When the run noted it (epoch ms), after it read the object's upload record and the index. */
+  notedAt: number;
+}
+
 /**
  * The metadata side of garbage collection's orphan sweep (lib/registry/orphans.ts): which
- * uploads are alive, which object keys a record names, and where the sweep left off.
+ * uploads are alive, which object keys a record names, the suspects noted by earlier runs, and
+ * where the sweep left off.
  */
 export interface OrphanStore {
   /**
@@ -518,10 +529,22 @@ export interface OrphanStore {
   liveUploads(ids: string[], cutoff: number): Promise<Set<string>>;
   /**
    * The keys among `keys` that a descriptor, a repository link or a manifest names (its `key`),
-   * by a consistent read of every record that names an object; undefined when it could not
-   * read them all by `deadline` (epoch ms).
+   * by an index that is eventually consistent: a record written less than `recheckAfterMs` ago
+   * may be missing, never one older. Undefined when it could not read them all by `deadline`
+   * (epoch ms).
    */
-  namedKeys(keys: Set<string>, deadline: number): Promise<Set<string> | undefined>;
+  namedKeys(keys: string[], deadline: number): Promise<Set<string> | undefined>;
+  /**
+   * The suspects noted for object keys after `after` up to and including `through` (undefined:
+   * from the first, to the last), read consistently.
+   */
+  suspects(after: string | undefined, through: string | undefined): Promise<OrphanSuspect[]>;
+  /** Notes suspects (replacing any noted before for the same key). */
+  note(suspects: OrphanSuspect[]): Promise<void>;
+  /** Forgets the suspects of these keys. */
+  clear(keys: string[]): Promise<void>;
+  /** How long (ms) a suspect waits after being noted before a run may free it. */
+  readonly recheckAfterMs: number;
   /** The key after which the next sweep lists storage (undefined: from the start). */
   cursor(): Promise<string | undefined>;
   saveCursor(after: string | undefined): Promise<void>;

@@ -21,34 +21,72 @@
  * the grace period); an expired or claimed upload can take no lease, so nothing writes or
  * finishes it any more (the purge frees what its record names; anything it misses is ours).
  *
- * The protocol. Each run, in this order:
+ * Whether a record names an object is read from the table's `key` index (lib/metadata/dynamo),
+ * one keys-only read per object, never a Scan of the table: a run reads what it listed. The
+ * index is eventually consistent, so an object it shows unnamed is not freed by the run that
+ * sees it: that run notes it as a *suspect* (its key, size and date as listed, and when it was
+ * noted), and a later run, at least `recheckAfterMs` after the noting, judges it again and only
+ * then frees it. What needs no naming record is freed in one run: the scratch under
+ * `uploads/<id>/` and the multipart uploads of a dead upload, and tmp files.
+ *
+ * Each run, in this order:
  *   1. lists storage from the cursor, keeping only objects last written before the cut-off;
  *   2. reads the upload records of those objects, consistently;
- *   3. only then reads, with one consistent Scan, every record that names an object;
- *   4. deletes what no live upload holds and no record names.
- * Why a finish racing the sweep keeps its blob: a finish commits its object first and then, in
- * one transaction conditioned on its lease (so on its upload record existing), deletes the
- * record and writes the descriptor naming the object. If step 2 found the record, the object
- * is kept. If not, that transaction committed before step 2 or never will; if it committed, the
- * descriptor existed before step 3 began and the Scan sees it. The object's age alone would not
- * do: an upload can finish days after it started, and its object may carry the date its bytes
- * were first written (a renamed scratch file's mtime; on S3, possibly the multipart upload's
- * start). Mounts and deduplicating finishes copy a key from a descriptor, in a transaction
- * conditioned on it existing: one that existed when step 3 began is seen by the Scan (only GC
- * deletes descriptors, and a descriptor it deleted meanwhile makes such a copy fail).
- * For everything else, the grace period covers a writer between writing an object and the
- * record that names it: a manifest push puts its object (a key of its own per push, see
- * ManifestService) just before the transaction that stores the manifest item, and a hash state
- * or tail is written just before the lease commit that names it. An object older than the grace
- * period was therefore either named before the sweep began, and step 3 sees the record, or never
- * will be; as everywhere in GC, the grace period must exceed that delay and the clock skew.
+ *   3. only then reads the suspects noted for the keys it listed and, for each object of a dead
+ *      upload (or of none) that a record could name, the index: is its key named?
+ *   4. deletes the dead uploads' scratch, tmp files and multipart uploads; of the objects that
+ *      could be named, frees each one the index shows unnamed whose suspect was noted at least
+ *      `recheckAfterMs` before the index reads began and is as listed (same size and date),
+ *      notes the others the index shows unnamed, and forgets the suspects that are named now,
+ *      held by a live upload, rewritten or gone.
+ *
+ * Why this never frees what a record names or a live upload holds.
+ *
+ * Garbage stays garbage. A record naming an object is created in two ways only: by the finish of
+ * the object's own upload, in one transaction conditioned on its lease (so on its upload record,
+ * which it deletes); or by copying the key of a record that names it, a mount or a deduplicating
+ * finish, in a transaction conditioned on the digest's descriptor existing, which also sets the
+ * descriptor's `linkedAt`. (A large manifest's object is named by its own push only, below.) So
+ * once the upload is dead and no record names the object, none ever will.
+ *
+ * The upload. If step 2 of the freeing run finds the record live, the object is kept. If the
+ * noting run's step 2 found it dead, it was dead before the noting, and a dead upload stays dead.
+ *
+ * The index. It shows every record written more than its lag ago that still exists. Say the
+ * freeing run reads it at time Q, and no record shows, and yet a record R names the object at Q.
+ * R was not written by the upload's finish: that committed before the noting run's step 2 (which
+ * found the upload dead), so at least `recheckAfterMs`, more than the lag, before Q, and R would
+ * show. So R is a copy, written less than the lag before Q, in a transaction that found the
+ * descriptor D naming the object and set D's `linkedAt`. D was written by the finish, long
+ * enough before Q to show; it does not, so it was deleted after the copy, within the lag. Only
+ * GC deletes descriptors, and only if no link was written to them since its run began minus the
+ * grace period: D's new `linkedAt` forbids that as long as the grace period exceeds the index's
+ * lag, which GC's own descriptor deletes already require (lib/registry/gc.ts). So no such R.
+ * This is why one run cannot both see and free: a finish that committed just before step 2 (its
+ * record gone) may have written a descriptor the index does not show yet; the object is only
+ * noted, and the later run sees the descriptor and forgets the suspect.
+ *
+ * The object's age alone would not do: an upload can finish days after it started, and its
+ * object may carry the date its bytes were first written (a renamed scratch file's mtime; on S3,
+ * possibly the multipart upload's start). For everything else, the grace period covers a writer
+ * between writing an object and the record that names it: a manifest push puts its object (a key
+ * of its own per push, see ManifestService) just before the transaction that stores the manifest
+ * item, and a hash state or tail is written just before the lease commit that names it. An
+ * object older than the grace period was therefore named before the noting run began, so long
+ * enough before the freeing run's read to show in the index, or never will be; as everywhere in
+ * GC, the grace period must exceed that delay and the clock skew. A suspect whose object changed
+ * since its noting (another size or date) is noted again instead of freed: the judgement was of
+ * the object as listed. One more writer names an object after its upload's finish: a
+ * deduplicating finish that finds the kept copy lost points the descriptor at its own object,
+ * in the same request; `recheckAfterMs` exceeds a request's life, so the freeing run sees that.
  *
  * The listing resumes across runs from a cursor stored in the table, and stops at half the
- * time budget (the Scan needs the rest) or at `maxCandidates`. A run whose Scan cannot finish
- * by the deadline deletes only what needs no Scan (scratch of dead uploads, tmp files,
+ * time budget (the index reads need the rest) or at `maxCandidates`; a suspect is judged again
+ * when the listing comes back to it. A run whose index reads cannot finish by the deadline
+ * deletes, notes and forgets only what needs no index read (scratch of dead uploads, tmp files,
  * incomplete multipart uploads) and lists the same objects again next time.
  */
-import type { OrphanStore } from '../metadata/types.js';
+import type { OrphanStore, OrphanSuspect } from '../metadata/types.js';
 import type { IncompleteWrite, ListedObject, StorageDriver } from '../storage/types.js';
 
 export interface SweepOptions {
@@ -74,12 +112,21 @@ export interface OrphanTally {
 export interface OrphanReport {
   /** Objects the listing returned this run. */
   listed: number;
-  /** What was unreferenced and old enough (what a dry run would free). */
+  /**
+   * What this run frees (a dry run: would free): dead uploads' scratch, tmp files and multipart
+   * uploads, and the suspects that are still unnamed and unchanged after the wait.
+   */
   found: OrphanTally;
   freed: OrphanTally;
+  /** Unnamed objects noted as suspects (a dry run: that would be), for a later run to free. */
+  noted: { objects: number; bytes: number };
+  /** Suspects met again before their wait was over: kept, judged again by a later run. */
+  waiting: number;
+  /** Suspects forgotten (a dry run: that would be): named again, a live upload's, rewritten or gone. */
+  cleared: number;
   /** The listing reached the end of storage (the next run starts from the beginning). */
   complete: boolean;
-  /** The Scan of naming records ran out of time: objects needing it were kept this run. */
+  /** The index reads ran out of time: objects needing them were kept this run. */
   unjudged: number;
   /** Where the next run's listing starts (undefined: from the beginning). */
   cursor?: string;
@@ -118,6 +165,9 @@ export async function sweepOrphans(store: OrphanStore, storage: StorageDriver, o
     listed: 0,
     found: { objects: 0, bytes: 0, writes: 0 },
     freed: { objects: 0, bytes: 0, writes: 0 },
+    noted: { objects: 0, bytes: 0 },
+    waiting: 0,
+    cleared: 0,
     complete: false,
     unjudged: 0,
     cost: { dynamo: {}, capacityUnits: 0, storage: {} },
@@ -146,6 +196,9 @@ export async function sweepOrphans(store: OrphanStore, storage: StorageDriver, o
       if (!page.more) break;
     }
   }
+  // What this run listed: the keys after `from` up to `after`, or to the end if it completed.
+  const listedAny = complete || after !== from;
+  const through = complete ? undefined : after;
   // Incomplete multipart uploads are few (live uploads and leftovers): all of them, every run.
   const writes = complete ? (await storage.inventory.incompleteWrites('blobs/')).filter((w) => w.started < cutoff) : [];
 
@@ -154,28 +207,62 @@ export async function sweepOrphans(store: OrphanStore, storage: StorageDriver, o
   const uploadOf = (w: IncompleteWrite) => w.key.slice('blobs/'.length).split('.')[0]!;
   const ids = [...new Set([...candidates.flatMap((c) => (c.upload ? [c.upload] : [])), ...writes.map(uploadOf)])];
   const live = ids.length ? await store.liveUploads(ids, cutoff) : new Set<string>();
-  let orphans = candidates.filter((c) => !c.upload || !live.has(c.upload));
+  const dead = candidates.filter((c) => !c.upload || !live.has(c.upload));
   const deadWrites = writes.filter((w) => !live.has(uploadOf(w)));
+  // Scratch of dead uploads and tmp files: nothing names them, they go now.
+  const free: Candidate[] = dead.filter((c) => !c.nameable);
 
-  // 3. Records naming objects, after the upload records.
-  const nameable = new Set(orphans.filter((c) => c.nameable).map((c) => c.key));
-  if (nameable.size) {
-    const named = await store.namedKeys(nameable, options.deadline);
-    if (named) orphans = orphans.filter((c) => !named.has(c.key));
-    else {
-      // Unproven: kept, and listed again next run from the same place.
-      report.unjudged = nameable.size;
-      orphans = orphans.filter((c) => !c.nameable);
+  // 3. Suspects and the index, after the upload records.
+  const suspects = new Map((listedAny ? await store.suspects(from, through) : []).map((s) => [s.key, s]));
+  // Every index read starts after this: a suspect noted `recheckAfterMs` before it is due.
+  const judgedAt = Date.now();
+  const asListed = (c: Candidate, s: OrphanSuspect | undefined): s is OrphanSuspect => s !== undefined && s.size === c.size && s.modified === c.modified;
+  const toNote: Candidate[] = [];
+  const keep = new Set<string>(); // suspects that stay as they are
+  let unjudged = false;
+  const nameable = dead.filter((c) => {
+    if (!c.nameable) return false;
+    const s = suspects.get(c.key);
+    // Noted too recently to be judged again: no read, kept as it is.
+    if (asListed(c, s) && s.notedAt > judgedAt - store.recheckAfterMs) {
+      keep.add(c.key);
+      report.waiting++;
+      return false;
+    }
+    return true;
+  });
+  if (nameable.length) {
+    const named = await store.namedKeys(nameable.map((c) => c.key), options.deadline);
+    if (named) {
+      for (const c of nameable) {
+        if (named.has(c.key)) continue;
+        const s = suspects.get(c.key);
+        if (asListed(c, s)) {
+          free.push(c);
+          keep.add(c.key); // forgotten once its object is deleted
+        } else toNote.push(c);
+      }
+    } else {
+      // Unproven: nothing that needs the index is freed, noted or forgotten, and the next run
+      // lists the same objects again from the same place.
+      unjudged = true;
+      report.unjudged = nameable.length;
       after = from;
       complete = false;
     }
   }
+  const freedSuspects = free.filter((c) => c.nameable).map((c) => c.key);
+  // Noting again replaces the item; every other suspect in the listed range is forgotten.
+  for (const c of toNote) keep.add(c.key);
+  const cleared = unjudged ? [] : [...suspects.keys()].filter((k) => !keep.has(k));
 
-  // 4. Delete.
-  report.found = { objects: orphans.length, bytes: orphans.reduce((n, c) => n + c.size, 0), writes: deadWrites.length };
+  // 4. Delete, then forget what was freed or no longer suspect, then note.
+  report.found = { objects: free.length, bytes: free.reduce((n, c) => n + c.size, 0), writes: deadWrites.length };
+  report.noted = { objects: toNote.length, bytes: toNote.reduce((n, c) => n + c.size, 0) };
+  report.cleared = cleared.length;
   if (!options.dryRun) {
-    for (let i = 0; i < orphans.length; i += 1000) {
-      const batch = orphans.slice(i, i + 1000);
+    for (let i = 0; i < free.length; i += 1000) {
+      const batch = free.slice(i, i + 1000);
       await storage.objects.delete(batch.map((c) => c.key));
       report.freed.objects += batch.length;
       report.freed.bytes += batch.reduce((n, c) => n + c.size, 0);
@@ -184,6 +271,10 @@ export async function sweepOrphans(store: OrphanStore, storage: StorageDriver, o
       await storage.inventory.abortWrite(w);
       report.freed.writes++;
     }
+    await store.clear([...freedSuspects, ...cleared]);
+    // Noted after the index reads, so after step 2 found the upload dead: the wait starts here.
+    const notedAt = Date.now();
+    await store.note(toNote.map((c) => ({ key: c.key, size: c.size, modified: c.modified, notedAt })));
     await store.saveCursor(complete ? undefined : after);
   }
   report.complete = complete;

@@ -140,13 +140,15 @@ describe('deployable stack (osls package, offline)', () => {
       }
       if (name === 'Purge') assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), ['dynamodb:DeleteItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:AbortMultipartUpload', 's3:DeleteObject', 's3:ListBucket']);
       if (name === 'Gc') {
-        // Marks, marked repositories and digests through the digest index; the orphan sweep's one Scan of the records naming objects.
+        // Marks, marked repositories and digests through the digest index; the orphan sweep's
+        // suspects (BatchWriteItem) and the key index, never a Scan.
         assert.deepEqual(statements.flatMap((st: any) => [st.Action].flat()).sort(), [
-          'dynamodb:BatchGetItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:Scan', 'dynamodb:UpdateItem',
+          'dynamodb:BatchGetItem', 'dynamodb:BatchWriteItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:Query', 'dynamodb:UpdateItem',
           'logs:CreateLogStream', 'logs:PutLogEvents',
           's3:AbortMultipartUpload', 's3:DeleteObject', 's3:GetObject', 's3:ListBucket', 's3:ListBucketMultipartUploads',
         ]);
         assert.ok(statements.some((st: any) => JSON.stringify(st.Resource) === '{"Fn::Sub":"${MetadataTable.Arn}/index/digest"}' && JSON.stringify(st.Action) === '["dynamodb:Query"]'), 'the digest index');
+        assert.ok(statements.some((st: any) => JSON.stringify(st.Resource) === '{"Fn::Sub":"${MetadataTable.Arn}/index/key"}' && JSON.stringify(st.Action) === '["dynamodb:Query"]'), 'the key index');
       }
       // Reads write nothing else.
       if (name === 'Read') assert.deepEqual(statements.filter((st: any) => !st.Condition).flatMap(writes), []);

@@ -93,6 +93,12 @@ function dynamoNeeds(name: string, input: any): Needed[] {
     const keys = Object.values(input.RequestItems as Record<string, { Keys: any[] }>).flatMap((r) => r.Keys);
     return [{ action: 'dynamodb:BatchGetItem', leadingKeys: keys.map((k) => text(k.pk)), sortKeys: keys.map((k) => text(k.sk)) }];
   }
+  if (op === 'BatchWrite') {
+    const keys = Object.values(input.RequestItems as Record<string, { PutRequest?: { Item: any }; DeleteRequest?: { Key: any } }[]>)
+      .flat()
+      .map((r) => r.PutRequest?.Item ?? r.DeleteRequest?.Key);
+    return [{ action: 'dynamodb:BatchWriteItem', leadingKeys: keys.map((k) => text(k?.pk)), sortKeys: keys.map((k) => text(k?.sk)) }];
+  }
   if (op === 'Query') {
     // The partition key's value in `pk = :v` (or `#alias = :v`).
     const names: Record<string, string> = input.ExpressionAttributeNames ?? {};

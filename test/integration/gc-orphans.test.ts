@@ -1,9 +1,14 @@
 /**
  * Garbage collection's orphan sweep (lib/registry/orphans.ts) on the real backends: objects no
- * record names and no live upload holds are freed (counted), young ones and live uploads' are
- * kept, a large manifest's object lives as long as its manifest, the dry run changes nothing,
+ * record names and no live upload holds are freed (counted): a dead upload's scratch at once, an
+ * object a record could name noted by one run and freed by a later one after the wait; young ones
+ * and live uploads' are kept, a large manifest's object lives as long as its manifest, a suspect
+ * that a record names by the second run (the index lagging at the first, a descriptor repointed
+ * between the runs) is forgotten and kept, the dry run changes nothing, no run scans the table,
  * the listing resumes where a bounded run stopped, and a finish racing the sweep keeps its blob
- * (held at the exact DynamoDB calls).
+ * (held at the exact DynamoDB calls). DynamoDB Local updates its indexes synchronously, so the
+ * tests wait a short `recheckAfterMs`, and the index's lag is played by a store whose index reads
+ * answer "nothing names it" for one run.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -11,7 +16,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { run } from '../../lib/admin/cli.js';
 import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { DynamoOrphanStore } from '../../lib/metadata/dynamo/orphans.js';
@@ -36,9 +41,20 @@ for (const driver of DRIVERS) {
     let repoCount = 0;
     const fresh = (name: string) => `orphans${repoCount++}/${name}`;
 
-    const store = () => new DynamoOrphanStore(r.db, r.config.dynamo.table);
+    /** The wait between noting a suspect and freeing it: short, DynamoDB Local's index has no lag. */
+    const GAP = 150;
+    const store = () => new DynamoOrphanStore(r.db, r.config.dynamo.table, { recheckAfterMs: GAP });
     const sweep = (options: Partial<SweepOptions> = {}, orphans = store()): Promise<OrphanReport> =>
       sweepOrphans(orphans, r.registry.storage, { dryRun: false, graceMs: 0, deadline: Date.now() + 60_000, ...options });
+    /** Two runs, the second once the first's suspects may be judged again. */
+    async function twice(options: Partial<SweepOptions> = {}): Promise<[OrphanReport, OrphanReport]> {
+      const first = await sweep(options);
+      await sleep(GAP + 5);
+      return [first, await sweep(options)];
+    }
+    /** A store whose index shows no record naming anything: the index lagging behind the table. */
+    const lagging = () => Object.assign(Object.create(store()) as DynamoOrphanStore, { namedKeys: async () => new Set<string>() });
+    const suspectItem = async (objectKey: string) => (await r.db.send(new GetCommand({ TableName: r.config.dynamo.table, Key: key.suspect(objectKey), ConsistentRead: true }))).Item;
 
     /** Every key in storage (the sweep's own listing, so fs tmp files are included). */
     async function stored(): Promise<Map<string, number>> {
@@ -59,9 +75,11 @@ for (const driver of DRIVERS) {
 
     const table = () => tableItems(r);
 
-    /** Leftovers of earlier tests go first, so each test counts only its own orphans. */
+    /** Leftovers of earlier tests go first (noted, then freed), so each test counts only its own orphans. */
     async function settle(): Promise<void> {
       await sleep(5);
+      for (let i = 0; i < 10 && !(await sweep()).complete; i++);
+      await sleep(GAP + 5);
       for (let i = 0; i < 10 && !(await sweep()).complete; i++);
     }
 
@@ -76,13 +94,15 @@ for (const driver of DRIVERS) {
 
     /**
      * The orphans every kind of failure leaves: the blob object of a finish that crashed after
-     * assembling it (no record names it), an upload whose record is gone with its scratch (hash
-     * state; the tail and the multipart upload on S3, the partial file on fs), and on fs a
-     * crash's tmp file. Returns the orphaned keys with their sizes.
+     * assembling it (no record names it; `CRASHED` bytes, the one a record could name), an upload
+     * whose record is gone with its scratch (hash state; the tail and the multipart upload on S3,
+     * the partial file on fs), and on fs a crash's tmp file. Returns the orphaned keys with their
+     * sizes.
      */
+    const CRASHED = 1500;
     async function orphans(repo: string): Promise<Map<string, number>> {
       const before = await stored();
-      const crashed = bytes(1500, seed++);
+      const crashed = bytes(CRASHED, seed++);
       await r.registry.storage.objects.put(`blobs/${randomUUID()}`, crashed);
       const dropped = await writing(repo, 2000);
       await r.db.send(new DeleteCommand({ TableName: r.config.dynamo.table, Key: key.upload(dropped.id) }));
@@ -97,6 +117,22 @@ for (const driver of DRIVERS) {
     }
 
     const sum = (m: Map<string, number>) => [...m.values()].reduce((n, s) => n + s, 0);
+    /** What the noting run frees at once: everything but the crashed finish's blob. */
+    const scratchOf = (m: Map<string, number>) => new Map([...m].filter(([k]) => !k.startsWith('blobs/')));
+    /** DynamoDB commands sent on the registry's client while `work` runs. */
+    async function commandsDuring<T>(work: () => Promise<T>): Promise<{ result: T; commands: { name: string; input: Record<string, unknown> }[] }> {
+      const commands: { name: string; input: Record<string, unknown> }[] = [];
+      const name = `count-${randomUUID()}`;
+      r.db.middlewareStack.add((next, ctx) => async (args) => {
+        commands.push({ name: ctx.commandName!, input: args.input as Record<string, unknown> });
+        return next(args);
+      }, { step: 'initialize', name });
+      try {
+        return { result: await work(), commands };
+      } finally {
+        r.db.middlewareStack.remove(name);
+      }
+    }
 
     it('frees the objects of a crashed finish, a dropped upload (and its multipart upload) and a crash’s tmp file, counting objects and bytes; keeps live uploads, blobs and their bytes', async () => {
       await settle();
@@ -110,19 +146,38 @@ for (const driver of DRIVERS) {
       const liveUploads = await multipartUploads();
       assert.equal(liveUploads.length, driver === 's3' ? 2 : 0, 'the live and the dropped upload hold a multipart upload each');
 
-      const report = await sweep();
-      assert.ok(report.complete);
-      assert.deepEqual(report.freed, { objects: garbage.size, bytes: sum(garbage), writes: driver === 's3' ? 1 : 0 }, JSON.stringify(report));
-      assert.deepEqual(report.found, report.freed);
+      // The first run frees the dead upload's scratch (nothing could name it) and notes the
+      // crashed finish's blob; the second, after the wait, frees the blob. Neither scans.
+      const crashed = [...garbage.keys()].find((k) => k.startsWith('blobs/'))!;
+      const { result: first, commands } = await commandsDuring(() => sweep());
+      assert.ok(first.complete);
+      const scratch = scratchOf(garbage);
+      assert.deepEqual(first.freed, { objects: scratch.size, bytes: sum(scratch), writes: driver === 's3' ? 1 : 0 }, JSON.stringify(first));
+      assert.deepEqual(first.found, first.freed);
+      assert.deepEqual(first.noted, { objects: 1, bytes: CRASHED }, JSON.stringify(first));
+      assert.ok((await stored()).has(crashed), 'a noted object stays until a later run');
+      assert.equal((await suspectItem(crashed))?.size, CRASHED, 'its suspect item says what was listed');
+      await sleep(GAP + 5);
+      const { result: second, commands: more } = await commandsDuring(() => sweep());
+      commands.push(...more);
+      assert.deepEqual(second.freed, { objects: 1, bytes: CRASHED, writes: 0 }, JSON.stringify(second));
+      assert.deepEqual(second.noted, { objects: 0, bytes: 0 });
+      assert.equal(await suspectItem(crashed), undefined, 'the suspect item goes with its object');
       const now = await stored();
       for (const k of garbage.keys()) assert.ok(!now.has(k), `${k} is freed`);
+      // Whether a record names an object is read from the key index, one key at a time: no Scan.
+      assert.deepEqual(commands.filter((c) => c.name === 'ScanCommand'), [], 'no run scans the table');
+      assert.equal(first.cost.dynamo.Scan, undefined);
+      assert.ok(commands.some((c) => c.name === 'QueryCommand' && c.input.IndexName === 'key' && c.input.Limit === 1), 'the key index, one item a key');
+      assert.ok(first.cost.dynamo.Query! >= 2 && first.cost.capacityUnits > 0, JSON.stringify(first.cost));
       for (const k of liveKeys) assert.ok(now.has(k), `${k} of the live upload stays`);
       assert.equal((await multipartUploads()).length, driver === 's3' ? 1 : 0, "only the live upload's multipart upload is left");
       // The live upload carries on and finishes; the blob stays readable.
       const finish = await call(withDigest(live.location, sha256(live.data)), { method: 'PUT' });
       assert.equal(finish.status, 201, finish.body.toString());
       for (const digest of [kept.digest, sha256(live.data)]) assert.equal((await call(`${r.url}/v2/${repo}/blobs/${digest}`)).status, 200);
-      assert.deepEqual((await sweep()).found, { objects: 0, bytes: 0, writes: 0 }, 'a second run finds nothing');
+      const after = await sweep();
+      assert.deepEqual([after.found, after.noted], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }], 'a third run finds nothing');
     });
 
     it('frees the objects of an upload whose record has expired (no request can take it up again), and the purge still removes the record', async () => {
@@ -144,10 +199,11 @@ for (const driver of DRIVERS) {
       await settle();
       const garbage = await orphans(fresh('young'));
       const young = await sweep({ graceMs: 3_600_000 });
-      assert.deepEqual(young.found, { objects: 0, bytes: 0, writes: 0 });
+      assert.deepEqual([young.found, young.noted], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }]);
       const now = await stored();
       for (const k of garbage.keys()) assert.ok(now.has(k), `${k} stays`);
-      assert.equal((await sweep()).freed.objects, garbage.size, 'without the grace period they go');
+      const [first, second] = await twice();
+      assert.equal(first.freed.objects + second.freed.objects, garbage.size, 'without the grace period they go');
     });
 
     it("keeps a large manifest's object while its manifest exists and frees it after the manifest is deleted", async () => {
@@ -163,10 +219,11 @@ for (const driver of DRIVERS) {
       const object = (await r.registry.meta.manifests.getManifest(repo, digest))!.key!;
       assert.ok(object.startsWith('manifests/'), object);
       await sleep(5);
-      assert.deepEqual((await sweep()).found, { objects: 0, bytes: 0, writes: 0 }, 'its manifest names it');
+      for (const kept of await twice()) assert.deepEqual([kept.found, kept.noted], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }], 'its manifest names it');
       assert.equal((await call(`${r.url}/v2/${repo}/manifests/v1`)).status, 200);
       assert.equal((await call(`${r.url}/v2/${repo}/manifests/${digest}`, { method: 'DELETE' })).status, 202);
-      const freed = await sweep();
+      const [noted, freed] = await twice();
+      assert.deepEqual(noted.noted, { objects: 1, bytes: Buffer.byteLength(text) });
       assert.deepEqual(freed.freed, { objects: 1, bytes: Buffer.byteLength(text), writes: 0 });
       assert.ok(!(await stored()).has(object));
     });
@@ -185,12 +242,12 @@ for (const driver of DRIVERS) {
       await blobsOf(second);
       await sleep(1100); // the first push's object is now older than the grace period
       // The sweep has listed the old object; the same manifest is pushed again, its bytes put
-      // before the sweep reads the records and its manifest item written after the sweep ends.
+      // before the sweep reads the index and its manifest item written after the sweep ends.
       let sweeping: Promise<OrphanReport> | undefined;
       let pushing: Promise<Awaited<ReturnType<typeof call>>> | undefined;
       let putDone!: () => void;
       const bytesPut = new Promise<void>((res) => (putDone = res));
-      const atScan = holdBefore(r.db, (command) => command === 'ScanCommand', async () => {
+      const atIndex = holdBefore(r.db, (command, input) => command === 'QueryCommand' && input.IndexName === 'key', async () => {
         void holdBefore(r.db, (command) => command === 'TransactWriteItemsCommand', async () => {
           putDone();
           await sweeping;
@@ -199,11 +256,13 @@ for (const driver of DRIVERS) {
         await bytesPut;
       });
       sweeping = sweep({ graceMs: 1000 });
-      await atScan;
+      await atIndex;
       const report = await sweeping;
       const pushed = await pushing!;
       assert.equal(pushed.status, 201, pushed.body.toString());
-      assert.equal(report.freed.objects, 1, 'the first push’s object goes');
+      assert.equal(report.noted.objects, 1, 'the first push’s object is noted');
+      await sleep(GAP + 5);
+      assert.equal((await sweep({ graceMs: 1000 })).freed.objects, 1, 'the first push’s object goes');
       const got = await call(`${r.url}/v2/${second}/manifests/v1`);
       assert.equal(got.status, 200, 'the second push’s bytes are kept');
       assert.equal(got.body.toString(), text);
@@ -218,9 +277,19 @@ for (const driver of DRIVERS) {
       assert.deepEqual(dry.freed, { objects: 0, bytes: 0, writes: 0 });
       assert.deepEqual([await stored(), await table(), await multipartUploads()], before);
       const full = await sweep({ dryRun: true });
-      assert.deepEqual(full.found, { objects: garbage.size, bytes: sum(garbage), writes: driver === 's3' ? 1 : 0 });
+      const scratch = scratchOf(garbage);
+      assert.deepEqual(full.found, { objects: scratch.size, bytes: sum(scratch), writes: driver === 's3' ? 1 : 0 });
+      assert.deepEqual(full.noted, { objects: 1, bytes: CRASHED }, 'it would note the crashed finish’s blob');
       assert.deepEqual([await stored(), await table(), await multipartUploads()], before);
-      assert.deepEqual((await sweep()).freed, full.found, 'a real run frees what the dry run found');
+      const noting = await sweep();
+      assert.deepEqual([noting.freed, noting.noted], [full.found, full.noted], 'a real run frees and notes what the dry run found');
+      // With a suspect due: the dry run says it would free it, and frees nothing, suspect item included.
+      await sleep(GAP + 5);
+      const noted = [await stored(), await table()];
+      const due = await sweep({ dryRun: true });
+      assert.deepEqual(due.found, { objects: 1, bytes: CRASHED, writes: 0 });
+      assert.deepEqual([await stored(), await table()], noted);
+      assert.deepEqual((await sweep()).freed, due.found, 'a real run frees what the dry run found');
     });
 
     it('resumes where a bounded run stopped, and a run whose scan runs out of time keeps what it could not judge', async () => {
@@ -229,28 +298,40 @@ for (const driver of DRIVERS) {
       await sleep(5);
       const everything = await stored();
       const all = [...everything.keys()].filter((k) => k.startsWith('blobs/'));
-      // Out of time before the Scan finished: nothing that needs it goes, and the cursor stays.
-      const real = store();
-      const late = Object.assign(Object.create(real) as DynamoOrphanStore, { namedKeys: async () => undefined });
+      // Out of time before the index reads finished: nothing that needs them is freed or noted,
+      // and the cursor stays.
+      const late = Object.assign(Object.create(store()) as DynamoOrphanStore, { namedKeys: async () => undefined });
+      const before = await table();
       const cut = await sweep({ maxCandidates: 2, pageSize: 2 }, late);
       assert.equal(cut.freed.objects, 0);
+      assert.deepEqual(cut.noted, { objects: 0, bytes: 0 });
       assert.equal(cut.unjudged, 2);
       assert.equal(cut.cursor, undefined, 'the next run starts where this one did');
       assert.deepEqual([...(await stored()).keys()].filter((k) => k.startsWith('blobs/')), all);
-      // Two objects a run: each run carries on after the last key the previous one judged.
-      const runs: OrphanReport[] = [];
-      for (let i = 0; i < 100; i++) {
-        const report = await sweep({ maxCandidates: 2, pageSize: 2 });
-        runs.push(report);
-        if (report.complete) break;
-      }
-      const freed = runs.reduce((n, x) => n + x.freed.objects, 0);
-      assert.equal(freed, 5, JSON.stringify(runs));
-      assert.ok(runs.length >= 3, 'at most two objects a run');
-      assert.ok(runs.slice(0, -1).every((x) => !x.complete && x.cursor), 'every run but the last left a cursor');
-      const listed = runs.reduce((n, x) => n + x.listed, 0);
-      assert.ok(listed <= everything.size + 2, `no run listed from the start again (${listed} listed in ${runs.length} runs, ${everything.size} objects)`);
-      assert.equal(runs.at(-1)!.cursor, undefined);
+      assert.deepEqual((await table()).filter((i) => i.includes('SUSPECT#')), before.filter((i) => i.includes('SUSPECT#')), 'no suspect noted');
+      // Two objects a run: each run carries on after the last key the previous one judged; a
+      // first pass over storage notes them, a second (after the wait) frees them.
+      const pass = async () => {
+        const runs: OrphanReport[] = [];
+        for (let i = 0; i < 100; i++) {
+          const report = await sweep({ maxCandidates: 2, pageSize: 2 });
+          runs.push(report);
+          if (report.complete) break;
+        }
+        assert.ok(runs.length >= 3, 'at most two objects a run');
+        assert.ok(runs.slice(0, -1).every((x) => !x.complete && x.cursor), 'every run but the last left a cursor');
+        const listed = runs.reduce((n, x) => n + x.listed, 0);
+        assert.ok(listed <= everything.size + 2, `no run listed from the start again (${listed} listed in ${runs.length} runs, ${everything.size} objects)`);
+        assert.equal(runs.at(-1)!.cursor, undefined);
+        return runs;
+      };
+      const noting = await pass();
+      assert.equal(noting.reduce((n, x) => n + x.noted.objects, 0), 5, JSON.stringify(noting));
+      assert.equal(noting.reduce((n, x) => n + x.freed.objects, 0), 0);
+      await sleep(GAP + 5);
+      const freeing = await pass();
+      assert.equal(freeing.reduce((n, x) => n + x.freed.objects, 0), 5, JSON.stringify(freeing));
+      assert.deepEqual((await table()).filter((i) => i.includes('SUSPECT#')), [], 'every suspect item went with its object');
       // A zero budget lists nothing and moves no cursor.
       const none = await sweep({ deadline: Date.now() });
       assert.equal(none.listed, 0);
@@ -269,7 +350,7 @@ for (const driver of DRIVERS) {
       });
       const pushed = await pushInPut(r.url, repo, held);
       await finished;
-      assert.deepEqual(during!.found, { objects: 0, bytes: 0, writes: 0 }, 'the upload record keeps the assembled blob');
+      assert.deepEqual([during!.found, during!.noted], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }], 'the upload record keeps the assembled blob');
       assert.equal((await call(`${r.url}/v2/${repo}/blobs/${pushed.digest}`)).status, 200);
 
       // 2. The finish commits after the sweep listed its blob and before it reads the upload
@@ -293,7 +374,7 @@ for (const driver of DRIVERS) {
       await finishHeld;
       const report = await sweeping!;
       await finishing;
-      assert.deepEqual(report.found, { objects: 0, bytes: 0, writes: 0 }, JSON.stringify(report));
+      assert.deepEqual([report.found, report.noted], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }], JSON.stringify(report));
       const got = await call(`${r.url}/v2/${repo}/blobs/${sha256(racing)}`);
       assert.equal(got.status, 200);
       assert.ok(got.body.equals(racing));
@@ -302,16 +383,101 @@ for (const driver of DRIVERS) {
     it('runs after the metadata pass of a GC run, in its report and in the admin command’s output', async () => {
       await settle();
       const garbage = await orphans(fresh('run'));
-      const out: string[] = [];
-      const io = { out: (l: string) => void out.push(l), err: (l: string) => void out.push(`ERR ${l}`), readSecret: async () => '' };
-      let report: CollectReport | undefined;
-      const code = await run(['gc', '--grace', '0'], () => assert.fail('no user store'), io, async (o) =>
-        (report = await collectGarbage(new DynamoCollectorStore(r.db, r.config.dynamo.table), r.registry.storage, { ...o, orphans: store() })),
-      );
-      assert.equal(code, 0, out.join('\n'));
-      assert.equal(report!.orphans!.freed.objects, garbage.size, JSON.stringify(report!.orphans));
-      assert.equal(report!.orphans!.freed.bytes, sum(garbage));
-      assert.ok(out.some((l) => l.startsWith(`orphans freed: ${garbage.size} objects, ${sum(garbage)} bytes`)), out.join('\n'));
+      const gc = async () => {
+        const out: string[] = [];
+        const io = { out: (l: string) => void out.push(l), err: (l: string) => void out.push(`ERR ${l}`), readSecret: async () => '' };
+        let report: CollectReport | undefined;
+        const code = await run(['gc', '--grace', '0'], () => assert.fail('no user store'), io, async (o) =>
+          (report = await collectGarbage(new DynamoCollectorStore(r.db, r.config.dynamo.table), r.registry.storage, { ...o, orphans: store() })),
+        );
+        assert.equal(code, 0, out.join('\n'));
+        return { orphans: report!.orphans!, out };
+      };
+      const scratch = scratchOf(garbage);
+      const first = await gc();
+      assert.equal(first.orphans.freed.objects, scratch.size, JSON.stringify(first.orphans));
+      assert.ok(first.out.some((l) => l.startsWith(`orphans freed: ${scratch.size} objects, ${sum(scratch)} bytes`)), first.out.join('\n'));
+      assert.ok(first.out.some((l) => l.startsWith(`orphan suspects noted: 1 objects, ${CRASHED} bytes`)), first.out.join('\n'));
+      await sleep(GAP + 5);
+      const second = await gc();
+      assert.equal(second.orphans.freed.objects, 1, JSON.stringify(second.orphans));
+      assert.ok(second.out.some((l) => l.startsWith(`orphans freed: 1 objects, ${CRASHED} bytes`)), second.out.join('\n'));
+    });
+
+    it('keeps a blob whose finish committed just before the noting run read its upload, the index not showing the descriptor yet: the next run sees it and forgets the suspect', async () => {
+      await settle();
+      const repo = fresh('lag');
+      const data = bytes(1100, seed++);
+      const before = new Set((await stored()).keys());
+      const pushed = await pushInPut(r.url, repo, data);
+      const object = [...(await stored()).keys()].find((k) => !before.has(k) && k.startsWith('blobs/'))!;
+      assert.ok(object, 'the finish left its object');
+      await sleep(5);
+      // The upload record is gone (the finish removed it) and the index lags: noted, not freed.
+      // (It notes every blob in storage: for this index, nothing names any.)
+      const noting = await sweep({}, lagging());
+      assert.ok(noting.noted.objects >= 1, JSON.stringify(noting));
+      assert.equal(noting.freed.objects, 0);
+      assert.equal((await suspectItem(object))?.size, data.length);
+      await sleep(GAP + 5);
+      const judging = await sweep();
+      assert.deepEqual([judging.freed, judging.noted, judging.cleared], [{ objects: 0, bytes: 0, writes: 0 }, { objects: 0, bytes: 0 }, noting.noted.objects], JSON.stringify(judging));
+      assert.equal(await suspectItem(object), undefined, 'the suspect is forgotten');
+      const got = await call(`${r.url}/v2/${repo}/blobs/${pushed.digest}`);
+      assert.equal(got.status, 200);
+      assert.ok(got.body.equals(data));
+    });
+
+    it('keeps an object noted while nothing named it that a record names by the next run: a deduplicating finish repointing the descriptor at its own copy (the kept one was lost)', async () => {
+      await settle();
+      const [repo, other] = [fresh('lost'), fresh('repush')];
+      const data = bytes(1250, seed++);
+      const first = await pushInPut(r.url, repo, data);
+      const lost = (await r.registry.meta.blobs.getDescriptor(first.digest))!.key;
+      await r.registry.storage.objects.delete([lost]);
+      // The second push deduplicates against the descriptor (its upload record goes, its link
+      // names the lost key), finds the kept copy gone and repoints the descriptor at its own
+      // copy. The sweep runs just before the repoint: that copy is named by nothing yet.
+      let noting: OrphanReport | undefined;
+      const before = new Set((await stored()).keys());
+      const held = holdBefore(r.db, (command, input) => command === 'PutItemCommand' && input.ConditionExpression === '#key = :from', async () => {
+        await sleep(5);
+        noting = await sweep();
+      });
+      await pushInPut(r.url, other, data);
+      await held;
+      const ours = (await r.registry.meta.blobs.getDescriptor(first.digest))!.key;
+      assert.ok(ours !== lost && !before.has(ours), 'the descriptor now names the second push’s copy');
+      assert.deepEqual(noting!.noted, { objects: 1, bytes: data.length }, JSON.stringify(noting));
+      assert.ok(await suspectItem(ours), 'noted while nothing named it');
+      await sleep(GAP + 5);
+      const judging = await sweep();
+      assert.equal(judging.freed.objects, 0, JSON.stringify(judging));
+      assert.equal(judging.cleared, 1);
+      assert.equal(await suspectItem(ours), undefined);
+      for (const name of [repo, other]) {
+        const got = await call(`${r.url}/v2/${name}/blobs/${first.digest}`);
+        assert.equal(got.status, 200, name);
+        assert.ok(got.body.equals(data));
+      }
+    });
+
+    it('forgets a suspect whose object is gone, and notes again (does not free) one whose object was rewritten since', async () => {
+      await settle();
+      const [gone, rewritten] = [`blobs/${randomUUID()}`, `blobs/${randomUUID()}`];
+      await r.registry.storage.objects.put(gone, bytes(300, seed++));
+      await r.registry.storage.objects.put(rewritten, bytes(400, seed++));
+      await sleep(5);
+      assert.deepEqual((await sweep()).noted, { objects: 2, bytes: 700 });
+      await r.registry.storage.objects.delete([gone]);
+      await r.registry.storage.objects.put(rewritten, bytes(450, seed++));
+      await sleep(GAP + 5);
+      const judging = await sweep();
+      assert.deepEqual([judging.freed.objects, judging.noted, judging.cleared], [0, { objects: 1, bytes: 450 }, 1], JSON.stringify(judging));
+      assert.equal(await suspectItem(gone), undefined);
+      assert.equal((await suspectItem(rewritten))?.size, 450);
+      await sleep(GAP + 5);
+      assert.deepEqual((await sweep()).freed, { objects: 1, bytes: 450, writes: 0 });
     });
   });
 }

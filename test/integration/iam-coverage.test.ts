@@ -238,6 +238,11 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     const only = { schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { ...(await pushBlob('iam/emptied', bytes(200, 12))), mediaType: CONFIG_TYPE }, layers: [] };
     ok(await putManifest('iam/emptied', 'v1', only), 201, 'manifest PUT before GC');
     ok(await req(`/v2/iam/emptied/manifests/${sha256(Buffer.from(JSON.stringify(only)))}`, 'DELETE'), 202, 'DELETE of the only manifest before GC');
+    // A large manifest deleted leaves its object named by nothing: the orphan sweep reads the
+    // key index and notes it (BatchWriteItem), for a later run to free.
+    const deletedLarge = { ...large, annotations: { pad: 'y'.repeat(70_000) } };
+    ok(await putManifest('iam/gc', 'deleted-large', deletedLarge), 201, 'large manifest PUT before GC');
+    ok(await req(`/v2/iam/gc/manifests/${sha256(Buffer.from(JSON.stringify(deletedLarge)))}`, 'DELETE'), 202, 'large manifest DELETE before GC');
     // Retention runs in the same function first: a policy that expires a tag and its manifest
     // (which empties the repository, so it also leaves the catalog).
     const retained = { schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { ...(await pushBlob('iam/retained', bytes(200, 11))), mediaType: CONFIG_TYPE }, layers: [] };
@@ -260,6 +265,7 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     const retentionLog = JSON.parse(collected.stdout.split('\n').find((l) => l.includes('"message":"retention"'))!);
     assert.ok(retentionLog.deleted.tags === 1 && retentionLog.deleted.manifests === 1 && retentionLog.unlisted.includes('iam/retained'), `retention ran first: ${JSON.stringify(retentionLog)}`);
     assert.ok(gcLog.orphans.freed.writes === 1 && gcLog.orphans.freed.objects >= 2, `GC freed the orphaned upload: ${JSON.stringify(gcLog.orphans)}`);
+    assert.ok(gcLog.orphans.noted.objects >= 1, `GC noted the deleted large manifest's object: ${JSON.stringify(gcLog.orphans)}`);
 
     calls = (await readFile(record, 'utf8'))
       .split('\n')
@@ -287,7 +293,9 @@ describe('IAM coverage: every AWS call of every function is allowed by its role 
     assert.ok(calls.some((c) => functionOf(c) === 'Delete' && c.needs.some((n) => n.action === 'dynamodb:DeleteItem' && n.sortKeys?.some((k) => k.startsWith('MANIFEST#')))), 'the manifest delete ran');
     assert.ok(seen('Purge', 'dynamodb:Query') && seen('Purge', 's3:AbortMultipartUpload'), 'the purge freed an upload');
     assert.ok(seen('Gc', 's3:GetObject') && seen('Gc', 's3:DeleteObject') && seen('Gc', 'dynamodb:DeleteItem'), 'GC read a large manifest and freed links, descriptors and bytes');
-    assert.ok(seen('Gc', 's3:ListBucket') && seen('Gc', 's3:AbortMultipartUpload') && seen('Gc', 'dynamodb:BatchGetItem'), 'GC swept orphans');
+    assert.ok(seen('Gc', 's3:ListBucket') && seen('Gc', 's3:AbortMultipartUpload') && seen('Gc', 'dynamodb:BatchGetItem') && seen('Gc', 'dynamodb:BatchWriteItem'), 'GC swept orphans');
+    assert.ok(calls.some((c) => functionOf(c) === 'Gc' && c.needs.some((n) => n.index === 'key')), 'GC read the key index');
+    assert.ok(!seen('Gc', 'dynamodb:Scan'), 'GC scans nothing');
   });
 
   it('GcRole allows exactly what GC calls (besides its logs), nothing more', () => {

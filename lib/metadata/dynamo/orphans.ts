@@ -1,21 +1,55 @@
 /**
  * Garbage collection's orphan sweep in DynamoDB (the protocol: lib/registry/orphans.ts and
- * README, Garbage collection): upload records read by key, the records that name objects read
- * by one consistent Scan, and the sweep's cursor in one item (`GC` / `ORPHANS`).
+ * README, Garbage collection): upload records read by key, consistently; whether a record names
+ * an object key read from the sparse, keys-only `key` index (descriptors, links and large
+ * manifests carry `key`; nothing else does), one Query of at most one item per key; the
+ * suspects a run noted, in the `GC` partition under `SUSPECT#<object key>` (so that the keys a
+ * run listed are one range of it); and the sweep's cursor in one item (`GC` / `ORPHANS`).
+ * Never a Scan: a run reads what it listed, not the table.
  */
-import { BatchGetCommand, type BatchGetCommandOutput, type DynamoDBDocumentClient, GetCommand, PutCommand, ScanCommand, type ScanCommandOutput } from '@aws-sdk/lib-dynamodb';
-import type { OrphanStore, StoreCost } from '../types.js';
+import {
+  BatchGetCommand,
+  type BatchGetCommandOutput,
+  BatchWriteCommand,
+  type BatchWriteCommandOutput,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  type QueryCommandOutput,
+} from '@aws-sdk/lib-dynamodb';
+import type { OrphanStore, OrphanSuspect, StoreCost } from '../types.js';
 import { key } from './table.js';
 
 const CURSOR = { pk: 'GC', sk: 'ORPHANS' };
+const SUSPECT = 'SUSPECT#';
+/** The first sort key after every `SUSPECT#...` one ('$' follows '#'). */
+const AFTER_SUSPECTS = 'SUSPECT$';
+
+/**
+ * How long a noted suspect waits before a run may free it (README, Garbage collection). It must
+ * exceed the `key` index's propagation lag, normally well under a second, and the time a request
+ * still running may take to write the record that names an object its upload's finish left
+ * unnamed (a deduplicating finish repointing a descriptor whose object was lost at its own
+ * copy): fifteen minutes, Lambda's limit on a request, covers both with a wide margin.
+ */
+export const RECHECK_AFTER_MS = 15 * 60_000;
+
+/** Index reads in flight at once: the sweep's reads, not a burst that starves the registry's. */
+const INDEX_CONCURRENCY = 16;
 
 export class DynamoOrphanStore implements OrphanStore {
   readonly cost: StoreCost = { calls: {}, capacityUnits: 0, readUnits: 0, writeUnits: 0 };
+  readonly recheckAfterMs: number;
 
   constructor(
     private readonly db: DynamoDBDocumentClient,
     private readonly table: string,
-  ) {}
+    /** `recheckAfterMs`: shorter only where the index has no lag (DynamoDB Local, tests, benches). */
+    options: { recheckAfterMs?: number } = {},
+  ) {
+    this.recheckAfterMs = options.recheckAfterMs ?? RECHECK_AFTER_MS;
+  }
 
   async liveUploads(ids: string[], cutoff: number): Promise<Set<string>> {
     const live = new Set<string>();
@@ -40,29 +74,70 @@ export class DynamoOrphanStore implements OrphanStore {
     return live;
   }
 
-  async namedKeys(keys: Set<string>, deadline: number): Promise<Set<string> | undefined> {
+  async namedKeys(keys: string[], deadline: number): Promise<Set<string> | undefined> {
     const named = new Set<string>();
+    let next = 0;
+    let late = false;
+    await Promise.all(
+      Array.from({ length: Math.min(INDEX_CONCURRENCY, keys.length) }, async () => {
+        while (next < keys.length && !late) {
+          if (Date.now() >= deadline) {
+            late = true;
+            return;
+          }
+          const objectKey = keys[next++]!;
+          // One item is enough to know the key is named; keys only, so a read is half a unit.
+          const res: QueryCommandOutput = await this.db.send(
+            new QueryCommand({
+              TableName: this.table,
+              IndexName: 'key',
+              KeyConditionExpression: '#key = :key',
+              ExpressionAttributeNames: { '#key': 'key' },
+              ExpressionAttributeValues: { ':key': objectKey },
+              Limit: 1,
+              ReturnConsumedCapacity: 'TOTAL',
+            }),
+          );
+          this.count('Query', res.ConsumedCapacity?.CapacityUnits);
+          if (res.Items?.length) named.add(objectKey);
+        }
+      }),
+    );
+    return late ? undefined : named;
+  }
+
+  async suspects(after: string | undefined, through: string | undefined): Promise<OrphanSuspect[]> {
+    const out: OrphanSuspect[] = [];
     let start: Record<string, unknown> | undefined;
     do {
-      if (Date.now() >= deadline) return undefined;
-      const res: ScanCommandOutput = await this.db.send(
-        new ScanCommand({
+      const res: QueryCommandOutput = await this.db.send(
+        new QueryCommand({
           TableName: this.table,
-          // Descriptors, links and large manifests carry `key`; the filter saves transfer, not
-          // read units.
-          FilterExpression: 'attribute_exists(#key)',
-          ProjectionExpression: '#key',
-          ExpressionAttributeNames: { '#key': 'key' },
+          KeyConditionExpression: 'pk = :pk AND sk BETWEEN :from AND :through',
+          ExpressionAttributeValues: { ':pk': CURSOR.pk, ':from': `${SUSPECT}${after ?? ''}`, ':through': through === undefined ? AFTER_SUSPECTS : `${SUSPECT}${through}` },
           ExclusiveStartKey: start,
           ConsistentRead: true,
           ReturnConsumedCapacity: 'TOTAL',
         }),
       );
-      this.count('Scan', res.ConsumedCapacity?.CapacityUnits);
-      for (const item of res.Items ?? []) if (typeof item.key === 'string' && keys.has(item.key)) named.add(item.key);
+      this.count('Query', res.ConsumedCapacity?.CapacityUnits);
+      for (const item of res.Items ?? []) {
+        const objectKey = (item.sk as string).slice(SUSPECT.length);
+        // BETWEEN includes its lower end: the key `after` was judged by the run before.
+        if (after !== undefined && objectKey <= after) continue;
+        out.push({ key: objectKey, size: item.size as number, modified: item.modified as number, notedAt: item.notedAt as number });
+      }
       start = res.LastEvaluatedKey;
     } while (start);
-    return named;
+    return out;
+  }
+
+  async note(suspects: OrphanSuspect[]): Promise<void> {
+    await this.batchWrite(suspects.map((s) => ({ PutRequest: { Item: { ...key.suspect(s.key), size: s.size, modified: s.modified, notedAt: s.notedAt } } })));
+  }
+
+  async clear(keys: string[]): Promise<void> {
+    await this.batchWrite(keys.map((k) => ({ DeleteRequest: { Key: key.suspect(k) } })));
   }
 
   async cursor(): Promise<string | undefined> {
@@ -78,10 +153,26 @@ export class DynamoOrphanStore implements OrphanStore {
     this.count('PutItem', res.ConsumedCapacity?.CapacityUnits);
   }
 
+  /**
+   * Suspect items, 25 a call, retrying what DynamoDB leaves unprocessed. Unconditional: only the
+   * sweep writes them, one run at a time (GC's lease), and a suspect rewritten is only noted later.
+   */
+  private async batchWrite(requests: Record<string, unknown>[]): Promise<void> {
+    for (let i = 0; i < requests.length; i += 25) {
+      let pending: Record<string, unknown>[] | undefined = requests.slice(i, i + 25);
+      for (let round = 0; pending?.length; round++) {
+        if (round) await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** round)));
+        const res: BatchWriteCommandOutput = await this.db.send(new BatchWriteCommand({ RequestItems: { [this.table]: pending as never }, ReturnConsumedCapacity: 'TOTAL' }));
+        this.count('BatchWriteItem', res.ConsumedCapacity?.reduce((n, c) => n + (c.CapacityUnits ?? 0), 0));
+        pending = res.UnprocessedItems?.[this.table] as Record<string, unknown>[] | undefined;
+      }
+    }
+  }
+
   private count(call: string, units: number | undefined): void {
     this.cost.calls[call] = (this.cost.calls[call] ?? 0) + 1;
     this.cost.capacityUnits += units ?? 0;
-    if (call === 'PutItem') this.cost.writeUnits += units ?? 0;
+    if (call === 'PutItem' || call === 'BatchWriteItem') this.cost.writeUnits += units ?? 0;
     else this.cost.readUnits += units ?? 0;
   }
 }

@@ -5,6 +5,9 @@
  *
  *   item                pk                  sk                 attributes
  *   blob descriptor     BLOB#<digest>       BLOB               digest size key mediaType createdAt linkedAt
+ *                       (index `key`: key, sparse and keys-only: descriptors, links and large manifests
+ *                       are the items carrying `key`, the object holding their bytes; the orphan sweep
+ *                       asks it whether anything names an object, lib/registry/orphans.ts)
  *   repository link     REPO#<name>         BLOB#<digest>      digest size key mediaType createdAt linkedAt usedBy
  *                       (linkedAt, usedBy: what garbage collection conditions its deletes on; lib/registry/gc.ts;
  *                       index `digest`: digest, repo, which holds every link (and every manifest, which
@@ -47,6 +50,9 @@
  *                                                              where the next run resumes)
  *   retention state     RETENTION           STATE              runner leaseUntil after (the retention run's lease, and
  *                                                              the last repository a run that stopped finished)
+ *   orphan sweep        GC                  ORPHANS            after savedAt (where the next sweep lists storage from)
+ *   orphan suspect      GC                  SUSPECT#<object key>  size modified notedAt (an object a sweep found
+ *                                                              unnamed: a later run frees it after re-checking)
  *
  * HEAD of a blob reads one item (the link carries size and key); HEAD of a tag reads one item
  * (the tag carries digest, type and size); GET of a tag reads two (tag, then manifest, whose body
@@ -97,6 +103,7 @@ export const key = {
   digestMark: (digest: string) => ({ pk: gcShard(digest), sk: `DIGEST#${digest}` }),
   gcState: () => ({ pk: 'GC', sk: 'STATE' }),
   retentionState: () => ({ pk: 'RETENTION', sk: 'STATE' }),
+  suspect: (objectKey: string) => ({ pk: 'GC', sk: `SUSPECT#${objectKey}` }),
 };
 
 /** Partitions of the GC marks: spread so that no one partition takes every push's mark. */
