@@ -19,10 +19,12 @@ import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import type { MiddlewareStack } from '@smithy/types';
+import { DynamoCollectorStore } from '../../lib/metadata/dynamo/gc.js';
 import { DynamoOrphanStore } from '../../lib/metadata/dynamo/orphans.js';
+import { collectGarbage } from '../../lib/registry/gc.js';
 import { type OrphanReport, sweepOrphans } from '../../lib/registry/orphans.js';
 import { bytes, sha256 } from '../helpers/data.js';
-import { injectFaults, nth } from '../helpers/faults.js';
+import { holdBefore, injectFaults, nth } from '../helpers/faults.js';
 import { call } from '../helpers/http.js';
 import { patch, pushInPut, startUpload, withDigest } from '../helpers/oci.js';
 import { DRIVERS, useRegistry } from '../helpers/registry.js';
@@ -186,6 +188,31 @@ for (const driver of DRIVERS) {
       assert.equal(res.status, 201, res.body.toString());
       await sweep.done();
       await intact(data, [second, first], dead);
+    });
+
+    it('a finish whose stored copy GC collects between the judgement and the commit stores its own copy as the new descriptor', async () => {
+      const [source, target] = [fresh('source'), fresh('target')];
+      const data = bytes(200_000 + seed, seed++);
+      const digest = sha256(data);
+      await pushInPut(r.url, source, data);
+      const collectedKey = (await r.registry.meta.blobs.getDescriptor(digest))!.key;
+      assert.equal((await call(`${r.url}/v2/${source}/blobs/${digest}`, { method: 'DELETE' })).status, 202);
+      const upload = await written(target, data);
+      await new Promise((res) => setTimeout(res, 5)); // the link GC judges is older than a grace of 0
+      // The finish found the stored copy whole and is about to link it (the transaction that
+      // marks the descriptor linked); GC collects it first.
+      const keeps = (command: string, input: Record<string, unknown>) => command === 'TransactWriteItemsCommand' && JSON.stringify(input).includes(digest) && JSON.stringify(input).includes('SET linkedAt');
+      const collected = holdBefore(r.db, keeps, () => collectGarbage(new DynamoCollectorStore(r.db, r.config.dynamo.table), r.registry.storage, { dryRun: false, graceMs: 0, budgetMs: 60_000 }));
+      const res = await call(withDigest(upload.location, digest), { method: 'PUT' });
+      const report = await collected;
+      assert.ok(report.freed.descriptors >= 1, JSON.stringify(report)); // (earlier tests' unreferenced blobs go too)
+      assert.equal(await r.registry.storage.objects.stat(collectedKey), undefined, 'GC freed the stored copy');
+      assert.equal(res.status, 201, res.body.toString());
+      const now = await r.registry.meta.blobs.getDescriptor(digest);
+      assert.ok(now && now.key !== collectedKey && now.key.includes(upload.id), `the descriptor names the finish's own copy: ${now?.key}`);
+      const got = await call(`${r.url}/v2/${target}/blobs/${digest}`);
+      assert.equal(got.status, 200);
+      assert.ok(got.body.equals(data));
     });
   });
 }
