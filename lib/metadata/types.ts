@@ -77,6 +77,15 @@ export interface ExpiredUpload {
   expiresAt: number;
 }
 
+/** What a finish committed: the digest's descriptor now, and how ours came to be (or not be) it. */
+export interface Finished {
+  descriptor: Descriptor;
+  /** Ours created the descriptor (no copy of the digest was stored). */
+  created: boolean;
+  /** The key of the stored copy ours replaced (it was missing or short). */
+  replaced?: string;
+}
+
 export interface UploadStore {
   /**
    * Records a new upload. Safe to retry: a write that landed although its answer was lost is
@@ -103,11 +112,17 @@ export interface UploadStore {
   release(lease: Lease): Promise<void>;
   ledger(lease: Lease): PartLedger;
   /**
-   * The commit point of a finished upload, atomically: record the descriptor (unless one exists
-   * for the digest: dedupe), link it into the repository, delete the upload. Returns the
-   * descriptor now in force and whether ours created it.
+   * The commit point of a finished upload, atomically: record the descriptor, link it into the
+   * repository, delete the upload. When the digest is stored already (dedupe), `intact` judges
+   * the stored copy first (without it, the stored copy is kept): kept, the transaction links it
+   * (the caller then drops ours); not, the transaction points the descriptor at ours, only if
+   * it still names the key judged. Either way the object ours leaves is named in the commit
+   * that ends the upload, never after: once the upload record is gone, the orphan sweep may
+   * free any object no record names. A descriptor that changed meanwhile is judged again, one
+   * that went (GC) is created anew. Returns the descriptor now in force, whether ours created
+   * it, and the key whose copy ours replaced.
    */
-  finish(lease: Lease, descriptor: Descriptor): Promise<{ descriptor: Descriptor; created: boolean }>;
+  finish(lease: Lease, descriptor: Descriptor, intact?: (stored: Descriptor) => Promise<boolean>): Promise<Finished>;
   /**
    * Deletes the upload (cancel); returns what it was, or undefined if unknown. With `heldBy`,
    * only while that attempt holds its lease (a request ending the upload it writes).
@@ -140,11 +155,6 @@ export interface BlobIndex {
   /** Returns false when the repository did not link the digest. */
   deleteLink(repo: string, digest: string): Promise<boolean>;
   getDescriptor(digest: string): Promise<Descriptor | undefined>;
-  /**
-   * Points the digest's descriptor at other bytes, only if it still names `fromKey` (whose
-   * object was found gone); false when it names something else by now.
-   */
-  repointDescriptor(fromKey: string, to: Descriptor): Promise<boolean>;
 }
 
 /** A manifest stored in a repository. */

@@ -9,7 +9,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { RegistryError } from '../oci/errors.js';
 import type { Digest } from '../oci/digest.js';
-import type { Descriptor, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
+import type { Descriptor, Finished, Lease, MetadataStore, Status, Upload } from '../metadata/types.js';
 import { Contended, LeaseLost, OffsetConflict, UploadGone } from '../metadata/types.js';
 import { type AppendContext, type Committed, type StorageDriver, WriteGone } from '../storage/types.js';
 import { type ResumableHash, type StreamHash, oneShotSha256, resumeSha256 } from '../hash/hashes.js';
@@ -108,13 +108,13 @@ export class UploadService {
 
       // From here the bytes are a blob: only the descriptor can prove them a spare copy.
       const ours: Descriptor = { digest: digest.value, size: committed.size, key: committed.key, mediaType: 'application/octet-stream', createdAt: Date.now() };
-      let result: { descriptor: Descriptor; linked: boolean };
+      let result: Linked;
       try {
-        result = { ...(await this.meta.uploads.finish(lease, ours)), linked: true };
+        result = { ...(await this.meta.uploads.finish(lease, ours, (stored) => this.holdsBytes(stored))), linked: true };
       } catch (err) {
-        result = await this.afterFailedLink(err, before, ours);
+        result = await this.afterFailedLink(err, lease, ours);
       }
-      const kept = result.descriptor.key === ours.key ? result.descriptor : await this.keepOneCopy(before.repo, result.descriptor, ours, result.linked);
+      const kept = await this.keepOneCopy(before.repo, result, ours);
       await Promise.allSettled([this.storage.ingester.release(before.write, undefined), this.states.drop(id, before.offset, before.attempt)]);
       return kept;
     });
@@ -163,8 +163,15 @@ export class UploadService {
    * it landed (a timeout). The descriptor, the durable record of which key holds a digest's
    * bytes, decides; a repository link cannot (a concurrent blob DELETE removes it):
    *   names our bytes    -> it landed: success;
-   *   names other bytes  -> the digest is stored already: ours are a spare copy, the caller
-   *                         links the kept one (keepOneCopy);
+   *   names other bytes  -> the digest is stored already. If that copy holds the bytes, ours is
+   *                         a spare: the upload ends and the caller links the kept one
+   *                         (keepOneCopy). If not, ours must replace it, and only in the
+   *                         commit that ends the upload (the finish transaction, sent once more:
+   *                         conditioned on our lease, it refuses if the first one landed or the
+   *                         upload was taken over); ending the upload first would leave our
+   *                         object named by nothing and held by no upload, which the orphan
+   *                         sweep may free before the descriptor names it. Refused, the failure
+   *                         stands and nothing is removed or deleted;
    *   absent             -> it has not landed; deleting the upload record fences off a
    *                         transaction still in flight (it is conditional on the record),
    *                         then a second look decides: still absent, our bytes are nobody's
@@ -175,26 +182,40 @@ export class UploadService {
    * nothing, and the upload is that request's now: unless the descriptor shows ours landed, the
    * refusal stands and nothing is removed or deleted (the orphan sweep frees our spare bytes).
    */
-  private async afterFailedLink(err: unknown, upload: Upload, ours: Descriptor): Promise<{ descriptor: Descriptor; linked: boolean }> {
+  private async afterFailedLink(err: unknown, lease: Lease, ours: Descriptor): Promise<Linked> {
+    const upload = lease.upload;
     let descriptor: Descriptor | undefined;
     if (err instanceof LeaseLost) {
       descriptor = await this.meta.blobs.getDescriptor(ours.digest).catch(() => undefined);
-      if (descriptor?.key === ours.key) return { descriptor, linked: true };
+      if (descriptor?.key === ours.key) return { descriptor, created: false, linked: true };
       throw err;
     }
+    let whole: boolean;
     try {
       descriptor = await this.meta.blobs.getDescriptor(ours.digest);
       if (!descriptor) {
         await this.meta.uploads.remove(upload.id, upload.repo);
         descriptor = await this.meta.blobs.getDescriptor(ours.digest);
       }
+      if (descriptor?.key === ours.key) return { descriptor, created: false, linked: true };
+      whole = descriptor !== undefined && (await this.holdsBytes(descriptor));
     } catch {
       throw err;
     }
-    if (descriptor?.key === ours.key) return { descriptor, linked: true };
-    if (descriptor) {
+    if (descriptor && whole) {
       await this.meta.uploads.remove(upload.id, upload.repo).catch(() => undefined);
-      return { descriptor, linked: false };
+      return { descriptor, created: false, linked: false };
+    }
+    if (descriptor) {
+      const dead = descriptor.key;
+      try {
+        // The copy just judged dead needs no second look; one named since does.
+        return { ...(await this.meta.uploads.finish(lease, ours, (stored) => (stored.key === dead ? Promise.resolve(false) : this.holdsBytes(stored)))), linked: true };
+      } catch {
+        const now = await this.meta.blobs.getDescriptor(ours.digest).catch(() => undefined);
+        if (now?.key === ours.key) return { descriptor: now, created: false, linked: true };
+        throw err;
+      }
     }
     await this.storage.objects.delete([ours.key]).catch(() => undefined);
     throw err;
@@ -223,40 +244,41 @@ export class UploadService {
   }
 
   /**
-   * The digest was stored already (`kept`): one copy stays. Ours is deleted only after the kept
-   * object is seen in storage at its size. If it is gone (a crash, a lost write), the
-   * descriptor is pointed at our copy instead, conditionally on it still naming the dead key:
-   * a push of the digest heals it for every repository (reads fall back to the descriptor).
-   * `linked`: whether the repository's link to `kept` is already written.
+   * Whether a stored copy of a digest holds its bytes: its object is there at the recorded
+   * size. Asked only when a finish meets a stored descriptor (a dedupe), before the transaction
+   * that ends the upload, which then keeps that copy or replaces it with ours (a copy gone or
+   * short is reported here).
    */
-  private async keepOneCopy(repo: string, kept: Descriptor, ours: Descriptor, linked: boolean): Promise<Descriptor> {
-    const first = kept;
-    for (let round = 0; kept.key !== ours.key; round++) {
-      const size = await this.storage.objects.stat(kept.key);
-      if (size === kept.size) {
-        await this.storage.objects.delete([ours.key]).catch(() => undefined);
-        break;
-      }
-      this.integrity({
-        kind: size === undefined ? 'object-missing' : 'object-truncated',
-        message: `descriptor of ${kept.digest} names ${kept.key}, which holds ${size ?? 'no'} bytes of ${kept.size}`,
-        digest: kept.digest,
-        key: kept.key,
-        size: kept.size,
-        actual: size,
-      });
-      if (await this.meta.blobs.repointDescriptor(kept.key, ours)) {
-        this.integrity({ kind: 'descriptor-repaired', message: `descriptor of ${ours.digest} now names ${ours.key} instead of ${kept.key}`, digest: ours.digest, key: ours.key, replaced: kept.key });
-        kept = ours;
-        break;
-      }
-      // Someone else repointed it first (or our own write's answer was lost): look again.
-      const now = await this.meta.blobs.getDescriptor(ours.digest);
-      if (!now || round >= 3) throw new Contended();
-      kept = now;
+  private async holdsBytes(stored: Descriptor): Promise<boolean> {
+    const size = await this.storage.objects.stat(stored.key);
+    if (size === stored.size) return true;
+    this.integrity({
+      kind: size === undefined ? 'object-missing' : 'object-truncated',
+      message: `descriptor of ${stored.digest} names ${stored.key}, which holds ${size ?? 'no'} bytes of ${stored.size}`,
+      digest: stored.digest,
+      key: stored.key,
+      size: stored.size,
+      actual: size,
+    });
+    return false;
+  }
+
+  /**
+   * After the commit: one copy of the digest stays. A stored copy that was judged whole and
+   * kept leaves ours a spare, deleted here (the orphan sweep frees it if this fails); one that
+   * was gone was replaced by ours in the same commit, and a push of the digest thereby heals
+   * it for every repository (reads fall back to the descriptor). `linked`: whether the
+   * repository's link to the kept copy is written already.
+   */
+  private async keepOneCopy(repo: string, result: Linked, ours: Descriptor): Promise<Descriptor> {
+    if (result.replaced) {
+      this.integrity({ kind: 'descriptor-repaired', message: `descriptor of ${ours.digest} now names ${ours.key} instead of ${result.replaced}`, digest: ours.digest, key: ours.key, replaced: result.replaced });
     }
+    const kept = result.descriptor;
+    if (kept.key === ours.key) return kept;
+    await this.storage.objects.delete([ours.key]).catch(() => undefined);
     // A descriptor collected since (GC, racing this push) links nothing: the client pushes again.
-    if ((!linked || kept !== first) && !(await this.meta.blobs.putLink(repo, kept))) throw new Contended();
+    if (!result.linked && !(await this.meta.blobs.putLink(repo, kept))) throw new Contended();
     return kept;
   }
 
@@ -356,6 +378,9 @@ export class UploadService {
     return err;
   }
 }
+
+/** What a finish committed, and whether the repository's link to its descriptor is written. */
+type Linked = Finished & { linked: boolean };
 
 export function statusOf(upload: Upload): Status {
   return { id: upload.id, repo: upload.repo, offset: upload.offset, startedAt: upload.startedAt, updatedAt: upload.updatedAt };

@@ -123,10 +123,11 @@ for (const driver of DRIVERS) {
 
       const location = await startUpload(r.url, 'repair/race-b');
       assert.equal((await patch(location, data, 0)).status, 202);
-      // Held at its conditional repoint of the descriptor while another push repairs it first.
+      // Held at its conditional repoint of the descriptor (in the transaction that ends its
+      // upload) while another push repairs it first.
       const repaired = holdBefore(
         r.db,
-        (command, input) => command === 'PutItemCommand' && JSON.stringify(input).includes(digest) && JSON.stringify(input).includes(':from'),
+        (command, input) => command === 'TransactWriteItemsCommand' && JSON.stringify(input).includes(digest) && JSON.stringify(input).includes(':from'),
         () => pushChunked(r.url, 'repair/race-c', data, [MiB]),
       );
       const res = await call(withDigest(location, digest), { method: 'PUT' });

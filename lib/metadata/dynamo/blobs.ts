@@ -2,8 +2,7 @@
  * Blob descriptors and repository links in DynamoDB. Reads are strongly consistent: a client
  * that just finished an upload and checks for it (every client does) must see it.
  */
-import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import type { BlobIndex, Descriptor, Link } from '../types.js';
 import { batchGet, conditionFailed, key, toDescriptor, transact } from './table.js';
 import { markDigest, markLink } from './gc.js';
@@ -66,23 +65,5 @@ export class DynamoBlobIndex implements BlobIndex {
   async getDescriptor(digest: string): Promise<Descriptor | undefined> {
     const res = await this.db.send(new GetCommand({ TableName: this.table, Key: key.descriptor(digest), ConsistentRead: true }));
     return res.Item ? toDescriptor(res.Item) : undefined;
-  }
-
-  async repointDescriptor(fromKey: string, to: Descriptor): Promise<boolean> {
-    try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: { ...key.descriptor(to.digest), ...to },
-          ConditionExpression: '#key = :from',
-          ExpressionAttributeNames: { '#key': 'key' },
-          ExpressionAttributeValues: { ':from': fromKey },
-        }),
-      );
-      return true;
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
-      throw err;
-    }
   }
 }

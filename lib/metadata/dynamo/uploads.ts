@@ -24,8 +24,10 @@ import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { randomUUID } from 'node:crypto';
 import type { Part, PartLedger, WriteState } from '../../storage/types.js';
 import {
+  Contended,
   type Descriptor,
   type ExpiredUpload,
+  type Finished,
   type Lease,
   LeaseLost,
   OffsetConflict,
@@ -296,8 +298,18 @@ export class DynamoUploadStore implements UploadStore {
     };
   }
 
-  async finish(lease: Lease, descriptor: Descriptor): Promise<{ descriptor: Descriptor; created: boolean }> {
+  /**
+   * One transaction ends the upload and names the object it leaves: with no descriptor for the
+   * digest, ours (created); with one whose copy `intact` keeps, that one (linked, its linkedAt
+   * set for GC, only while it still names the key judged); with one whose copy is gone or short,
+   * ours in its place (only while it still names the dead key). The stored descriptor comes
+   * back with a refused condition (ALL_OLD), so each round costs no read: a changed descriptor
+   * is judged again, one GC deleted meanwhile makes ours the new one.
+   */
+  async finish(lease: Lease, descriptor: Descriptor, intact?: (stored: Descriptor) => Promise<boolean>): Promise<Finished> {
     const repo = lease.upload.repo;
+    const digest = descriptor.digest;
+    const linkedAt = descriptor.createdAt;
     const removeUpload = {
       Delete: {
         TableName: this.table,
@@ -307,56 +319,56 @@ export class DynamoUploadStore implements UploadStore {
         ExpressionAttributeValues: { ':me': lease.attempt },
       },
     };
-    let kept: Descriptor;
-    try {
-      await this.db.send(
-        new TransactWriteCommand({
-          TransactItems: [
-            {
+    const link = (d: Descriptor) => ({ Put: { TableName: this.table, Item: { ...key.link(repo, digest), ...d, repo, linkedAt } } });
+    // For garbage collection: a link no manifest comes to reference (lib/registry/gc.ts).
+    const mark = markLink(this.table, repo, digest, linkedAt);
+    /** The digest's descriptor as this round found it; undefined: none (ours creates it). */
+    let stored: Descriptor | undefined;
+    for (let round = 0; round < FINISH_ROUNDS; round++) {
+      const keep = stored !== undefined && (!intact || (await intact(stored)));
+      const write = !stored
+        ? { Put: { TableName: this.table, Item: { ...key.descriptor(digest), ...descriptor }, ConditionExpression: 'attribute_not_exists(pk)', ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const } }
+        : keep
+          ? {
+              // Marks the descriptor as linked now: a garbage collection running since then
+              // cannot delete it (README, Garbage collection); if one deleted it first, this fails.
+              Update: {
+                TableName: this.table,
+                Key: key.descriptor(digest),
+                UpdateExpression: 'SET linkedAt = :now',
+                ConditionExpression: '#key = :kept',
+                ExpressionAttributeNames: { '#key': 'key' },
+                ExpressionAttributeValues: { ':now': linkedAt, ':kept': stored.key },
+                ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
+              },
+            }
+          : {
+              // The repair: ours replaces a copy found gone or short, only if it is still the one named.
               Put: {
                 TableName: this.table,
-                Item: { ...key.descriptor(descriptor.digest), ...descriptor },
-                ConditionExpression: 'attribute_not_exists(pk)',
-                // The stored descriptor comes back with the refusal: no second read to dedupe.
-                ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+                Item: { ...key.descriptor(digest), ...descriptor },
+                ConditionExpression: '#key = :from',
+                ExpressionAttributeNames: { '#key': 'key' },
+                ExpressionAttributeValues: { ':from': stored.key },
+                ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
               },
-            },
-            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), repo, ...descriptor, linkedAt: descriptor.createdAt } } },
-            removeUpload,
-            // For garbage collection: a link no manifest comes to reference (lib/registry/gc.ts).
-            markLink(this.table, repo, descriptor.digest, descriptor.createdAt),
-          ],
-        }),
-      );
-      return { descriptor, created: true };
-    } catch (err) {
-      if (!(err instanceof TransactionCanceledException)) throw err;
-      const reasons = err.CancellationReasons ?? [];
-      if (reasons[2]?.Code === 'ConditionalCheckFailed') throw new LeaseLost(lease.upload.id);
-      if (reasons[0]?.Code !== 'ConditionalCheckFailed' || !reasons[0].Item) throw err;
-      kept = toDescriptor(unmarshall(reasons[0].Item));
-    }
-    // The digest is already stored: link the existing bytes and let the caller drop ours.
-    try {
-      await this.db.send(
-        new TransactWriteCommand({
-          TransactItems: [
-            // Marks the descriptor as linked now: a garbage collection running since then
-            // cannot delete it (README, Garbage collection); if one deleted it first, this fails.
-            { Update: { TableName: this.table, Key: key.descriptor(descriptor.digest), UpdateExpression: 'SET linkedAt = :now', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':now': descriptor.createdAt } } },
-            { Put: { TableName: this.table, Item: { ...key.link(repo, descriptor.digest), ...kept, repo, linkedAt: descriptor.createdAt } } },
-            removeUpload,
-            markLink(this.table, repo, descriptor.digest, descriptor.createdAt),
-          ],
-        }),
-      );
-    } catch (err) {
-      if (err instanceof TransactionCanceledException && err.CancellationReasons?.[2]?.Code === 'ConditionalCheckFailed') {
-        throw new LeaseLost(lease.upload.id);
+            };
+      try {
+        await this.db.send(new TransactWriteCommand({ TransactItems: [write, link(keep ? stored! : descriptor), removeUpload, mark] }));
+        if (!stored) return { descriptor, created: true };
+        return keep ? { descriptor: stored, created: false } : { descriptor, created: false, replaced: stored.key };
+      } catch (err) {
+        if (!(err instanceof TransactionCanceledException)) throw err;
+        const reasons = err.CancellationReasons ?? [];
+        if (reasons[2]?.Code === 'ConditionalCheckFailed') throw new LeaseLost(lease.upload.id);
+        if (reasons[0]?.Code !== 'ConditionalCheckFailed') throw err;
+        const found = reasons[0].Item ? toDescriptor(unmarshall(reasons[0].Item)) : undefined;
+        // Refused for want of a descriptor that a create would not have found: nothing to learn.
+        if (!stored && !found) throw err;
+        stored = found;
       }
-      throw err;
     }
-    return { descriptor: kept, created: false };
+    throw new Contended();
   }
 
   /**
@@ -458,6 +470,9 @@ function toUpload(item: Record<string, unknown>): Upload {
     attempt: item.attempt as string | undefined,
   };
 }
+
+/** Rounds of a finish meeting a descriptor that keeps changing (each one a repair or GC) before it gives up (429). */
+const FINISH_ROUNDS = 4;
 
 /** The sparse index of live upload sessions by expiry (infra/dynamodb-table.json). */
 const EXPIRY_INDEX = 'expiry';
