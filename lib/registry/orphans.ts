@@ -76,9 +76,10 @@
  * enough before the freeing run's read to show in the index, or never will be; as everywhere in
  * GC, the grace period must exceed that delay and the clock skew. A suspect whose object changed
  * since its noting (another size or date) is noted again instead of freed: the judgement was of
- * the object as listed. One more writer names an object after its upload's finish: a
- * deduplicating finish that finds the kept copy lost points the descriptor at its own object,
- * in the same request; `recheckAfterMs` exceeds a request's life, so the freeing run sees that.
+ * the object as listed. A deduplicating finish that finds the stored copy lost points the
+ * descriptor at its own object in the transaction that deletes its upload record
+ * (lib/registry/uploads.ts), so it is the finish case above: no object is named after its
+ * upload's record is gone (gc-dedupe-race.test.ts).
  *
  * The listing resumes across runs from a cursor stored in the table, and stops at half the
  * time budget (the index reads need the rest) or at `maxCandidates`; a suspect is judged again
