@@ -37,7 +37,8 @@ import { join } from 'node:path';
 import { type TestContext, after, before, describe, it } from 'node:test';
 import { createGunzip } from 'node:zlib';
 import { ClientSandbox, type RecordedRequest, type RecordingProxy, type RunResult, ensureClients, formatRequest, formatRun } from '../helpers/clients.js';
-import { Containerd, DOCKER, Dockerd, systemFootprint } from '../helpers/daemons.js';
+import { Containerd, DOCKER, Dockerd } from '../helpers/daemons.js';
+import { Footprint } from '../helpers/footprint.js';
 import { treeCpuSeconds } from '../helpers/cpu.js';
 import { MiB } from '../helpers/data.js';
 import { type Deployed, type Endpoint, type Started, startDeployed, startLambdaOnly } from '../helpers/deployed.js';
@@ -114,8 +115,8 @@ after(async () => {
 
 class Clients {
   private constructor(
-    /** The system paths the daemons must not touch, as they were before they started. */
-    readonly footprint: string[],
+    /** The system before the daemons started and any client ran (test/helpers/footprint.ts). */
+    readonly footprint: Footprint,
     readonly work: string,
     readonly layout: OciLayout,
     /** buildah's, and skopeo's for the archives docker and containerd load (no pushes). */
@@ -127,7 +128,7 @@ class Clients {
 
   /** A sandbox for buildah, containerd and dockerd; the requests through `requestLog` go into a failing command's error. */
   static async start(requestLog: RecordingProxy): Promise<Clients> {
-    const footprint = await systemFootprint();
+    const footprint = await Footprint.take();
     const work = await mkdtemp(join(tmpdir(), 'deployed-'));
     layout ??= OciLayout.create();
     const sb = await ClientSandbox.create({ timeoutMs: CLIENT_TIMEOUT, requestLog });
@@ -223,7 +224,7 @@ function itStopsTheDaemons(clients: () => Clients | undefined): void {
     const pids = [c.dockerd.pid, c.containerd.pid];
     await c.stop();
     for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `process ${pid} is gone`);
-    assert.deepEqual(await systemFootprint(), c.footprint);
+    await c.footprint.assertNothingAdded('dockerd, containerd, skopeo, podman and buildah');
   });
 }
 
