@@ -44,6 +44,8 @@ import { Agent, type IncomingHttpHeaders, createServer, request as httpRequest }
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 // ---------------------------------------------------------------------------------------------
 // Running a command
@@ -53,6 +55,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Written to the command's stdin, which is then closed. */
   input?: string;
+  /** Instead of `input`: streamed to the command's stdin (with backpressure), which is then closed. */
+  stdin?: Iterable<Buffer> | AsyncIterable<Buffer>;
   /** Environment added to (and overriding) this process's. */
   env?: Record<string, string>;
 }
@@ -126,7 +130,9 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
       resolve({ argv: [cmd, ...args], code, signal, timedOut, stdout, stderr, ms: Date.now() - started });
     });
     child.stdin!.on('error', () => undefined);
-    child.stdin!.end(opts.input ?? '');
+    // A command that exits before reading all of it (EPIPE) says why in its exit status and output.
+    if (opts.stdin) pipeline(Readable.from(opts.stdin), child.stdin!).catch(() => undefined);
+    else child.stdin!.end(opts.input ?? '');
   });
 }
 

@@ -14,8 +14,8 @@
  *     library, containers/image) also send their Bearer token to the upload host, which ignores
  *     it: the capability in the Location is what counts there (each test reports what was sent).
  *   - docker 20.10 (Debian's docker.io, its own dockerd on its own containerd, test/helpers/
- *     daemons.ts): `docker load`, `login`, `push`, `rmi`, `pull`. docker compresses the loaded
- *     (uncompressed) layers itself and sends each in ONE chunked PATCH, then an empty PUT.
+ *     daemons.ts): `docker load`, `login`, `push`, `rmi`, `pull`. docker compresses the layers
+ *     it stored (uncompressed) itself and sends each in ONE chunked PATCH, then an empty PUT.
  *   - containerd 1.6 (`ctr` on its own containerd): `images import --no-unpack`, `push`, `pull`.
  *     It pushes the layout's blobs unchanged, each as the body of the finishing PUT (no PATCH),
  *     and sends no Authorization header to the upload host (another host than the registry's).
@@ -41,7 +41,7 @@ import { treeCpuSeconds } from '../helpers/cpu.js';
 import { MiB } from '../helpers/data.js';
 import { type Deployed, type Endpoint, type Started, startDeployed, startLambdaOnly } from '../helpers/deployed.js';
 import { call } from '../helpers/http.js';
-import { type ImageInfo, MediaType, OciLayout, readLayout, tempDir } from '../helpers/oci-layout.js';
+import { type ImageInfo, MediaType, OciLayout, imageArchive, readLayout, tempDir } from '../helpers/oci-layout.js';
 import { UPLOAD_HOST } from '../helpers/registry.js';
 
 ensureClients(['skopeo', 'podman', 'buildah', 'dockerd', DOCKER, 'containerd', 'ctr']);
@@ -113,7 +113,7 @@ class Clients {
     readonly footprint: Footprint,
     readonly work: string,
     readonly layout: OciLayout,
-    /** buildah's, and skopeo's for the archives docker and containerd load (no pushes). */
+    /** buildah's (the one sandbox that pushes from one test to the next: its layers differ). */
     readonly sb: ClientSandbox,
     readonly requestLog: RecordingProxy,
     readonly containerd: Containerd,
@@ -151,28 +151,16 @@ class Clients {
     return sb;
   }
 
-  /** `docker load` of the layout's image `tag` (through a docker-archive skopeo writes), named `ref`. */
-  async dockerLoad(tag: string, ref: string): Promise<RunResult> {
-    const archive = join(this.work, `docker-${tag}.tar`);
-    await this.sb.copy(`oci:${this.layout.dir}:${tag}`, `docker-archive:${archive}:${ref}`, { preserveDigests: false });
-    try {
-      const loaded = await this.dockerd.docker(['load', '--input', archive]);
-      assert.match(loaded.stdout, new RegExp(`Loaded image: ${escape(ref)}`), formatRun(loaded));
-      return loaded;
-    } finally {
-      await rm(archive, { force: true });
-    }
+  /** `docker load` of `image`, named `ref`, from an archive streamed from the layout's files (imageArchive). */
+  async dockerLoad(image: ImageInfo, ref: string): Promise<RunResult> {
+    const loaded = await this.dockerd.docker(['load'], { stdin: imageArchive(image, ref, 'docker') });
+    assert.match(loaded.stdout, new RegExp(`Loaded image: ${escape(ref)}`), formatRun(loaded));
+    return loaded;
   }
 
-  /** `ctr images import --no-unpack` of the layout's image `tag` (through an OCI archive), named `ref`. */
-  async ctrImport(tag: string, ref: string): Promise<RunResult> {
-    const archive = join(this.work, `containerd-${tag}.tar`);
-    await this.sb.copy(`oci:${this.layout.dir}:${tag}`, `oci-archive:${archive}:${ref}`);
-    try {
-      return await this.containerd.ctr(['-n', NS, 'images', 'import', '--no-unpack', archive]);
-    } finally {
-      await rm(archive, { force: true });
-    }
+  /** `ctr images import --no-unpack` of `image`, named `ref`, from an OCI archive streamed from the layout's files (imageArchive). */
+  ctrImport(image: ImageInfo, ref: string): Promise<RunResult> {
+    return this.containerd.ctr(['-n', NS, 'images', 'import', '--no-unpack', '-'], { stdin: imageArchive(image, ref, 'oci') });
   }
 
   /** `buildah pull` of the layout's image `tag` into the sandbox's store, tagged `ref`. */
@@ -479,7 +467,7 @@ for (const driver of ['fs', 's3'] as const) {
         const docker = c!.dockerd;
         const repo = 'deployed/docker';
         const ref = `${t.host}/${repo}:${tag}`;
-        const loaded = await c!.dockerLoad(tag, ref);
+        const loaded = await c!.dockerLoad(image, ref);
 
         await docker.docker(['logout', t.host]);
         const anonymous = await docker.dockerRaw(['push', ref]);
@@ -540,7 +528,7 @@ for (const driver of ['fs', 's3'] as const) {
         const ctd = c!.containerd;
         const repo = 'deployed/containerd';
         const ref = `${t.host}/${repo}:${tag}`;
-        const imported = await c!.ctrImport(tag, ref);
+        const imported = await c!.ctrImport(image, ref);
 
         const anonymous = await ctd.ctrRaw(['-n', NS, 'images', 'push', '--plain-http', ref]);
         assert.notEqual(anonymous.code, 0, formatRun(anonymous));
@@ -682,9 +670,8 @@ describe('Lambda mode without an upload host refuses each client\'s 8 MiB layer 
   });
 
   it('docker push: the PATCH with the layer gets 413, nothing is stored', skipUnless('413/docker'), async () => {
-    await imageOf(tag, size);
     const ref = `${e.host}/deployed/docker:${tag}`;
-    await c!.dockerLoad(tag, ref);
+    await c!.dockerLoad(await imageOf(tag, size), ref);
     await c!.dockerd.docker(['login', '--username', USER, '--password-stdin', e.host], { input: `${PASSWORD}\n` });
     const mark = e.api.requests.length;
     assertRefusedWith413(e, mark, 'PATCH', await c!.dockerd.dockerRaw(['push', ref]));
@@ -692,9 +679,8 @@ describe('Lambda mode without an upload host refuses each client\'s 8 MiB layer 
   });
 
   it('containerd push: the finishing PUT with the layer gets 413, nothing is stored', skipUnless('413/containerd'), async () => {
-    await imageOf(tag, size);
     const ref = `${e.host}/deployed/containerd:${tag}`;
-    await c!.ctrImport(tag, ref);
+    await c!.ctrImport(await imageOf(tag, size), ref);
     const mark = e.api.requests.length;
     assertRefusedWith413(e, mark, 'PUT', await c!.containerd.ctrRaw(['-n', NS, 'images', 'push', '--plain-http', '--user', `${USER}:${PASSWORD}`, ref]));
     await assertNotStored(e, 'deployed/containerd', tag);
