@@ -30,8 +30,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type TestContext, after, before, describe, it } from 'node:test';
 import { ClientSandbox, type RecordedRequest, type RecordingProxy, type RunResult, ensureClients, formatRequest, formatRun } from '../helpers/clients.js';
@@ -111,7 +110,6 @@ class Clients {
   private constructor(
     /** The system before the daemons started and any client ran (test/helpers/footprint.ts). */
     readonly footprint: Footprint,
-    readonly work: string,
     readonly layout: OciLayout,
     /** buildah's (the one sandbox that pushes from one test to the next: its layers differ). */
     readonly sb: ClientSandbox,
@@ -123,7 +121,6 @@ class Clients {
   /** A sandbox for buildah, containerd and dockerd; the requests through `requestLog` go into a failing command's error. */
   static async start(requestLog: RecordingProxy): Promise<Clients> {
     const footprint = await Footprint.take();
-    const work = await mkdtemp(join(tmpdir(), 'deployed-'));
     layout ??= OciLayout.create();
     const sb = await ClientSandbox.create({ timeoutMs: CLIENT_TIMEOUT, requestLog });
     // Last, so that nothing after them can fail and leave them running.
@@ -132,7 +129,7 @@ class Clients {
       await containerd.stop();
       throw err;
     });
-    return new Clients(footprint, work, await layout, sb, requestLog, containerd, dockerd);
+    return new Clients(footprint, await layout, sb, requestLog, containerd, dockerd);
   }
 
   /**
@@ -177,7 +174,6 @@ class Clients {
     await this.dockerd.stop();
     await this.containerd.stop();
     await this.sb.dispose();
-    await rm(this.work, { recursive: true, force: true });
   }
 }
 
@@ -314,24 +310,101 @@ function assertRefusedWith413(e: Endpoint, mark: number, method: 'PATCH' | 'PUT'
 // ---------------------------------------------------------------------------------------------
 // Reading what the clients pulled back
 
-/** What a command writes to stdout (`tar -xOf`, `ctr content get`), streamed into a hash, or kept when small. */
-function commandOutput(cmd: string, args: string[]): Promise<{ digest: string; size: number; head: Buffer }> {
+/** What a command writes to stdout (`ctr content get`), streamed into a hash. */
+function commandOutput(cmd: string, args: string[]): Promise<{ digest: string; size: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const hash = createHash('sha256');
-    const head: Buffer[] = [];
     let size = 0;
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => {
       hash.update(c);
-      if (size < MiB) head.push(c);
       size += c.length;
     });
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     child.once('error', reject);
-    child.once('close', (code) =>
-      code === 0 ? resolve({ digest: `sha256:${hash.digest('hex')}`, size, head: Buffer.concat(head) }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${stderr}`)),
-    );
+    child.once('close', (code) => (code === 0 ? resolve({ digest: `sha256:${hash.digest('hex')}`, size }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${stderr}`))));
+  });
+}
+
+/** A regular file of a tar archive: its digest and size, and its bytes when at most 1 MiB. */
+interface TarFile {
+  digest: string;
+  size: number;
+  data?: Buffer;
+}
+
+/**
+ * The regular files of the tar archive a command writes to stdout (`docker save`), by name, each
+ * hashed as it streams by: a 1 GiB layer never goes to disk or memory. Reads ustar headers (a
+ * name with its prefix) and PAX `path` records, which is what Go's archive/tar writes.
+ */
+function tarContents(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Map<string, TarFile>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const files = new Map<string, TarFile>();
+    const field = (h: Buffer, offset: number, length: number) => {
+      const raw = h.subarray(offset, offset + length);
+      const end = raw.indexOf(0);
+      return raw.subarray(0, end < 0 ? length : end).toString('utf8');
+    };
+    let header = Buffer.alloc(0);
+    let skip = 0;
+    let paxPath: string | undefined;
+    let entry: { name: string; type: string; size: number; left: number; hash: ReturnType<typeof createHash>; kept: Buffer[] } | undefined;
+    const finish = (e: NonNullable<typeof entry>) => {
+      const data = Buffer.concat(e.kept);
+      if (e.type === 'x') paxPath = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(data.toString('utf8'))?.[1];
+      else if (e.type === '0' || e.type === '') files.set(e.name, { digest: `sha256:${e.hash.digest('hex')}`, size: e.size, ...(e.size <= MiB ? { data } : {}) });
+      skip = (512 - (e.size % 512)) % 512;
+    };
+    child.stdout.on('data', (chunk: Buffer) => {
+      let off = 0;
+      while (off < chunk.length) {
+        if (skip) {
+          const n = Math.min(skip, chunk.length - off);
+          skip -= n;
+          off += n;
+        } else if (entry) {
+          const n = Math.min(entry.left, chunk.length - off);
+          const piece = chunk.subarray(off, off + n);
+          entry.hash.update(piece);
+          if (entry.size <= MiB) entry.kept.push(Buffer.from(piece));
+          entry.left -= n;
+          off += n;
+          if (!entry.left) {
+            finish(entry);
+            entry = undefined;
+          }
+        } else {
+          const n = Math.min(512 - header.length, chunk.length - off);
+          header = Buffer.concat([header, chunk.subarray(off, off + n)]);
+          off += n;
+          if (header.length < 512) continue;
+          const h = header;
+          header = Buffer.alloc(0);
+          if (h.every((b) => b === 0)) continue; // the end-of-archive blocks
+          const prefix = field(h, 345, 155);
+          const type = field(h, 156, 1);
+          const name = type === 'x' || type === 'g' ? '' : (paxPath ?? (prefix ? `${prefix}/${field(h, 0, 100)}` : field(h, 0, 100)));
+          if (type !== 'x' && type !== 'g') paxPath = undefined;
+          const size = parseInt(field(h, 124, 12).trim() || '0', 8);
+          entry = { name, type, size, left: size, hash: createHash('sha256'), kept: [] };
+          if (!size) {
+            finish(entry);
+            entry = undefined;
+          }
+        }
+      }
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${stderr}`));
+      else if (entry || header.length) reject(new Error(`${cmd} ${args.join(' ')}: the archive ends inside ${entry ? `entry ${entry.name}` : 'a header'}`));
+      else resolve(files);
+    });
   });
 }
 
@@ -507,18 +580,18 @@ for (const driver of ['fs', 's3'] as const) {
         assert.ok(info.RepoDigests.includes(`${t.pull.host}/${repo}@${digest}`), JSON.stringify(info.RepoDigests));
         assert.deepEqual(info.RootFS.Layers, image.layers.map((l) => l.diffId));
 
-        // Byte for byte: each layer docker pulled, as `docker save` writes it, is the generated tar.
-        const saved = join(c!.work, `docker-saved-${tag}.tar`);
-        await docker.docker(['save', '--output', saved, from]);
+        // Byte for byte: each layer docker pulled, as `docker save` writes it, is the generated tar
+        // (the archive read as docker writes it to stdout, nothing of it on disk).
         try {
-          const [entry] = JSON.parse((await commandOutput('tar', ['-xOf', saved, 'manifest.json'])).head.toString());
+          const saved = await tarContents(DOCKER, ['--host', docker.host, 'save', from], docker.env);
+          const [entry] = JSON.parse(saved.get('manifest.json')?.data?.toString() ?? 'null') ?? [];
+          assert.ok(entry, `docker save wrote a manifest.json: ${[...saved.keys()].join(' ')}`);
           assert.equal(entry.Layers.length, image.layers.length);
           for (const [i, path] of (entry.Layers as string[]).entries()) {
-            const got = await commandOutput('tar', ['-xOf', saved, path]);
-            assert.deepEqual({ digest: got.digest, size: got.size }, { digest: image.layers[i]!.diffId, size: image.layers[i]!.uncompressedSize }, `docker's pulled layer ${i} is the generated tar`);
+            const got = saved.get(path);
+            assert.deepEqual({ digest: got?.digest, size: got?.size }, { digest: image.layers[i]!.diffId, size: image.layers[i]!.uncompressedSize }, `docker's pulled layer ${i} (${path}) is the generated tar`);
           }
         } finally {
-          await rm(saved, { force: true });
           await docker.docker(['rmi', from]);
         }
       }));
