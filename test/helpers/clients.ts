@@ -285,6 +285,14 @@ export class ClientSandbox {
     return r;
   }
 
+  /**
+   * Any command (a script that calls buildah, say) with the sandbox's environment and, as root,
+   * in a mount namespace with its /var/lib and /run; resolves whatever the exit status.
+   */
+  runRaw(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec(cmd, args, opts, true);
+  }
+
   // --- skopeo ---
 
   private skopeoArgs(args: string[]): string[] {
