@@ -14,14 +14,16 @@
  *     library, containers/image) also send their Bearer token to the upload host, which ignores
  *     it: the capability in the Location is what counts there (each test reports what was sent).
  *   - docker 20.10 (Debian's docker.io, its own dockerd on its own containerd, test/helpers/
- *     daemons.ts): `docker load`, `login`, `push`, `rmi`, `pull`. docker compresses the layers
- *     it stored (uncompressed) itself and sends each in ONE chunked PATCH, then an empty PUT.
+ *     daemons.ts): `docker load`, `login`, `push`, `rmi`, `pull`, `save`. docker compresses the
+ *     layers it stored (uncompressed) itself and sends each in ONE chunked PATCH, then an empty PUT.
  *   - containerd 1.6 (`ctr` on its own containerd): `images import --no-unpack`, `push`, `pull`.
  *     It pushes the layout's blobs unchanged, each as the body of the finishing PUT (no PATCH),
  *     and sends no Authorization header to the upload host (another host than the registry's).
  *
  * Sizes (SIZES): every client pushes a 64 MiB and a 1 GiB layer on each driver. The images are
- * generated once for the whole file (SKIFF_DEPLOYED_ONLY narrows the file to some tests).
+ * generated once for the whole file (gzip with stored blocks: random bytes do not compress) and
+ * reach docker and containerd as archives streamed from the layout's files, so no test copies a
+ * layer on disk before its client reads it. SKIFF_DEPLOYED_ONLY narrows the file to some tests.
  *
  * The last suite shows the bug the upload host fixes: Lambda mode without it refuses each
  * client's 8 MiB layer with 413.
