@@ -12,13 +12,20 @@
  * (docker and containerd are daemons: test/helpers/daemons.ts.)
  *
  * The blob-info cache (which layer lives in which repository, compressed and uncompressed digests:
- * what makes skopeo and podman try cross-repository mounts and reuse blobs) has no flag or
- * variable: run as root, both (c/image 5.23) keep it in
- * /var/lib/containers/cache/blob-info-cache-v1.boltdb, shared by every run on the machine. When
- * running as root with `unshare` available, each command therefore runs in a private mount
- * namespace with the sandbox's own cache directory bind-mounted over that path; elsewhere the
- * shared cache is used (`cacheIsolated` says which). Either way tests must not depend on what the
- * cache holds beyond what the same sandbox pushed.
+ * what makes skopeo and podman try cross-repository mounts and reuse blobs) has no flag, variable
+ * or configuration key in these versions (c/image 5.23: only the library's
+ * SystemContext.BlobInfoCacheDir, which skopeo 1.9, podman 4.3 and buildah 1.28 do not set): run as
+ * root, every copy, pull and push opens /var/lib/containers/cache/blob-info-cache-v1.boltdb,
+ * creating the directory, shared by every run on the machine. So, as root, each command runs in a
+ * private mount namespace (`unshare --mount`) in which the sandbox's own `sys/var-lib` and
+ * `sys/run` directories are bind-mounted over /var/lib and /run: the cache lives in the sandbox,
+ * as does anything else a client would write there (runc's state of a `podman run`, say), and the
+ * machine's /var/lib and /run are neither read nor written. (Binding over /var/lib/containers/cache
+ * itself would need that directory to exist: creating it is the very leftover, as a `mkdir` is not
+ * undone by the namespace.) Commands of one sandbox share its directories, also when they run at
+ * the same time or leave a process behind (podman's conmon). Without root the clients keep the
+ * cache under $XDG_DATA_HOME, the sandbox's too. Tests must not depend on what the cache holds
+ * beyond what the same sandbox pushed. test/helpers/footprint.ts checks that nothing appeared.
  *
  * podman needs nothing special here (found by experiment as root in a container without systemd,
  * cgroups v1, podman 4.3.1): pull and push work with only --root/--runroot/--storage-driver vfs;
@@ -37,6 +44,8 @@ import { Agent, type IncomingHttpHeaders, createServer, request as httpRequest }
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 // ---------------------------------------------------------------------------------------------
 // Running a command
@@ -46,6 +55,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Written to the command's stdin, which is then closed. */
   input?: string;
+  /** Instead of `input`: streamed to the command's stdin (with backpressure), which is then closed. */
+  stdin?: Iterable<Buffer> | AsyncIterable<Buffer>;
   /** Environment added to (and overriding) this process's. */
   env?: Record<string, string>;
 }
@@ -119,7 +130,9 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
       resolve({ argv: [cmd, ...args], code, signal, timedOut, stdout, stderr, ms: Date.now() - started });
     });
     child.stdin!.on('error', () => undefined);
-    child.stdin!.end(opts.input ?? '');
+    // A command that exits before reading all of it (EPIPE) says why in its exit status and output.
+    if (opts.stdin) pipeline(Readable.from(opts.stdin), child.stdin!).catch(() => undefined);
+    else child.stdin!.end(opts.input ?? '');
   });
 }
 
@@ -188,17 +201,28 @@ export interface CopyOptions {
   extra?: string[];
 }
 
-const SYSTEM_CACHE = '/var/lib/containers/cache';
-const BIND_CACHE = `mkdir -p ${SYSTEM_CACHE} && mount --bind "$0" ${SYSTEM_CACHE} && exec "$@"`;
+/**
+ * Run as `sh -c BIND_SYSTEM sandbox <var-lib> <run> <command> <args...>` in a new mount namespace:
+ * mounts the two directories over /var/lib and /run there, then runs the command.
+ */
+const BIND_SYSTEM = 'mount --bind "$1" /var/lib && mount --bind "$2" /run && shift 2 && exec "$@"';
+const UNSHARE = ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_SYSTEM, 'sandbox'];
 let isolation: Promise<boolean> | undefined;
 
-/** Whether commands can run with a private blob-info cache (root, unshare, mount allowed). */
-function canIsolateCache(probeDir: string): Promise<boolean> {
-  if (process.getuid?.() !== 0 || !hasCommand('unshare')) return Promise.resolve(false);
-  isolation ??= run('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_CACHE, probeDir, 'true'], { timeoutMs: 10_000 }).then(
-    (r) => r.code === 0,
-    () => false,
-  );
+/**
+ * Whether commands must run in a namespace of their own (as root; see the file comment). Throws
+ * when they must and cannot: the clients would write into the machine's /var/lib.
+ */
+function mustIsolate(probeDir: string): Promise<boolean> {
+  if (process.getuid?.() !== 0) return Promise.resolve(false);
+  isolation ??= (async () => {
+    const r = await run('unshare', [...UNSHARE, join(probeDir, 'var-lib'), join(probeDir, 'run'), 'true'], { timeoutMs: 10_000 }).catch((err: Error) => err);
+    if (r instanceof Error || r.code !== 0) {
+      const why = r instanceof Error ? r.message : formatRun(r);
+      throw new Error(`running as root, the clients would write into /var/lib/containers; they run in a private mount namespace, which needs unshare (util-linux) and mount (CAP_SYS_ADMIN):\n${why}`);
+    }
+    return true;
+  })();
   return isolation;
 }
 
@@ -214,14 +238,17 @@ export class ClientSandbox {
     readonly dir: string,
     readonly env: Record<string, string>,
     readonly timeoutMs: number,
-    /** Whether the blob-info cache is this sandbox's own (see the file comment). */
-    readonly cacheIsolated: boolean,
+    /** Whether each command runs in a mount namespace with the sandbox's /var/lib and /run (as root; see the file comment). */
+    readonly isolated: boolean,
     private readonly requestLog?: RecordingProxy,
   ) {}
 
   static async create(opts: SandboxOptions = {}): Promise<ClientSandbox> {
     const dir = await mkdtemp(join(tmpdir(), 'skiff-clients-'));
-    await mkdir(join(dir, 'cache'), { recursive: true });
+    // Not under /var/lib or /run, which the commands see replaced (see the file comment).
+    if (/^\/(var\/lib|run|var\/run)(\/|$)/.test(dir)) throw new Error(`the client sandbox ${dir} must not be under /var/lib or /run: set TMPDIR elsewhere`);
+    await mkdir(join(dir, 'sys', 'var-lib'), { recursive: true });
+    await mkdir(join(dir, 'sys', 'run'), { recursive: true });
     await mkdir(join(dir, 'tmp'), { recursive: true });
     await mkdir(join(dir, 'podman-tmp'), { recursive: true });
     await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');
@@ -237,23 +264,33 @@ export class ClientSandbox {
       CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
       XDG_RUNTIME_DIR: join(dir, 'tmp'),
       XDG_CONFIG_HOME: join(dir, 'config'),
+      XDG_DATA_HOME: join(dir, 'data'),
       HOME: dir,
     };
-    const isolated = await canIsolateCache(join(dir, 'cache'));
+    const isolated = await mustIsolate(join(dir, 'sys')).catch(async (err) => {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    });
     return new ClientSandbox(dir, env, opts.timeoutMs ?? 120_000, isolated, opts.requestLog);
   }
 
   /** Runs a client command in the sandbox; throws ClientFailed (with the requests it made) unless allowFailure. */
   private async exec(cmd: string, args: string[], opts: RunOptions, allowFailure: boolean): Promise<RunResult> {
     const mark = this.requestLog?.requests.length ?? 0;
-    const argv = this.cacheIsolated
-      ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_CACHE, join(this.dir, 'cache'), cmd, ...args]] as const
-      : ([cmd, args] as const);
+    const argv = this.isolated ? (['unshare', [...UNSHARE, join(this.dir, 'sys', 'var-lib'), join(this.dir, 'sys', 'run'), cmd, ...args]] as const) : ([cmd, args] as const);
     const r = await run(argv[0], [...argv[1]], { timeoutMs: this.timeoutMs, ...opts, env: { ...this.env, ...opts.env } });
     if (r.code !== 0 && !allowFailure) {
       throw new ClientFailed(r, this.requestLog ? `--- requests the command made (through ${this.requestLog.url}) ---\n${this.requestLog.log(mark)}` : '');
     }
     return r;
+  }
+
+  /**
+   * Any command (a script that calls buildah, say) with the sandbox's environment and, as root,
+   * in a mount namespace with its /var/lib and /run; resolves whatever the exit status.
+   */
+  runRaw(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.exec(cmd, args, opts, true);
   }
 
   // --- skopeo ---

@@ -21,12 +21,12 @@
  *     --storage-driver=vfs: no mounts. The docker CLI keeps its login under DOCKER_CONFIG.
  *
  * Neither daemon runs a container here: pushing and pulling only need the content store, the
- * image store and (for docker) vfs layer directories. `systemFootprint()` lists the system paths
- * these daemons would use by default, so a test can assert that nothing appeared there.
+ * image store and (for docker) vfs layer directories. test/helpers/footprint.ts lists the system
+ * paths they would use by default, so a test can assert that nothing appeared there.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClientFailed, type RecordingProxy, type RunOptions, type RunResult, run } from './clients.js';
@@ -279,42 +279,4 @@ export class Dockerd {
     await this.daemon.stop();
     await rm(this.dir, { recursive: true, force: true });
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// What the daemons must not touch
-
-/**
- * The system paths containerd and dockerd use by default, and /run, /var/lib entries named after
- * them; also podman's and buildah's default store and run-time state, which the sandboxes of
- * test/helpers/clients.ts replace. (Not /var/lib/containers/cache: the sandboxes bind-mount
- * their own cache over it, and create that empty directory when it is missing.)
- */
-const DEFAULT_PATHS = [
-  '/var/lib/docker', '/var/lib/containerd', '/run/containerd', '/run/docker', '/run/docker.sock', '/run/docker.pid', '/etc/docker', '/opt/containerd',
-  '/var/lib/containers/storage', '/run/containers', '/run/libpod',
-];
-
-async function listTree(path: string, depth = 3): Promise<string[]> {
-  const st = await stat(path).catch(() => undefined);
-  if (!st) return [];
-  if (!st.isDirectory() || depth === 0) return [path];
-  const out = [path];
-  for (const name of (await readdir(path).catch(() => [])).sort()) out.push(...(await listTree(join(path, name), depth - 1)));
-  return out;
-}
-
-/**
- * Every file and directory (three levels deep) under the daemons' default system paths, plus
- * every entry of /run, /var/run and /var/lib whose name starts with docker or containerd. Equal
- * before and after a test: the daemons left nothing behind.
- */
-export async function systemFootprint(): Promise<string[]> {
-  const named: string[] = [];
-  for (const parent of ['/run', '/var/lib']) {
-    for (const name of await readdir(parent).catch(() => [])) if (/^(docker|containerd)/.test(name)) named.push(join(parent, name));
-  }
-  const out = new Set<string>();
-  for (const p of [...DEFAULT_PATHS, ...named]) for (const entry of await listTree(p)) out.add(entry);
-  return [...out].sort();
 }

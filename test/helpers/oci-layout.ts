@@ -15,7 +15,7 @@
  * gzip header; zlib's output for a given level is stable for a given Node build).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { closeSync, createWriteStream, openSync, readSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -373,6 +373,57 @@ export class OciLayout {
 
   remove(): Promise<void> {
     return rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A file's bytes, read piece by piece (for a tar entry of a blob of any size). */
+function* fileChunks(path: string, chunk = 1024 * 1024): Generator<Buffer> {
+  const fd = openSync(path, 'r');
+  try {
+    for (;;) {
+      const buf = Buffer.allocUnsafe(chunk);
+      const n = readSync(fd, buf, 0, chunk, null);
+      if (n === 0) return;
+      yield buf.subarray(0, n);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const blobEntry = (name: string, blob: BlobFile): TarEntry => ({ name, stream: { size: blob.size, chunks: () => fileChunks(blob.path) } });
+
+/**
+ * `image` as an archive a client loads, named `ref` (a full reference, `host/repo:tag`), streamed
+ * from the layout's files (nothing is copied on disk: what `docker load` and `ctr images import`
+ * read from their standard input):
+ *
+ *   - `oci`: an OCI image layout in a tar (what `skopeo copy ... oci-archive:` writes, and
+ *     `ctr images import` reads), index.json naming the image `ref` as containerd's own export
+ *     does (io.containerd.image.name, the tag in org.opencontainers.image.ref.name);
+ *   - `docker`: the layout of `docker save` (manifest.json with Config, RepoTags and Layers, the
+ *     config and each layer as a file), which `docker load` reads; the layers stay gzipped as
+ *     generated (docker load decompresses a compressed layer file itself).
+ */
+export function* imageArchive(image: ImageInfo, ref: string, format: 'oci' | 'docker'): Generator<Buffer> {
+  const hex = (b: BlobFile) => b.digest.slice('sha256:'.length);
+  if (format === 'oci') {
+    const tag = ref.slice(ref.lastIndexOf(':') + 1);
+    const index = { schemaVersion: 2, mediaType: MediaType.index, manifests: [{ ...descriptorOf(image.manifest), annotations: { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': tag } }] };
+    yield* tarStream([
+      { name: 'oci-layout', data: json({ imageLayoutVersion: '1.0.0' }) },
+      { name: 'index.json', data: json(index) },
+      { name: 'blobs' },
+      { name: 'blobs/sha256' },
+      ...image.blobs.map((b) => blobEntry(`blobs/sha256/${hex(b)}`, b)),
+    ]);
+  } else {
+    const manifest = [{ Config: `${hex(image.config)}.json`, RepoTags: [ref], Layers: image.layers.map((l) => `${hex(l)}/layer.tar`) }];
+    yield* tarStream([
+      { name: 'manifest.json', data: json(manifest) },
+      blobEntry(`${hex(image.config)}.json`, image.config),
+      ...image.layers.flatMap((l) => [{ name: hex(l) }, blobEntry(`${hex(l)}/layer.tar`, l)]),
+    ]);
   }
 }
 

@@ -11,6 +11,7 @@ import { call } from '../helpers/http.js';
 import { ClientSandbox, ensureClients } from '../helpers/clients.js';
 import { type ImageInfo, OciLayout } from '../helpers/oci-layout.js';
 import { useRegistry } from '../helpers/registry.js';
+import { Footprint } from '../helpers/footprint.js';
 
 ensureClients(['skopeo', 'podman']);
 
@@ -19,8 +20,11 @@ describe('real clients with authentication (s3)', () => {
   let layout: OciLayout;
   let image: ImageInfo;
   const host = () => new URL(r.url).host;
+  /** The system before any client ran (test/helpers/footprint.ts). */
+  let footprint: Footprint;
 
   before(async () => {
+    footprint = await Footprint.take();
     const users = r.registry.meta.users;
     const now = Date.now();
     await users.putUser({ name: 'alice', passwordHash: await hashPassword('alice-password'), createdAt: now, updatedAt: now });
@@ -76,5 +80,9 @@ describe('real clients with authentication (s3)', () => {
       await alice.dispose();
       await bob.dispose();
     }
+  });
+
+  it('skopeo and podman left nothing in /var/lib or /run (their blob-info cache, auth file and state are the sandbox\'s)', async () => {
+    await footprint.assertNothingAdded('skopeo and podman');
   });
 });

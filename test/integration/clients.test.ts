@@ -45,6 +45,7 @@ import {
   tempDir,
 } from '../helpers/oci-layout.js';
 import { DRIVERS, blobObjects, delta, useRegistry } from '../helpers/registry.js';
+import { Footprint } from '../helpers/footprint.js';
 
 ensureClients(['skopeo', 'podman']);
 
@@ -67,6 +68,8 @@ for (const driver of DRIVERS) {
     let sbom: ArtifactInfo;
     let signature: ArtifactInfo;
     const temporary: string[] = [];
+    /** The system before any client ran (test/helpers/footprint.ts). */
+    let footprint: Footprint;
 
     /** A docker:// reference to `name:tag` (or `name@digest`) on the registry, through the proxy. */
     const remote = (ref: string) => `docker://${proxy.host}/${ref}`;
@@ -106,6 +109,7 @@ for (const driver of DRIVERS) {
     }
 
     before(async () => {
+      footprint = await Footprint.take();
       proxy = await recordingProxy(r.url);
       sb = await ClientSandbox.create({ timeoutMs: 60_000, requestLog: proxy });
       layout = await OciLayout.create();
@@ -342,6 +346,10 @@ for (const driver of DRIVERS) {
       } finally {
         await pm.dispose();
       }
+    });
+
+    it('skopeo and podman left nothing in /var/lib or /run (their blob-info cache, auth file and state are the sandbox\'s)', async () => {
+      await footprint.assertNothingAdded('skopeo and podman');
     });
   });
 }
