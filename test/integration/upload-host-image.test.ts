@@ -20,7 +20,7 @@ import { hashPassword } from '../../lib/auth/passwords.js';
 import { MiB, bytes, chunked, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
 import { expectError, withDigest } from '../helpers/oci.js';
-import { ClientSandbox, ensureClients, run } from '../helpers/clients.js';
+import { ClientSandbox, ensureClients } from '../helpers/clients.js';
 import { backends } from '../helpers/backends.js';
 import { freePort, useRegistry } from '../helpers/registry.js';
 import { root } from '../deploy/package.js';
@@ -46,8 +46,10 @@ describe('upload host image (npm run image, run with podman)', () => {
     sandbox = await ClientSandbox.create({ timeoutMs: 600_000 });
     archive = join(sandbox.dir, 'upload-host.tar');
     // The documented command; buildah stores the image in the sandbox's containers-storage
-    // (CONTAINERS_STORAGE_CONF), where the sandbox's podman finds it.
-    const built = await run('npm', ['--prefix', root, 'run', '-s', 'image', '--', '--tag', TAG, '--output', archive], { env: sandbox.env, timeoutMs: 600_000 });
+    // (CONTAINERS_STORAGE_CONF), where the sandbox's podman finds it. Run inside the sandbox's
+    // mount namespace (runRaw), so buildah's blob-info cache lands under the sandbox, not in
+    // /var/lib/containers on the host.
+    const built = await sandbox.runRaw('npm', ['--prefix', root, 'run', '-s', 'image', '--', '--tag', TAG, '--output', archive], { timeoutMs: 600_000 });
     assert.equal(built.code, 0, built.stderr);
     assert.equal(built.stdout.trim(), IMAGE);
   });
