@@ -9,8 +9,9 @@
 #   /tmp                                  empty, world-writable (sticky)
 #
 # run as user 65532 (no shell, no package manager, nothing else in the image), port 8080,
-# CMD node /app/main.js with SKIFF_SERVE=uploads. The image is for this machine's architecture
-# (ldd needs to run the binary's loader): build on x86_64 for Fargate's default platform.
+# CMD node /app/main.js with SKIFF_SERVE=uploads and npm start's GLIBC_TUNABLES. The image is for
+# this machine's architecture (ldd needs to run the binary's loader): build on x86_64 for
+# Fargate's default platform.
 # Docker format (not OCI) because that is what ECS documents for Fargate.
 #
 # The image lands in buildah's storage as localhost/skiff-upload-host:<tag>; --output also
@@ -20,6 +21,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 NODE_VERSION="${SKIFF_IMAGE_NODE_VERSION:-22.23.5}"
 TAG="$(node -p "require('$ROOT/package.json').version")"
+# The malloc settings `npm start` runs the registry with (package.json's config; README, Benchmark).
+MALLOC_TUNABLES="$(node -p "require('$ROOT/package.json').config.glibcTunables")"
 OUTPUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -83,6 +86,7 @@ buildah config \
   --arch "$OCI_ARCH" --os linux \
   --user 65532:65532 --workingdir /app --port 8080/tcp \
   --env SKIFF_SERVE=uploads --env SKIFF_HOST=0.0.0.0 --env SKIFF_PORT=8080 --env NODE_ENV=production \
+  --env "GLIBC_TUNABLES=$MALLOC_TUNABLES" \
   --cmd '["/usr/local/bin/node", "/app/main.js"]' --entrypoint '[]' \
   --label org.opencontainers.image.title=skiff-upload-host \
   --label "org.opencontainers.image.version=$TAG" \

@@ -3,7 +3,7 @@
  * restart it or measure its memory.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,8 @@ import { backends, uniqueName } from './backends.js';
 import type { DriverKind } from './registry.js';
 
 const root = join(import.meta.dirname, '..', '..');
+/** The malloc settings `npm start` gives the registry (package.json's config; see the README). */
+const glibcTunables: string = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).config.glibcTunables;
 
 export interface RegistryProcess {
   url: string;
@@ -45,11 +47,14 @@ export function processEnv(storage: DriverKind, extra: Record<string, string> = 
   };
 }
 
-/** `nodeArgs` go before the entry point (e.g. `--import` of a test-only module, after tsx). */
+/**
+ * `nodeArgs` go before the entry point (e.g. `--import` of a test-only module, after tsx). The
+ * process gets what `npm start` sets around the entry point (GLIBC_TUNABLES) unless `env` says otherwise.
+ */
 export async function spawnRegistry(env: Record<string, string>, nodeArgs: string[] = []): Promise<RegistryProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', ...nodeArgs, 'lib/local/main.ts'], {
     cwd: root,
-    env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', ...env },
+    env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', GLIBC_TUNABLES: glibcTunables, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

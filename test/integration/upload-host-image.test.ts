@@ -13,6 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CAPABILITY_PARAM } from '../../lib/auth/capability.js';
@@ -67,6 +68,9 @@ describe('upload host image (npm run image, run with podman)', () => {
     assert.deepEqual(Object.keys(config.config.ExposedPorts), ['8080/tcp']);
     assert.deepEqual(config.config.Cmd, ['/usr/local/bin/node', '/app/main.js']);
     for (const env of ['SKIFF_SERVE=uploads', 'SKIFF_HOST=0.0.0.0', 'SKIFF_PORT=8080']) assert.ok(config.config.Env.includes(env), env);
+    // The malloc settings npm start runs the registry with (README, Configuration: GLIBC_TUNABLES).
+    const tunables = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).config.glibcTunables;
+    assert.ok(config.config.Env.includes(`GLIBC_TUNABLES=${tunables}`), `GLIBC_TUNABLES in ${config.config.Env.join(' ')}`);
     assert.equal(config.architecture, process.arch === 'arm64' ? 'arm64' : 'amd64');
     // One layer: no base image.
     assert.equal(manifest.layers.length, 1);
