@@ -428,40 +428,6 @@ for (const driver of DRIVERS) {
       assert.ok(got.body.equals(data));
     });
 
-    it('keeps an object noted while nothing named it that a record names by the next run: a deduplicating finish repointing the descriptor at its own copy (the kept one was lost)', async () => {
-      await settle();
-      const [repo, other] = [fresh('lost'), fresh('repush')];
-      const data = bytes(1250, seed++);
-      const first = await pushInPut(r.url, repo, data);
-      const lost = (await r.registry.meta.blobs.getDescriptor(first.digest))!.key;
-      await r.registry.storage.objects.delete([lost]);
-      // The second push deduplicates against the descriptor (its upload record goes, its link
-      // names the lost key), finds the kept copy gone and repoints the descriptor at its own
-      // copy. The sweep runs just before the repoint: that copy is named by nothing yet.
-      let noting: OrphanReport | undefined;
-      const before = new Set((await stored()).keys());
-      const held = holdBefore(r.db, (command, input) => command === 'PutItemCommand' && input.ConditionExpression === '#key = :from', async () => {
-        await sleep(5);
-        noting = await sweep();
-      });
-      await pushInPut(r.url, other, data);
-      await held;
-      const ours = (await r.registry.meta.blobs.getDescriptor(first.digest))!.key;
-      assert.ok(ours !== lost && !before.has(ours), 'the descriptor now names the second push’s copy');
-      assert.deepEqual(noting!.noted, { objects: 1, bytes: data.length }, JSON.stringify(noting));
-      assert.ok(await suspectItem(ours), 'noted while nothing named it');
-      await sleep(GAP + 5);
-      const judging = await sweep();
-      assert.equal(judging.freed.objects, 0, JSON.stringify(judging));
-      assert.equal(judging.cleared, 1);
-      assert.equal(await suspectItem(ours), undefined);
-      for (const name of [repo, other]) {
-        const got = await call(`${r.url}/v2/${name}/blobs/${first.digest}`);
-        assert.equal(got.status, 200, name);
-        assert.ok(got.body.equals(data));
-      }
-    });
-
     it('forgets a suspect whose object is gone, and notes again (does not free) one whose object was rewritten since', async () => {
       await settle();
       const [gone, rewritten] = [`blobs/${randomUUID()}`, `blobs/${randomUUID()}`];
