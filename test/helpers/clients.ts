@@ -39,11 +39,11 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { Agent, type IncomingHttpHeaders, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -203,9 +203,10 @@ export interface CopyOptions {
 
 /**
  * Run as `sh -c BIND_SYSTEM sandbox <var-lib> <run> <command> <args...>` in a new mount namespace:
- * mounts the two directories over /var/lib and /run there, then runs the command.
+ * mounts the two directories over /var/lib and /run there, then runs the command. `-n`: mount
+ * would otherwise create /run/mount (its utab) on the host, before /run is the sandbox's.
  */
-const BIND_SYSTEM = 'mount --bind "$1" /var/lib && mount --bind "$2" /run && shift 2 && exec "$@"';
+const BIND_SYSTEM = 'mount -n --bind "$1" /var/lib && mount -n --bind "$2" /run && shift 2 && exec "$@"';
 const UNSHARE = ['--mount', '--propagation', 'private', '--', 'sh', '-c', BIND_SYSTEM, 'sandbox'];
 let isolation: Promise<boolean> | undefined;
 
@@ -249,6 +250,14 @@ export class ClientSandbox {
     if (/^\/(var\/lib|run|var\/run)(\/|$)/.test(dir)) throw new Error(`the client sandbox ${dir} must not be under /var/lib or /run: set TMPDIR elsewhere`);
     await mkdir(join(dir, 'sys', 'var-lib'), { recursive: true });
     await mkdir(join(dir, 'sys', 'run'), { recursive: true });
+    // Where /etc/resolv.conf links into /run (systemd-resolved, resolvconf), the sandbox's /run
+    // must hold it too, or name lookups (npm pack in `npm run image`) fail inside the namespace.
+    const resolver = await realpath('/etc/resolv.conf').catch(() => undefined);
+    if (resolver?.startsWith('/run/')) {
+      const copy = join(dir, 'sys', 'run', resolver.slice('/run/'.length));
+      await mkdir(dirname(copy), { recursive: true });
+      await copyFile(resolver, copy);
+    }
     await mkdir(join(dir, 'tmp'), { recursive: true });
     await mkdir(join(dir, 'podman-tmp'), { recursive: true });
     await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');

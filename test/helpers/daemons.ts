@@ -205,8 +205,8 @@ export class Containerd {
 // ---------------------------------------------------------------------------------------------
 // dockerd
 
-/** Mounts $0 over /run in the private mount namespace `unshare` made, then runs the command. */
-const BIND_RUN = 'mount --bind "$0" /run && exec "$@"';
+/** Mounts $0 over /run in the private mount namespace `unshare` made, then runs the command (`-n`: no /run/mount utab on the host). */
+const BIND_RUN = 'mount -n --bind "$0" /run && exec "$@"';
 
 export class Dockerd {
   private constructor(

@@ -10,8 +10,10 @@
  * (a blob-info-cache-v1.boltdb in an existing /var/lib/containers/cache) shows too.
  *
  * Only additions count: what other processes of the machine remove in the meantime is theirs.
- * (On a machine where other test runs use the same clients at the same time, one of them could
- * add a path while a suite runs; CI runs the test files one after the other.)
+ * (`npm test` runs the test files one at a time (test/run.ts), so a path is blamed on the suite
+ * that added it; on a machine where another test run uses the same clients at the same time, that
+ * run could add a path while a suite runs.) Paths are compared by name only: a write into a file
+ * that was already there does not show.
  */
 import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';

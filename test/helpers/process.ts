@@ -54,7 +54,8 @@ export function processEnv(storage: DriverKind, extra: Record<string, string> = 
 export async function spawnRegistry(env: Record<string, string>, nodeArgs: string[] = []): Promise<RegistryProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', ...nodeArgs, 'lib/local/main.ts'], {
     cwd: root,
-    env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', GLIBC_TUNABLES: glibcTunables, ...env },
+    // As `npm start`: the caller's GLIBC_TUNABLES wins (empty: glibc's defaults), else the package's.
+    env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? glibcTunables, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -3,8 +3,7 @@
  * record names and no live upload holds are freed (counted): a dead upload's scratch at once, an
  * object a record could name noted by one run and freed by a later one after the wait; young ones
  * and live uploads' are kept, a large manifest's object lives as long as its manifest, a suspect
- * that a record names by the second run (the index lagging at the first, a descriptor repointed
- * between the runs) is forgotten and kept, the dry run changes nothing, no run scans the table,
+ * that a record names by the second run (the index lagging at the first) is forgotten and kept, the dry run changes nothing, no run scans the table,
  * the listing resumes where a bounded run stopped, and a finish racing the sweep keeps its blob
  * (held at the exact DynamoDB calls). DynamoDB Local updates its indexes synchronously, so the
  * tests wait a short `recheckAfterMs`, and the index's lag is played by a store whose index reads

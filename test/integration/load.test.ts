@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { MiB } from '../helpers/data.js';
 import { ClientSandbox, ensureClients } from '../helpers/clients.js';
+import { Footprint } from '../helpers/footprint.js';
 import { type ImageInfo, OciLayout, readLayout, tempDir } from '../helpers/oci-layout.js';
 import { blobObjects, useRegistry } from '../helpers/registry.js';
 
@@ -35,7 +36,11 @@ describe('load: concurrent skopeo pushes (s3)', () => {
 
   const remote = (ref: string) => `docker://${new URL(r.url).host}/${ref}`;
 
+  /** The system before any client ran (test/helpers/footprint.ts). */
+  let footprint: Footprint;
+
   before(async () => {
+    footprint = await Footprint.take();
     layout = await OciLayout.create();
     same = await layout.image({ seed: 301, layerSizes: [2 * MiB, 256 * 1024] });
     await layout.tag('same', same.descriptor);
@@ -90,5 +95,9 @@ describe('load: concurrent skopeo pushes (s3)', () => {
     const open = await r.s3.send(new ListMultipartUploadsCommand({ Bucket: r.config.s3.bucket }));
     assert.deepEqual(open.Uploads ?? [], [], 'no multipart upload left open');
     assert.deepEqual(r.integrityErrors, []);
+  });
+
+  it('left nothing in /var/lib or /run', async () => {
+    await footprint.assertNothingAdded('ten skopeo processes');
   });
 });

@@ -22,6 +22,7 @@ import { MiB, bytes, chunked, sha256 } from '../helpers/data.js';
 import { call } from '../helpers/http.js';
 import { expectError, withDigest } from '../helpers/oci.js';
 import { ClientSandbox, ensureClients } from '../helpers/clients.js';
+import { Footprint } from '../helpers/footprint.js';
 import { backends } from '../helpers/backends.js';
 import { freePort, useRegistry } from '../helpers/registry.js';
 import { root } from '../deploy/package.js';
@@ -42,8 +43,12 @@ describe('upload host image (npm run image, run with podman)', () => {
   const podmanRun = (args: string[]) =>
     sandbox.podman(['run', '--runtime', 'runc', '--network', 'host', '--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096', ...args], { timeoutMs: 120_000 });
 
+  /** The system before any client ran (test/helpers/footprint.ts). */
+  let footprint: Footprint;
+
   before(async () => {
     ensureClients(['podman', 'skopeo', 'buildah', 'runc']);
+    footprint = await Footprint.take();
     sandbox = await ClientSandbox.create({ timeoutMs: 600_000 });
     archive = join(sandbox.dir, 'upload-host.tar');
     // The documented command; buildah stores the image in the sandbox's containers-storage
@@ -149,5 +154,9 @@ describe('upload host image (npm run image, run with podman)', () => {
     // Only upload sessions there; no capability, no upload.
     expectError(await call(`${host}/v2/`), 404, 'UNSUPPORTED');
     assert.equal((await call(`${host}${handedOut.pathname}`, { method: 'PATCH', body: bytes(10, 8) })).status, 401);
+  });
+
+  it('left nothing in /var/lib or /run', async () => {
+    await footprint.assertNothingAdded('npm run image (buildah) and podman run');
   });
 });
