@@ -150,6 +150,15 @@ describe('deployable stack (osls package, offline)', () => {
         assert.ok(statements.some((st: any) => JSON.stringify(st.Resource) === '{"Fn::Sub":"${MetadataTable.Arn}/index/digest"}' && JSON.stringify(st.Action) === '["dynamodb:Query"]'), 'the digest index');
         assert.ok(statements.some((st: any) => JSON.stringify(st.Resource) === '{"Fn::Sub":"${MetadataTable.Arn}/index/key"}' && JSON.stringify(st.Action) === '["dynamodb:Query"]'), 'the key index');
       }
+      // A role that reads objects may list the bucket without a prefix condition: S3 answers a
+      // read of a missing key 404 only to such a caller (403 to others), and the code tells a
+      // missing object by its 404.
+      if (statements.some((st: any) => [st.Action].flat().includes('s3:GetObject'))) {
+        assert.ok(
+          statements.some((st: any) => [st.Action].flat().includes('s3:ListBucket') && JSON.stringify(st.Resource) === '{"Fn::GetAtt":["BlobBucket","Arn"]}' && !st.Condition),
+          `${name}: reads objects, so lists the bucket unconditioned (a missing key is a 404, not a 403)`,
+        );
+      }
       // Reads write nothing else.
       if (name === 'Read') assert.deepEqual(statements.filter((st: any) => !st.Condition).flatMap(writes), []);
       if (name === 'Delete') assert.ok(!statements.flatMap((st: any) => [st.Action].flat()).includes('s3:PutObject'));

@@ -131,8 +131,18 @@ const S3_BUCKET_ACTION: Record<string, string> = {
   ListMultipartUploads: 's3:ListBucketMultipartUploads',
 };
 
+/**
+ * A read of a key that may be missing: S3 answers 404 for a missing key only to a caller that may
+ * list the bucket, 403 to any other, and the code tells "missing" by the 404 (isS3NotFound). The
+ * implicit check carries no s3:prefix, so only a ListBucket without a prefix condition gives it.
+ */
+const S3_READS = new Set(['GetObject', 'HeadObject']);
+
 function s3Needs(name: string, input: any): Needed[] {
-  if (name in S3_OBJECT_ACTION) return S3_OBJECT_ACTION[name]!.map((action) => ({ action, on: 'object' as const }));
+  if (name in S3_OBJECT_ACTION) {
+    const needs: Needed[] = S3_OBJECT_ACTION[name]!.map((action) => ({ action, on: 'object' as const }));
+    return S3_READS.has(name) ? [...needs, { action: 's3:ListBucket', on: 'bucket' }] : needs;
+  }
   if (name in S3_BUCKET_ACTION) return [{ action: S3_BUCKET_ACTION[name]!, on: 'bucket', ...(input.Prefix !== undefined ? { prefix: String(input.Prefix) } : {}) }];
   return [{ action: `s3:${name}`, on: 'bucket' }];
 }
