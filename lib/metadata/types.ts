@@ -80,8 +80,6 @@ export interface ExpiredUpload {
 /** What a finish committed: the digest's descriptor now, and how ours came to be (or not be) it. */
 export interface Finished {
   descriptor: Descriptor;
-  /** Ours created the descriptor (no copy of the digest was stored). */
-  created: boolean;
   /** The key of the stored copy ours replaced (it was missing or short). */
   replaced?: string;
 }

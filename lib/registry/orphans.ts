@@ -62,6 +62,11 @@
  * GC deletes descriptors, and only if no link was written to them since its run began minus the
  * grace period: D's new `linkedAt` forbids that as long as the grace period exceeds the index's
  * lag, which GC's own descriptor deletes already require (lib/registry/gc.ts). So no such R.
+ * (One copy does not check that D still names the object: a mount copies the key of the link it
+ * read, conditioned on the digest's descriptor existing. A link read before GC deleted it and its
+ * descriptor, copied once a new push has stored the digest again under another key, names an
+ * object GC had already judged garbage; freeing it loses nothing, as reads of a link whose
+ * object is gone fall back to the descriptor.)
  * This is why one run cannot both see and free: a finish that committed just before step 2 (its
  * record gone) may have written a descriptor the index does not show yet; the object is only
  * noted, and the later run sees the descriptor and forgets the suspect.

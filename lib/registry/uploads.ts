@@ -187,7 +187,7 @@ export class UploadService {
     let descriptor: Descriptor | undefined;
     if (err instanceof LeaseLost) {
       descriptor = await this.meta.blobs.getDescriptor(ours.digest).catch(() => undefined);
-      if (descriptor?.key === ours.key) return { descriptor, created: false, linked: true };
+      if (descriptor?.key === ours.key) return { descriptor, linked: true };
       throw err;
     }
     let whole: boolean;
@@ -197,14 +197,14 @@ export class UploadService {
         await this.meta.uploads.remove(upload.id, upload.repo);
         descriptor = await this.meta.blobs.getDescriptor(ours.digest);
       }
-      if (descriptor?.key === ours.key) return { descriptor, created: false, linked: true };
+      if (descriptor?.key === ours.key) return { descriptor, linked: true };
       whole = descriptor !== undefined && (await this.holdsBytes(descriptor));
     } catch {
       throw err;
     }
     if (descriptor && whole) {
       await this.meta.uploads.remove(upload.id, upload.repo).catch(() => undefined);
-      return { descriptor, created: false, linked: false };
+      return { descriptor, linked: false };
     }
     if (descriptor) {
       const dead = descriptor.key;
@@ -213,7 +213,7 @@ export class UploadService {
         return { ...(await this.meta.uploads.finish(lease, ours, (stored) => (stored.key === dead ? Promise.resolve(false) : this.holdsBytes(stored)))), linked: true };
       } catch {
         const now = await this.meta.blobs.getDescriptor(ours.digest).catch(() => undefined);
-        if (now?.key === ours.key) return { descriptor: now, created: false, linked: true };
+        if (now?.key === ours.key) return { descriptor: now, linked: true };
         throw err;
       }
     }

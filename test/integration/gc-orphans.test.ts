@@ -429,20 +429,26 @@ for (const driver of DRIVERS) {
 
     it('forgets a suspect whose object is gone, and notes again (does not free) one whose object was rewritten since', async () => {
       await settle();
-      const [gone, rewritten] = [`blobs/${randomUUID()}`, `blobs/${randomUUID()}`];
+      const [gone, rewritten, sameSize] = [`blobs/${randomUUID()}`, `blobs/${randomUUID()}`, `blobs/${randomUUID()}`];
       await r.registry.storage.objects.put(gone, bytes(300, seed++));
       await r.registry.storage.objects.put(rewritten, bytes(400, seed++));
+      await r.registry.storage.objects.put(sameSize, bytes(500, seed++));
       await sleep(5);
-      assert.deepEqual((await sweep()).noted, { objects: 2, bytes: 700 });
+      assert.deepEqual((await sweep()).noted, { objects: 3, bytes: 1200 });
+      const noted = (await suspectItem(sameSize))!.modified;
+      // S3 dates objects to the second: the rewrite at the same size must carry another date.
+      await sleep(1100);
       await r.registry.storage.objects.delete([gone]);
       await r.registry.storage.objects.put(rewritten, bytes(450, seed++));
+      await r.registry.storage.objects.put(sameSize, bytes(500, seed++));
       await sleep(GAP + 5);
       const judging = await sweep();
-      assert.deepEqual([judging.freed.objects, judging.noted, judging.cleared], [0, { objects: 1, bytes: 450 }, 1], JSON.stringify(judging));
+      assert.deepEqual([judging.freed.objects, judging.noted, judging.cleared], [0, { objects: 2, bytes: 950 }, 1], JSON.stringify(judging));
       assert.equal(await suspectItem(gone), undefined);
       assert.equal((await suspectItem(rewritten))?.size, 450);
+      assert.notEqual((await suspectItem(sameSize))?.modified, noted, 'the same size, noted again by its new date');
       await sleep(GAP + 5);
-      assert.deepEqual((await sweep()).freed, { objects: 1, bytes: 450, writes: 0 });
+      assert.deepEqual((await sweep()).freed, { objects: 2, bytes: 950, writes: 0 });
     });
   });
 }

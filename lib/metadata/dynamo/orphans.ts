@@ -28,10 +28,9 @@ const AFTER_SUSPECTS = 'SUSPECT$';
 
 /**
  * How long a noted suspect waits before a run may free it (README, Garbage collection). It must
- * exceed the `key` index's propagation lag, normally well under a second, and the time a request
- * still running may take to write the record that names an object its upload's finish left
- * unnamed (a deduplicating finish repointing a descriptor whose object was lost at its own
- * copy): fifteen minutes, Lambda's limit on a request, covers both with a wide margin.
+ * exceed the `key` index's propagation lag (normally well under a second) and the clock skew
+ * between runs; fifteen minutes is a wide margin. (No writer names an upload's object after its
+ * upload record is gone: a repairing dedupe repoints the descriptor in the finish transaction.)
  */
 export const RECHECK_AFTER_MS = 15 * 60_000;
 

@@ -355,8 +355,8 @@ export class DynamoUploadStore implements UploadStore {
             };
       try {
         await this.db.send(new TransactWriteCommand({ TransactItems: [write, link(keep ? stored! : descriptor), removeUpload, mark] }));
-        if (!stored) return { descriptor, created: true };
-        return keep ? { descriptor: stored, created: false } : { descriptor, created: false, replaced: stored.key };
+        if (!stored) return { descriptor };
+        return keep ? { descriptor: stored } : { descriptor, replaced: stored.key };
       } catch (err) {
         if (!(err instanceof TransactionCanceledException)) throw err;
         const reasons = err.CancellationReasons ?? [];
