@@ -157,3 +157,33 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
   // The referrers API reports a manifest's non-empty artifactType, or else its config's media type.
   return { mediaType, blobs, manifests: [], subject, artifactType: artifactType || config.mediaType, annotations };
 }
+
+/** The digests a stored manifest names, by where it names them (readReferences). */
+export interface StoredReferences {
+  config?: string;
+  subject?: string;
+  layers: string[];
+  blobs: string[];
+  manifests: string[];
+}
+
+/**
+ * What a stored manifest references, read leniently, for GC and retention (which judge bytes
+ * the registry validated when they were pushed, and must not throw on what it stored before a
+ * rule changed): undefined when the bytes are missing or not JSON, and the caller then keeps
+ * what it cannot judge; a descriptor without a string digest is skipped.
+ */
+export function readReferences(bytes: Uint8Array | undefined): StoredReferences | undefined {
+  if (!bytes) return undefined;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof doc !== 'object' || doc === null) return undefined;
+  const m = doc as Record<string, unknown>;
+  const digestOf = (d: unknown): string | undefined => (typeof d === 'object' && d !== null && typeof (d as { digest?: unknown }).digest === 'string' ? (d as { digest: string }).digest : undefined);
+  const digests = (list: unknown): string[] => (Array.isArray(list) ? list.flatMap((d) => digestOf(d) ?? []) : []);
+  return { config: digestOf(m.config), subject: digestOf(m.subject), layers: digests(m.layers), blobs: digests(m.blobs), manifests: digests(m.manifests) };
+}

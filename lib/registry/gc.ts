@@ -50,6 +50,7 @@
 import { randomUUID } from 'node:crypto';
 import type { CollectedDescriptor, CollectedManifest, CollectorStore, GcCursor, GcMark, OrphanStore } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
+import { readReferences } from '../oci/manifest.js';
 import { type OrphanReport, sweepOrphans } from './orphans.js';
 
 export interface CollectOptions {
@@ -327,18 +328,8 @@ class Run {
  * its repository rather than guess.
  */
 async function references(storage: StorageDriver, manifest: CollectedManifest): Promise<string[] | undefined> {
-  const bytes = manifest.body ?? (manifest.key ? await storage.objects.get(manifest.key) : undefined);
-  if (!bytes) return undefined;
-  let doc: unknown;
-  try {
-    doc = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (typeof doc !== 'object' || doc === null) return undefined;
-  const m = doc as Record<string, unknown>;
-  const descriptors = [m.config, m.subject, ...[m.layers, m.blobs, m.manifests].flatMap((list) => (Array.isArray(list) ? list : []))];
-  return descriptors.flatMap((d) => (typeof d === 'object' && d !== null && typeof (d as { digest?: unknown }).digest === 'string' ? [(d as { digest: string }).digest] : []));
+  const r = readReferences(manifest.body ?? (manifest.key ? await storage.objects.get(manifest.key) : undefined));
+  return r && [...[r.config, r.subject].flatMap((d) => d ?? []), ...r.layers, ...r.blobs, ...r.manifests];
 }
 
 function since(before: Record<string, number>, after: Record<string, number>): Record<string, number> {

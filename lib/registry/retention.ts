@@ -25,6 +25,7 @@ import { randomUUID } from 'node:crypto';
 import { covers, isValidPattern } from '../auth/access.js';
 import type { ManifestIndex, ManifestRecord, PolicyStore, RetentionPolicy, TagRecord } from '../metadata/types.js';
 import type { StorageDriver } from '../storage/types.js';
+import { readReferences } from '../oci/manifest.js';
 
 const DAY_MS = 86_400_000;
 
@@ -175,17 +176,7 @@ function ordered(planned: ExpiringManifest[]): ExpiringManifest[] {
  * bytes are missing or are not JSON (the repository is then left alone: what it keeps is unknown).
  */
 export function childrenOf(bytes: Uint8Array | undefined): string[] | undefined {
-  if (!bytes) return undefined;
-  let doc: unknown;
-  try {
-    doc = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (typeof doc !== 'object' || doc === null) return undefined;
-  const list = (doc as { manifests?: unknown }).manifests;
-  if (!Array.isArray(list)) return [];
-  return list.flatMap((d) => (typeof d === 'object' && d !== null && typeof (d as { digest?: unknown }).digest === 'string' ? [(d as { digest: string }).digest] : []));
+  return readReferences(bytes)?.manifests;
 }
 
 // --- the run ---
