@@ -9,7 +9,8 @@
 #   /tmp                                  empty, world-writable (sticky)
 #
 # run as user 65532 (no shell, no package manager, nothing else in the image), port 8080,
-# CMD node /app/main.js with SKIFF_SERVE=uploads and npm start's GLIBC_TUNABLES. The image is for
+# CMD node <npm start's Node flags> /app/main.js with SKIFF_SERVE=uploads and npm start's
+# GLIBC_TUNABLES. The image is for
 # this machine's architecture (ldd needs to run the binary's loader): build on x86_64 for
 # Fargate's default platform.
 # Docker format (not OCI) because that is what ECS documents for Fargate.
@@ -23,6 +24,8 @@ NODE_VERSION="${SKIFF_IMAGE_NODE_VERSION:-22.23.5}"
 TAG="$(node -p "require('$ROOT/package.json').version")"
 # The malloc settings `npm start` runs the registry with (package.json's config; README, Benchmark).
 MALLOC_TUNABLES="$(node -p "require('$ROOT/package.json').config.glibcTunables")"
+# ... and the Node flags it starts it with, as the image's command: ["/usr/local/bin/node", <flags>, "/app/main.js"].
+CMD_JSON="$(node -p "JSON.stringify(['/usr/local/bin/node', ...require('$ROOT/package.json').config.nodeFlags.split(' ').filter(Boolean), '/app/main.js'])")"
 OUTPUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -87,7 +90,7 @@ buildah config \
   --user 65532:65532 --workingdir /app --port 8080/tcp \
   --env SKIFF_SERVE=uploads --env SKIFF_HOST=0.0.0.0 --env SKIFF_PORT=8080 --env NODE_ENV=production \
   --env "GLIBC_TUNABLES=$MALLOC_TUNABLES" \
-  --cmd '["/usr/local/bin/node", "/app/main.js"]' --entrypoint '[]' \
+  --cmd "$CMD_JSON" --entrypoint '[]' \
   --label org.opencontainers.image.title=skiff-upload-host \
   --label "org.opencontainers.image.version=$TAG" \
   "$CONTAINER"

@@ -4,12 +4,15 @@
  * Returns the SKIFF_TEST_* environment that test/helpers/backends.ts reads, and a stop().
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { startDynamoDbLocal } from '../../lib/local/dynamodb-local.js';
 
 export interface Started {
   env: Record<string, string>;
+  /** The Ceph daemons this run started (none when S3_ENDPOINT names a running S3), for the benchmark to pin to cores. */
+  s3Pids(): number[];
   stop(): Promise<void>;
 }
 
@@ -26,6 +29,7 @@ export async function freePort(): Promise<number> {
 
 export async function startBackends(log: (msg: string) => void): Promise<Started> {
   const env: Record<string, string> = {};
+  let s3Pids = (): number[] => [];
   const stops: (() => Promise<void> | void)[] = [];
   const stop = async () => {
     for (const fn of stops.reverse()) await Promise.resolve(fn()).catch((err) => log(`stop failed: ${err}`));
@@ -58,8 +62,13 @@ export async function startBackends(log: (msg: string) => void): Promise<Started
       env.SKIFF_TEST_S3_ACCESS_KEY = process.env.RGW_ACCESS_KEY ?? 'test';
       env.SKIFF_TEST_S3_SECRET_KEY = process.env.RGW_SECRET_KEY ?? 'testsecret';
       log(`Ceph RGW at ${endpoint} (${Date.now() - t} ms)`);
+      s3Pids = () =>
+        readdirSync(join(base, 'run'))
+          .filter((f) => f.endsWith('.pid'))
+          .map((f) => Number(readFileSync(join(base, 'run', f), 'utf8').trim()))
+          .filter((pid) => pid > 0);
     }
-    return { env, stop };
+    return { env, s3Pids: () => s3Pids(), stop };
   } catch (err) {
     await stop();
     throw err;

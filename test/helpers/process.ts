@@ -11,8 +11,10 @@ import { backends, uniqueName } from './backends.js';
 import type { DriverKind } from './registry.js';
 
 const root = join(import.meta.dirname, '..', '..');
-/** The malloc settings `npm start` gives the registry (package.json's config; see the README). */
-const glibcTunables: string = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).config.glibcTunables;
+/** The malloc settings and Node flags `npm start` gives the registry (package.json's config; see the README). */
+const config: { glibcTunables: string; nodeFlags: string } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).config;
+const glibcTunables = config.glibcTunables;
+export const nodeFlags = config.nodeFlags.split(' ').filter(Boolean);
 
 export interface RegistryProcess {
   url: string;
@@ -49,10 +51,11 @@ export function processEnv(storage: DriverKind, extra: Record<string, string> = 
 
 /**
  * `nodeArgs` go before the entry point (e.g. `--import` of a test-only module, after tsx). The
- * process gets what `npm start` sets around the entry point (GLIBC_TUNABLES) unless `env` says otherwise.
+ * process gets what `npm start` sets around the entry point (GLIBC_TUNABLES unless `env` says
+ * otherwise, and the Node flags).
  */
 export async function spawnRegistry(env: Record<string, string>, nodeArgs: string[] = []): Promise<RegistryProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...nodeArgs, 'lib/local/main.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...nodeFlags, ...nodeArgs, 'lib/local/main.ts'], {
     cwd: root,
     // As `npm start`: the caller's GLIBC_TUNABLES wins (empty: glibc's defaults), else the package's.
     env: { PATH: process.env.PATH, NODE_NO_WARNINGS: '1', GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? glibcTunables, ...env },

@@ -24,6 +24,7 @@ import { expectError, withDigest } from '../helpers/oci.js';
 import { ClientSandbox, ensureClients } from '../helpers/clients.js';
 import { Footprint } from '../helpers/footprint.js';
 import { backends } from '../helpers/backends.js';
+import { nodeFlags } from '../helpers/process.js';
 import { freePort, useRegistry } from '../helpers/registry.js';
 import { root } from '../deploy/package.js';
 
@@ -71,7 +72,8 @@ describe('upload host image (npm run image, run with podman)', () => {
     const config = JSON.parse(await sandbox.inspect(`docker-archive:${archive}`, { config: true }));
     assert.equal(config.config.User, '65532:65532');
     assert.deepEqual(Object.keys(config.config.ExposedPorts), ['8080/tcp']);
-    assert.deepEqual(config.config.Cmd, ['/usr/local/bin/node', '/app/main.js']);
+    // Started as npm start starts the registry: with its Node flags (package.json's config.nodeFlags).
+    assert.deepEqual(config.config.Cmd, ['/usr/local/bin/node', ...nodeFlags, '/app/main.js']);
     for (const env of ['SKIFF_SERVE=uploads', 'SKIFF_HOST=0.0.0.0', 'SKIFF_PORT=8080']) assert.ok(config.config.Env.includes(env), env);
     // The malloc settings npm start runs the registry with (README, Configuration: GLIBC_TUNABLES).
     const tunables = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).config.glibcTunables;
