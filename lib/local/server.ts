@@ -103,7 +103,8 @@ export async function writeResponse(req: IncomingMessage, res: ServerResponse, r
     return;
   }
   try {
-    await pipeline(Readable.from(body, { objectMode: false }), res);
+    // A Node stream (the S3 driver's GetObject body) is piped as it is; anything else is adapted.
+    await pipeline(body instanceof Readable ? body : Readable.from(body, { objectMode: false }), res);
   } catch {
     // The client went away mid-download, or storage failed mid-stream: the connection is
     // already closed by pipeline; there is no status left to send.

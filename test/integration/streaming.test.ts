@@ -1,12 +1,15 @@
 /**
  * A 256 MiB layer streamed in one PATCH (docker, podman, skopeo) and as the body of the
- * finishing PUT (containerd, BuildKit, Docker 29): the registry's memory stays bounded. Measured
- * as the growth of the registry process's peak resident set (VmHWM) across the upload; a
- * registry that buffered the body would grow by at least the body's size.
+ * finishing PUT (containerd, BuildKit, Docker 29), and back out in a blob GET: the registry's
+ * memory stays bounded. Measured as the growth of the registry process's peak resident set
+ * (VmHWM) across the request; a registry that buffered the body would grow by at least the
+ * body's size. Clients that leave mid-download leave nothing open behind them.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createHash } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { request } from 'node:http';
 import { MiB, asyncStream, bytes, sha256, stream } from '../helpers/data.js';
 import { call, resolve } from '../helpers/http.js';
 import { pushChunked, pushInPut, withDigest } from '../helpers/oci.js';
@@ -72,6 +75,53 @@ for (const driver of DRIVERS) {
       t.diagnostic(`peak RSS growth ${(growth / MiB).toFixed(1)} MiB for a ${SIZE / MiB} MiB body (bound ${BOUND / MiB} MiB)`);
       assert.ok(growth < BOUND, `peak RSS grew by ${(growth / MiB).toFixed(0)} MiB for a ${SIZE / MiB} MiB body`);
       await verify('stream/put', digest);
+    });
+
+    it('streams a blob GET with bounded memory', async (t) => {
+      const seed = 44;
+      const digest = digestOf(SIZE, seed);
+      const post = await call(`${reg.url}/v2/stream/get/blobs/uploads/`, { method: 'POST' });
+      const put = await call(withDigest(resolve(reg.url, post.header('location')), digest), { method: 'PUT', body: asyncStream(SIZE, seed), headers: { 'Content-Length': SIZE } });
+      assert.equal(put.status, 201, put.body.toString());
+      await reg.resetPeak();
+      const base = await reg.peakRss();
+      await verify('stream/get', digest);
+      const growth = (await reg.peakRss()) - base;
+      t.diagnostic(`peak RSS growth ${(growth / MiB).toFixed(1)} MiB for a ${SIZE / MiB} MiB GET`);
+      assert.ok(growth < BOUND, `peak RSS grew by ${(growth / MiB).toFixed(0)} MiB for a ${SIZE / MiB} MiB GET`);
+    });
+
+    it('closes the storage read of every client that leaves mid-download', async () => {
+      const digest = digestOf(SIZE, 44);
+      const openFds = async () => (await readdir(`/proc/${reg.pid}/fd`)).length;
+      const before = await openFds();
+      // More than the S3 client's 50 sockets: reads left open would hold them all, and the last
+      // GET below would wait for a socket forever.
+      for (let i = 0; i < 60; i++) {
+        await new Promise<void>((done, fail) => {
+          const req = request(`${reg.url}/v2/stream/get/blobs/${digest}`, (res) => {
+            assert.equal(res.statusCode, 200);
+            res.once('data', () => {
+              req.destroy();
+              done();
+            });
+          });
+          req.on('error', (err) => (req.destroyed ? done() : fail(err)));
+          req.end();
+        });
+      }
+      // The registry learns of each departure from its socket; give the last ones a moment.
+      let after = await openFds();
+      for (let i = 0; i < 50 && after > before + 10; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = await openFds();
+      }
+      assert.ok(after <= before + 10, `open descriptors ${before} before, ${after} after 60 abandoned downloads`);
+      const res = await fetch(`${reg.url}/v2/stream/get/blobs/${digest}`, { signal: AbortSignal.timeout(60_000) });
+      assert.equal(res.status, 200);
+      const h = createHash('sha256');
+      for await (const chunk of res.body!) h.update(chunk);
+      assert.equal(`sha256:${h.digest('hex')}`, digest);
     });
   });
 }

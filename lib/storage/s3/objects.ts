@@ -73,16 +73,19 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  private async *counted(source: Readable): AsyncIterable<Uint8Array> {
-    try {
-      for await (const chunk of source) {
-        this.stats.bytesRead += (chunk as Uint8Array).length;
-        yield chunk as Uint8Array;
-      }
-    } finally {
-      // A consumer that stops early (client went away) must not leave the socket open.
-      source.destroy();
-    }
+  /**
+   * The response body itself, counted as it is read. Returned as the Node stream it is (not
+   * wrapped in a generator) so that the local server can pipe it straight into the response: a
+   * streamed blob GET then costs the registry what a bare Node proxy costs (bench figure 8).
+   * Paused before the listener goes on, so that counting does not start the flow: the bytes
+   * wait for the consumer, whichever way it reads ('data' is emitted for every chunk read).
+   * A consumer that stops early destroys it (pipeline, or `for await`'s return), which closes
+   * the socket.
+   */
+  private counted(source: Readable): Readable {
+    source.pause();
+    source.on('data', (chunk: Uint8Array) => (this.stats.bytesRead += chunk.length));
+    return source;
   }
 
   async list(prefix: string): Promise<string[]> {
