@@ -121,13 +121,20 @@ async function rawUpload(s3: S3Client, bucket: string, key: string, size: number
  * on `host`'s address). Returns the blob's storage key.
  */
 async function pushThroughHost(starter: RegistryProcess, host: RegistryProcess, repo: string, size: number, seed: number): Promise<string> {
-  const res = await call(`${starter.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  // The digest first, as a client knows it before it pushes: hashing 1 GiB between the PATCH's
+  // answer and the PUT blocks this process for seconds, past the host's keep-alive timeout, and
+  // the PUT then goes out on a connection the host has closed ("socket hang up").
+  const digest = digestOf(size, seed);
+  const step = (name: string) => (err: Error) => {
+    throw new Error(`${name}: ${err.message}`, { cause: err });
+  };
+  const res = await call(`${starter.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' }).catch(step('POST'));
   if (res.status !== 202) throw new Error(`POST: ${res.status} ${res.body}`);
   const onHost = (location: string) => host.url + location.replace(/^https?:\/\/[^/]+/, '');
   const id = res.header('docker-upload-uuid')!;
-  const patched = await call(onHost(res.header('location')!), { method: 'PATCH', body: asyncStream(size, seed), headers: { 'Content-Length': size } });
+  const patched = await call(onHost(res.header('location')!), { method: 'PATCH', body: asyncStream(size, seed), headers: { 'Content-Length': size } }).catch(step('PATCH'));
   if (patched.status !== 202) throw new Error(`PATCH: ${patched.status} ${patched.body}`);
-  const put = await call(withDigest(onHost(patched.header('location')!), digestOf(size, seed)), { method: 'PUT' });
+  const put = await call(withDigest(onHost(patched.header('location')!), digest), { method: 'PUT' }).catch(step('PUT'));
   if (put.status !== 201) throw new Error(`PUT: ${put.status} ${put.body}`);
   return keys.blob(id);
 }
@@ -180,9 +187,10 @@ async function registryFigures(reg: RegistryProcess, s3: S3Client, bucket: strin
     raw.push(mbps(size, performance.now() - t));
     await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
 
+    const patchDigest = digestOf(size, seed); // before the PATCH: see pushThroughHost
     const p = await patchStream(await startUpload(reg, 'bench/patch'), size, seed);
     viaPatch.push(mbps(size, p.ms));
-    await call(withDigest(p.location, digestOf(size, seed)), { method: 'PUT' });
+    await call(withDigest(p.location, patchDigest), { method: 'PUT' });
 
     const location = await startUpload(reg, 'bench/put');
     t = performance.now();
@@ -289,12 +297,16 @@ async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess
   // Four at once, next to four raw multipart uploads at once.
   const fourSize = quick ? hostSize / 2 : hostSize;
   let t = performance.now();
-  await Promise.all([0, 1, 2, 3].map((i) => rawUpload(s3, bucket, `bench/raw-four-${i}`, fourSize, nextSeed + i)));
+  await Promise.all([0, 1, 2, 3].map((i) => rawUpload(s3, bucket, `bench/raw-four-${i}`, fourSize, nextSeed + i))).catch((err: Error) => {
+    throw new Error(`four raw uploads at once: ${err.message}`, { cause: err });
+  });
   const fourRaw = mbps(4 * fourSize, performance.now() - t);
   await uploadHost.resetPeak();
   const cpu0 = await threadTimes(uploadHost.pid);
   t = performance.now();
-  await Promise.all([0, 1, 2, 3].map((i) => pushThroughHost(starter, uploadHost, 'bench/four', fourSize, nextSeed + i)));
+  await Promise.all([0, 1, 2, 3].map((i) => pushThroughHost(starter, uploadHost, 'bench/four', fourSize, nextSeed + i))).catch((err: Error) => {
+    throw new Error(`four pushes at once through the upload host: ${err.message}`, { cause: err });
+  });
   const fourMs = performance.now() - t;
   nextSeed += 4;
   const fourCpu = describe(spent(uploadHost.pid, cpu0, await threadTimes(uploadHost.pid)), fourMs);
@@ -446,7 +458,7 @@ async function main() {
   let starter: RegistryProcess | undefined;
   let dataDir: string | undefined;
   try {
-    const env = processEnv('s3', { S3_PART_SIZE: String(PART_SIZE), S3_UPLOAD_CONCURRENCY: String(CONCURRENCY), SKIFF_LOG_LEVEL: 'ERROR' });
+    const env = processEnv('s3', { S3_PART_SIZE: String(PART_SIZE), S3_UPLOAD_CONCURRENCY: String(CONCURRENCY), SKIFF_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'ERROR' });
     dataDir = env.SKIFF_DATA_DIR;
     const regProf = process.env.BENCH_REG_PROF;
     reg = await spawnRegistry(env, regProf ? ['--cpu-prof', `--cpu-prof-dir=${regProf}`] : []);
@@ -493,6 +505,13 @@ async function main() {
     process.stdout.write(`\nSkiff benchmark (${new Date().toISOString()}, node ${process.version}, S3 = Ceph RGW, part ${PART_SIZE / MiB} MiB x ${CONCURRENCY})\n\n`);
     for (const [a, b, c] of rows) process.stdout.write(`  ${a.padEnd(w0)}  ${b.padStart(w1)}  ${c}\n`);
     process.stdout.write('\n');
+  } catch (err) {
+    // What the processes said last: a failed run should say which of them went wrong and why.
+    for (const [name, p] of [['registry', reg], ['upload host', uploadHost], ['starter', starter]] as const) {
+      const said = p?.output().trim().split('\n').slice(-15).join('\n');
+      if (said) log(`${name} (pid ${p!.pid}, exit ${p!.child.exitCode ?? p!.child.signalCode ?? 'running'}) said last:\n${said}`);
+    }
+    throw err;
   } finally {
     await Promise.all([uploadHost?.kill(), starter?.kill()]);
     await reg?.kill();
