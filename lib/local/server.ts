@@ -24,7 +24,11 @@ export function createRegistryServer(app: RegistryApp, opts: ServerOptions = {})
   });
   // Layers of many gigabytes take longer than Node's default 5-minute request timeout.
   server.requestTimeout = 0;
-  server.headersTimeout = 60_000;
+  // Idle connections stay open longer than a load balancer keeps its own (the upload host's
+  // ALB: 60 s). With Node's default of 5 s the balancer can send a request down a connection we
+  // are closing, and the client gets a 502; AWS asks targets to outlast the balancer.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   return server;
 }
 

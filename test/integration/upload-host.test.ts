@@ -182,6 +182,10 @@ for (const driver of DRIVERS) {
       expectError(await call(location), 404, 'BLOB_UPLOAD_UNKNOWN');
     });
 
+    it('keeps idle connections longer than the load balancer in front of it (60 s)', async () => {
+      for (const base of [r.uploadUrl, r.url]) assert.equal((await call(`${base}/healthz`)).header('keep-alive'), 'timeout=65');
+    });
+
     it('answers GET /healthz on the upload host only', async () => {
       const ok = await call(`${r.uploadUrl}/healthz`);
       assert.equal(ok.status, 200);
