@@ -392,18 +392,25 @@ async function getFigures(reg: RegistryProcess, s3: S3Client, bucket: string, bl
   const floor = await spawnFloorProxy(await getSignedUrl(s3, new GetObjectCommand({ Bucket: bucket, Key: blob.key }), { expiresIn: 3600 }));
   try {
     for (let round = 0; round < Math.max(2, rounds); round++) {
-      const before = await threadTimes(reg.pid);
-      shared.skiff.push(await timedGet(url, blob.size));
-      shared.cpu.push(spent(reg.pid, before, await threadTimes(reg.pid)).reduce((n, x) => n + x.seconds, 0) / (blob.size / 2 ** 30));
-      shared.raw.push(await rawGet(s3, bucket, blob));
-      shared.floor.push(await timedGet(floor.url, blob.size));
+      // The order turns every round (S3's caches warm up behind whichever reads first).
+      const steps = [
+        async () => {
+          const before = await threadTimes(reg.pid);
+          shared.skiff.push(await timedGet(url, blob.size));
+          shared.cpu.push(spent(reg.pid, before, await threadTimes(reg.pid)).reduce((n, x) => n + x.seconds, 0) / (blob.size / 2 ** 30));
+        },
+        async () => shared.raw.push(await rawGet(s3, bucket, blob)),
+        async () => shared.floor.push(await timedGet(floor.url, blob.size)),
+      ];
+      for (let i = 0; i < steps.length; i++) await steps[(i + round) % steps.length]!();
       let line = `GET round ${round}, shared cores: through Skiff ${shared.skiff.at(-1)!.toFixed(0)} MB/s, raw ${shared.raw.at(-1)!.toFixed(0)} MB/s (${(shared.skiff.at(-1)! / shared.raw.at(-1)!).toFixed(2)}), bare Node proxy ${shared.floor.at(-1)!.toFixed(0)} MB/s; registry CPU ${shared.cpu.at(-1)!.toFixed(2)} s/GiB`;
       if (pinning) {
         pin([...s3Pids, process.pid], '0');
         pin([reg.pid], '1');
         try {
+          if (round % 2) pinned.raw.push(await rawGet(s3, bucket, blob));
           pinned.skiff.push(await timedGet(url, blob.size));
-          pinned.raw.push(await rawGet(s3, bucket, blob));
+          if (!(round % 2)) pinned.raw.push(await rawGet(s3, bucket, blob));
         } finally {
           pin([...s3Pids, process.pid, reg.pid], allCores());
         }
