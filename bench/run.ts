@@ -49,13 +49,13 @@ import { startBackends } from '../test/backends/start.js';
 import { MiB, asyncStream, bytes, sha256, stream } from '../test/helpers/data.js';
 import { call, resolve } from '../test/helpers/http.js';
 import { withDigest } from '../test/helpers/oci.js';
-import { nodeFlags, processEnv, spawnRegistry, type RegistryProcess } from '../test/helpers/process.js';
+import { glibcTunables, nodeFlags, processEnv, spawnRegistry, type RegistryProcess } from '../test/helpers/process.js';
 import { UPLOAD_HOST, freePort } from '../test/helpers/registry.js';
 import { keys } from '../lib/storage/types.js';
 import { type BundleFigures, measureBundles } from './bundles.js';
 import { measureLoginBurst } from './logins.js';
 import { describe, spent, threadTimes } from './threads.js';
-import { allCores, canPin, pin } from './cores.js';
+import { pinned, twoCores } from './cores.js';
 import { measureGc } from './gc.js';
 
 const quick = process.env.BENCH_QUICK === '1';
@@ -317,7 +317,7 @@ async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess
   const blob = { repo: 'bench/host', digest: digestOf(hostSize, lastSeed), key: lastKey, size: hostSize };
   const rows: Row[] = [
     [`raw multipart upload, ${hostSize / MiB} MiB`, `${median(hostRaw).toFixed(0)} MB/s`, 'baseline'],
-    [`push through the upload host (POST, PATCH, PUT), ${hostSize / MiB} MiB`, `${median(viaHost).toFixed(0)} MB/s`, `${(median(viaHost) / median(hostRaw)).toFixed(2)} of raw (target >= 0.8); host peak RSS ${(peakRss / MiB).toFixed(0)} MiB (${(idleRss / MiB).toFixed(0)} MiB before it)`],
+    [`push through the upload host (POST, PATCH, PUT), ${hostSize / MiB} MiB`, `${median(viaHost).toFixed(0)} MB/s`, `${median(viaHost.map((x, i) => x / hostRaw[i]!)).toFixed(2)} of raw (target >= 0.8, the median of the rounds' ratios); host peak RSS ${(peakRss / MiB).toFixed(0)} MiB (${(idleRss / MiB).toFixed(0)} MiB before it)`],
     ['  upload host CPU, last push', '', oneCpu],
     [`four raw multipart uploads at once, ${fourSize / MiB} MiB each`, `${fourRaw.toFixed(0)} MB/s`, 'baseline (aggregate)'],
     [`four pushes at once through the upload host`, `${fourRate.toFixed(0)} MB/s`, `${(fourRate / fourRaw).toFixed(2)} of raw; host peak RSS ${(fourRss / MiB).toFixed(0)} MiB`],
@@ -354,10 +354,10 @@ async function timedGet(url: string, size: number): Promise<number> {
 }
 
 /** bench/floor-proxy.ts as its own process, started as npm start starts the registry. */
-async function spawnFloorProxy(upstream: string): Promise<{ url: string; kill(): void }> {
+async function spawnFloorProxy(upstream: string): Promise<{ url: string; pid: number; kill(): void }> {
   const { spawn } = await import('node:child_process');
   const child = spawn(process.execPath, ['--import', 'tsx', ...nodeFlags, 'bench/floor-proxy.ts'], {
-    env: { PATH: process.env.PATH, GLIBC_TUNABLES: process.env.GLIBC_TUNABLES, FLOOR_UPSTREAM: upstream },
+    env: { PATH: process.env.PATH, GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? glibcTunables, FLOOR_UPSTREAM: upstream },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((ok, fail) => {
@@ -369,7 +369,14 @@ async function spawnFloorProxy(upstream: string): Promise<{ url: string; kill():
     });
     child.once('exit', (code) => fail(new Error(`floor proxy exited with ${code}`)));
   });
-  return { url, kill: () => child.kill() };
+  return { url, pid: child.pid!, kill: () => child.kill() };
+}
+
+/** CPU seconds per GiB that `pid` spent while `fn` moved `bytes`. */
+async function cpuPerGiB(pid: number, bytes: number, fn: () => Promise<void>): Promise<number> {
+  const before = await threadTimes(pid);
+  await fn();
+  return spent(pid, before, await threadTimes(pid)).reduce((n, x) => n + x.seconds, 0) / (bytes / 2 ** 30);
 }
 
 /**
@@ -380,56 +387,58 @@ async function spawnFloorProxy(upstream: string): Promise<{ url: string; kill():
  *   machine. Next to it, a bare Node proxy on the same path (bench/floor-proxy.ts): the least
  *   any Node process in the middle costs.
  * - As deployed, where the registry does not share a machine with S3 or the client: Ceph RGW
- *   and this process pinned to core 0 for both the raw GET and the GET through the registry,
- *   the registry alone on core 1. The ratio says whether the registry keeps up with the S3
- *   stream it relays (target >= 0.9). Skipped, and said so, on a single core or without taskset.
+ *   and this process pinned to one core for both the raw GET and the GET through the registry,
+ *   the registry alone on another. The ratio says whether the registry keeps up with the S3
+ *   stream it relays (target >= 0.9). Not measured, and said so, with one core, without taskset,
+ *   or with an S3 this run did not start.
+ * Every ratio printed is the median of the rounds' ratios (each round's GETs ran back to back).
  */
 async function getFigures(reg: RegistryProcess, s3: S3Client, bucket: string, blob: StoredBlob, s3Pids: number[]): Promise<Row[]> {
   const url = `${reg.url}/v2/${blob.repo}/blobs/${blob.digest}`;
-  const shared = { skiff: [] as number[], raw: [] as number[], floor: [] as number[], cpu: [] as number[] };
-  const pinned = { skiff: [] as number[], raw: [] as number[] };
-  const pinning = canPin() && s3Pids.length > 0;
+  const shared = { skiff: [] as number[], raw: [] as number[], floor: [] as number[], cpu: [] as number[], floorCpu: [] as number[] };
+  const pinnedRates = { skiff: [] as number[], raw: [] as number[] };
+  const cores = s3Pids.length > 0 ? twoCores() : undefined;
   const floor = await spawnFloorProxy(await getSignedUrl(s3, new GetObjectCommand({ Bucket: bucket, Key: blob.key }), { expiresIn: 3600 }));
+  const ratios = (a: number[], b: number[]) => a.map((x, i) => x / b[i]!);
   try {
     for (let round = 0; round < Math.max(2, rounds); round++) {
-      // The order turns every round (S3's caches warm up behind whichever reads first).
+      // The order turns every round, so that no GET always follows the same one.
       const steps = [
-        async () => {
-          const before = await threadTimes(reg.pid);
-          shared.skiff.push(await timedGet(url, blob.size));
-          shared.cpu.push(spent(reg.pid, before, await threadTimes(reg.pid)).reduce((n, x) => n + x.seconds, 0) / (blob.size / 2 ** 30));
-        },
+        async () => shared.cpu.push(await cpuPerGiB(reg.pid, blob.size, async () => void shared.skiff.push(await timedGet(url, blob.size)))),
         async () => shared.raw.push(await rawGet(s3, bucket, blob)),
-        async () => shared.floor.push(await timedGet(floor.url, blob.size)),
+        async () => shared.floorCpu.push(await cpuPerGiB(floor.pid, blob.size, async () => void shared.floor.push(await timedGet(floor.url, blob.size)))),
       ];
       for (let i = 0; i < steps.length; i++) await steps[(i + round) % steps.length]!();
-      let line = `GET round ${round}, shared cores: through Skiff ${shared.skiff.at(-1)!.toFixed(0)} MB/s, raw ${shared.raw.at(-1)!.toFixed(0)} MB/s (${(shared.skiff.at(-1)! / shared.raw.at(-1)!).toFixed(2)}), bare Node proxy ${shared.floor.at(-1)!.toFixed(0)} MB/s; registry CPU ${shared.cpu.at(-1)!.toFixed(2)} s/GiB`;
-      if (pinning) {
-        pin([...s3Pids, process.pid], '0');
-        pin([reg.pid], '1');
-        try {
-          if (round % 2) pinned.raw.push(await rawGet(s3, bucket, blob));
-          pinned.skiff.push(await timedGet(url, blob.size));
-          if (!(round % 2)) pinned.raw.push(await rawGet(s3, bucket, blob));
-        } finally {
-          pin([...s3Pids, process.pid, reg.pid], allCores());
-        }
-        line += `; pinned: through Skiff ${pinned.skiff.at(-1)!.toFixed(0)} MB/s, raw ${pinned.raw.at(-1)!.toFixed(0)} MB/s (${(pinned.skiff.at(-1)! / pinned.raw.at(-1)!).toFixed(2)})`;
+      let line = `GET round ${round}, shared cores: through Skiff ${shared.skiff.at(-1)!.toFixed(0)} MB/s, raw ${shared.raw.at(-1)!.toFixed(0)} MB/s (${(shared.skiff.at(-1)! / shared.raw.at(-1)!).toFixed(2)}), bare Node proxy ${shared.floor.at(-1)!.toFixed(0)} MB/s (${(shared.floor.at(-1)! / shared.raw.at(-1)!).toFixed(2)}); CPU per GiB: registry ${shared.cpu.at(-1)!.toFixed(2)} s, proxy ${shared.floorCpu.at(-1)!.toFixed(2)} s`;
+      if (cores) {
+        await pinned(
+          [
+            { pids: [...s3Pids, process.pid], core: cores[0] },
+            { pids: [reg.pid], core: cores[1] },
+          ],
+          async () => {
+            if (round % 2) pinnedRates.raw.push(await rawGet(s3, bucket, blob));
+            pinnedRates.skiff.push(await timedGet(url, blob.size));
+            if (!(round % 2)) pinnedRates.raw.push(await rawGet(s3, bucket, blob));
+          },
+          log,
+        );
+        line += `; pinned: through Skiff ${pinnedRates.skiff.at(-1)!.toFixed(0)} MB/s, raw ${pinnedRates.raw.at(-1)!.toFixed(0)} MB/s (${(pinnedRates.skiff.at(-1)! / pinnedRates.raw.at(-1)!).toFixed(2)})`;
       }
       log(line);
     }
   } finally {
     floor.kill();
   }
-  const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2);
+  const ratio = (a: number[], b: number[]) => median(ratios(a, b)).toFixed(2);
   return [
     [`raw GetObject, ${blob.size / MiB} MiB, all cores shared`, `${median(shared.raw).toFixed(0)} MB/s`, 'baseline'],
     ['streamed blob GET through Skiff, all cores shared', `${median(shared.skiff).toFixed(0)} MB/s`, `${ratio(shared.skiff, shared.raw)} of raw; registry CPU ${median(shared.cpu).toFixed(2)} s/GiB`],
-    ['the same GET through a bare Node proxy (the floor)', `${median(shared.floor).toFixed(0)} MB/s`, `${ratio(shared.floor, shared.raw)} of raw`],
-    ...(pinning
+    ['the same GET through a bare Node proxy (the floor)', `${median(shared.floor).toFixed(0)} MB/s`, `${ratio(shared.floor, shared.raw)} of raw; proxy CPU ${median(shared.floorCpu).toFixed(2)} s/GiB`],
+    ...(cores
       ? ([
-          ['raw GetObject, S3 and client on core 0', `${median(pinned.raw).toFixed(0)} MB/s`, 'baseline'],
-          ['streamed blob GET through Skiff on core 1', `${median(pinned.skiff).toFixed(0)} MB/s`, `${ratio(pinned.skiff, pinned.raw)} of raw (target >= 0.9)`],
+          [`raw GetObject, S3 and client on core ${cores[0]}`, `${median(pinnedRates.raw).toFixed(0)} MB/s`, 'baseline'],
+          [`streamed blob GET through Skiff on core ${cores[1]}`, `${median(pinnedRates.skiff).toFixed(0)} MB/s`, `${ratio(pinnedRates.skiff, pinnedRates.raw)} of raw (target >= 0.9)`],
         ] as Row[])
       : ([['streamed blob GET, registry on a core of its own', 'not measured', 'needs two cores, taskset and the Ceph RGW this run started']] as Row[])),
   ];

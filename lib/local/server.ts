@@ -96,7 +96,12 @@ async function* requestBody(req: IncomingMessage, stallMs?: number): AsyncIterab
 }
 
 export async function writeResponse(req: IncomingMessage, res: ServerResponse, response: RegistryResponse): Promise<void> {
-  if (res.destroyed) return;
+  if (res.destroyed) {
+    // The client left while storage was being opened: nobody will read the body, and an S3
+    // body left open would hold one of the S3 client's sockets.
+    if (response.body instanceof Readable) response.body.destroy();
+    return;
+  }
   const headers = { ...response.headers };
   // A body we did not read (an error before reading, e.g. a 413) is not worth draining.
   if (!req.complete) headers['Connection'] = 'close';

@@ -13,7 +13,7 @@ import type { DriverKind } from './registry.js';
 const root = join(import.meta.dirname, '..', '..');
 /** The malloc settings and Node flags `npm start` gives the registry (package.json's config; see the README). */
 const config: { glibcTunables: string; nodeFlags: string } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).config;
-const glibcTunables = config.glibcTunables;
+export const glibcTunables = config.glibcTunables;
 export const nodeFlags = config.nodeFlags.split(' ').filter(Boolean);
 
 export interface RegistryProcess {

@@ -13,7 +13,7 @@ import { CAPABILITY_PARAM } from '../../lib/auth/capability.js';
 import { MiB, bytes, gated, sha256 } from '../helpers/data.js';
 import { call, resolve } from '../helpers/http.js';
 import { expectError, patch, withDigest } from '../helpers/oci.js';
-import { type RegistryProcess, processEnv, spawnRegistry } from '../helpers/process.js';
+import { type RegistryProcess, nodeFlags, processEnv, spawnRegistry } from '../helpers/process.js';
 import { UPLOAD_HOST, freePort } from '../helpers/registry.js';
 import { addUser } from '../helpers/users.js';
 
@@ -112,7 +112,7 @@ describe('npm start with SKIFF_UPLOAD_ORIGIN, open, without token keys (fs)', ()
 describe('SKIFF_SERVE=uploads: the upload host alone (s3)', () => {
   it('refuses to start without token keys', async () => {
     const env = processEnv('s3', { SKIFF_SERVE: 'uploads' });
-    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/local/main.ts'], { cwd: join(import.meta.dirname, '..', '..'), env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', ...nodeFlags, 'lib/local/main.ts'], { cwd: join(import.meta.dirname, '..', '..'), env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
     const code = await new Promise<number | null>((done) => child.once('exit', done));
