@@ -89,6 +89,21 @@ async function patchStream(location: string, size: number, seed: number): Promis
   return { location: resolve(location, res.header('location')), ms };
 }
 
+/** For `.catch()`: the error again, its message prefixed with the step that failed. */
+const failed = (step: string) => (err: Error): never => {
+  throw new Error(`${step}: ${err.message}`, { cause: err });
+};
+
+/** Bytes of a stream, read with 'data' events and dropped. */
+function countBytes(stream: Readable): Promise<number> {
+  return new Promise((done, fail) => {
+    let n = 0;
+    stream.on('data', (c: Buffer) => (n += c.length));
+    stream.on('end', () => done(n));
+    stream.on('error', fail);
+  });
+}
+
 /** Every blob of the run is distinct: a repeated digest would take the dedupe path instead. */
 let nextSeed = 1;
 
@@ -125,16 +140,13 @@ async function pushThroughHost(starter: RegistryProcess, host: RegistryProcess, 
   // answer and the PUT blocks this process for seconds, past the host's keep-alive timeout, and
   // the PUT then goes out on a connection the host has closed ("socket hang up").
   const digest = digestOf(size, seed);
-  const step = (name: string) => (err: Error) => {
-    throw new Error(`${name}: ${err.message}`, { cause: err });
-  };
-  const res = await call(`${starter.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' }).catch(step('POST'));
+  const res = await call(`${starter.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' }).catch(failed('POST'));
   if (res.status !== 202) throw new Error(`POST: ${res.status} ${res.body}`);
   const onHost = (location: string) => host.url + location.replace(/^https?:\/\/[^/]+/, '');
   const id = res.header('docker-upload-uuid')!;
-  const patched = await call(onHost(res.header('location')!), { method: 'PATCH', body: asyncStream(size, seed), headers: { 'Content-Length': size } }).catch(step('PATCH'));
+  const patched = await call(onHost(res.header('location')!), { method: 'PATCH', body: asyncStream(size, seed), headers: { 'Content-Length': size } }).catch(failed('PATCH'));
   if (patched.status !== 202) throw new Error(`PATCH: ${patched.status} ${patched.body}`);
-  const put = await call(withDigest(onHost(patched.header('location')!), digest), { method: 'PUT' }).catch(step('PUT'));
+  const put = await call(withDigest(onHost(patched.header('location')!), digest), { method: 'PUT' }).catch(failed('PUT'));
   if (put.status !== 201) throw new Error(`PUT: ${put.status} ${put.body}`);
   return keys.blob(id);
 }
@@ -145,10 +157,7 @@ async function drain(url: string): Promise<number> {
   return new Promise((done, fail) => {
     request(url, (res) => {
       if (res.statusCode !== 200) return fail(new Error(`GET ${url}: ${res.statusCode}`));
-      let n = 0;
-      res.on('data', (c: Buffer) => (n += c.length));
-      res.on('end', () => done(n));
-      res.on('error', fail);
+      countBytes(res).then(done, fail);
     })
       .on('error', fail)
       .end();
@@ -297,16 +306,12 @@ async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess
   // Four at once, next to four raw multipart uploads at once.
   const fourSize = quick ? hostSize / 2 : hostSize;
   let t = performance.now();
-  await Promise.all([0, 1, 2, 3].map((i) => rawUpload(s3, bucket, `bench/raw-four-${i}`, fourSize, nextSeed + i))).catch((err: Error) => {
-    throw new Error(`four raw uploads at once: ${err.message}`, { cause: err });
-  });
+  await Promise.all([0, 1, 2, 3].map((i) => rawUpload(s3, bucket, `bench/raw-four-${i}`, fourSize, nextSeed + i))).catch(failed('four raw uploads at once'));
   const fourRaw = mbps(4 * fourSize, performance.now() - t);
   await uploadHost.resetPeak();
   const cpu0 = await threadTimes(uploadHost.pid);
   t = performance.now();
-  await Promise.all([0, 1, 2, 3].map((i) => pushThroughHost(starter, uploadHost, 'bench/four', fourSize, nextSeed + i))).catch((err: Error) => {
-    throw new Error(`four pushes at once through the upload host: ${err.message}`, { cause: err });
-  });
+  await Promise.all([0, 1, 2, 3].map((i) => pushThroughHost(starter, uploadHost, 'bench/four', fourSize, nextSeed + i))).catch(failed('four pushes at once through the upload host'));
   const fourMs = performance.now() - t;
   nextSeed += 4;
   const fourCpu = describe(spent(uploadHost.pid, cpu0, await threadTimes(uploadHost.pid)), fourMs);
@@ -334,13 +339,7 @@ async function hostFigures(starter: RegistryProcess, uploadHost: RegistryProcess
 async function rawGet(s3: S3Client, bucket: string, blob: StoredBlob): Promise<number> {
   const t = performance.now();
   const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: blob.key }));
-  const body = res.Body as Readable;
-  const n = await new Promise<number>((done, fail) => {
-    let n = 0;
-    body.on('data', (c: Buffer) => (n += c.length));
-    body.on('end', () => done(n));
-    body.on('error', fail);
-  });
+  const n = await countBytes(res.Body as Readable);
   if (n !== blob.size) throw new Error(`GetObject size ${n}, expected ${blob.size}`);
   return mbps(n, performance.now() - t);
 }
